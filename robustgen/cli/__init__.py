@@ -1,0 +1,59 @@
+"""The `robustgen` command: a thin click shell over the Python API.
+
+Each subcommand lives in its own module and is imported only when used, so
+`robustgen --help` stays fast and one command's imports never slow another.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import click
+
+# command name -> (module, attribute, one-line help shown by `robustgen --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("robustgen.cli.train", "train", "Adversarially train a classifier (optionally with DER)."),
+    "eval": ("robustgen.cli.train", "evaluate", "Clean and PGD-k-r robust accuracy of a checkpoint."),
+    "diagnose": ("robustgen.cli.train", "diagnose", "Plot energy diagnostics of a training run."),
+    "sample": ("robustgen.cli.sample", "sample", "Generate class-conditional images from a robust classifier."),
+    "score": ("robustgen.cli.score", "score", "IS, FID, KID, precision/recall of generated images."),
+    "demo": ("robustgen.cli.demo", "demo", "Train, sample, score and report on the embedded digits data."),
+    "report": ("robustgen.cli.demo", "report", "Build a self-contained HTML report for run dirs."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (module, _, _) in COMMANDS.items() if _module_exists(module)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not _module_exists(COMMANDS[name][0]):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _module_exists(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="robustgen")
+def main() -> None:
+    """robustgen: adversarially robust classifiers as generative models.
+
+    \b
+    Typical session:
+      robustgen train digits --der                  # robust model with the Delta Energy Regularizer
+      robustgen sample --checkpoint runs/digits-fgsm-rs-der/best.pt --class 3 --n 100
+      robustgen score runs/samples --ref digits --features runs/ref/best.pt
+    Run `robustgen COMMAND --help` for each command's options.
+    """
+
