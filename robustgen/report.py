@@ -1,0 +1,268 @@
+"""A self-contained HTML report for robustgen run dirs (open it straight from disk).
+
+Works on any of:
+- a training run dir (config.json + metrics.jsonl [+ diagnose PNGs]),
+- a sample run dir (samples.npz + meta.json + grid.png [+ score.json]),
+- a directory holding several of those (e.g. the demo's combined dir).
+
+Everything is embedded (PNG as base64), so the page has no external
+references. The report only reads files: it depends on nothing but the kernel.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from robustgen.errors import RobustgenError
+from robustgen.io import atomic_write_text, now_iso, read_jsonl, versions
+
+REPORT_NAME = "report.html"
+
+
+def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
+    """Training run dirs and sample run dirs under `root` (itself included), sorted."""
+    train_dirs = sorted({p.parent for p in root.rglob("metrics.jsonl")})
+    sample_dirs = sorted({p.parent for p in root.rglob("samples.npz")})
+    return train_dirs, sample_dirs
+
+
+def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None) -> Path:
+    """Write `report.html` into `run_dir` (or `out`) and return its path."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise RobustgenError(f"{root} is not a directory: pass a run dir written by robustgen train, sample or demo")
+    train_dirs, sample_dirs = find_runs(root)
+    if not train_dirs and not sample_dirs:
+        raise RobustgenError(f"{root} holds no robustgen run (no metrics.jsonl or samples.npz): pass a train, sample or demo run dir")
+    sections = []
+    summary = _read_json(root / "demo.json")
+    if summary:
+        sections.append(_summary_section(summary))
+    sections += [_training_section(d, root) for d in train_dirs]
+    if sample_dirs:
+        sections.append(_samples_section(sample_dirs, root))
+    sections.append(_versions_section(root, train_dirs, sample_dirs))
+    page = _PAGE.format(title=html.escape(f"robustgen report: {root.resolve().name}"), generated=now_iso(), body="\n".join(sections))
+    target = Path(out) if out else root / REPORT_NAME
+    atomic_write_text(target, page)
+    return target
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _summary_section(summary: dict) -> str:
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in summary.get("headline", {}).items())
+    timing = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.1f} s</td></tr>" for k, v in summary.get("timings_s", {}).items())
+    return f"""<section><h2>Headline</h2><div class="cols">
+<table class="kv">{rows}</table><table class="kv"><caption>Wall time</caption>{timing}</table></div>
+<p class="note">{html.escape(summary.get("note", ""))}</p></section>"""
+
+
+def _training_section(run: Path, root: Path) -> str:
+    config = _read_json(run / "config.json") or {}
+    metrics = read_jsonl(run / "metrics.jsonl")
+    title = html.escape(str(run.relative_to(root)) if run != root else run.name)
+    parts = [f"<section><h2>Training run: {title}</h2>"]
+    if metrics:
+        last = metrics[-1]
+        alarms = [m.get("epoch") for m in metrics if m.get("co_alarm")]
+        best = max(metrics, key=lambda m: _num(_first(m, _ROBUST_KEYS)) or -1)
+        parts.append("<div class='cols'>")
+        parts.append(_kv_table({
+            "epochs": len(metrics),
+            "last clean acc": _first(last, _CLEAN_KEYS),
+            "last robust acc": _first(last, _ROBUST_KEYS),
+            f"best robust acc (epoch {best.get('epoch')})": _first(best, _ROBUST_KEYS),
+            "catastrophic-overfitting alarms": ", ".join(map(str, alarms)) if alarms else "none",
+        }))
+        parts.append(_kv_table(_flatten(config), caption="config.json", limit=40))
+        parts.append("</div>")
+        parts.append(_img(_curves_png(metrics), "training curves"))
+    pngs = sorted(p for p in run.glob("*.png"))
+    if pngs:
+        parts.append("<h3>Diagnostics</h3><div class='gallery'>")
+        parts += [f"<figure>{_img(p.read_bytes(), p.stem)}<figcaption>{html.escape(p.name)}</figcaption></figure>" for p in pngs]
+        parts.append("</div>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _samples_section(sample_dirs: list[Path], root: Path) -> str:
+    parts = ["<section><h2>Samples</h2>"]
+    score_rows = []
+    for run in sample_dirs:
+        meta = _read_json(run / "meta.json") or {}
+        score = _read_json(run / "score.json")
+        name = html.escape(str(run.relative_to(root)) if run != root else run.name)
+        desc = _sampler_description(meta)
+        parts.append(f"<h3>{name}</h3><p class='note'>{html.escape(desc)}</p>")
+        if (run / "grid.png").exists():
+            parts.append(_img((run / "grid.png").read_bytes(), f"sample grid {name}", css="grid"))
+        if score:
+            score_rows.append((name, score))
+    if score_rows:
+        parts.append(_score_table(score_rows))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _score_table(rows: list[tuple[str, dict]]) -> str:
+    keys: list[str] = []
+    for _, score in rows:
+        for k, v in (score.get("metrics") or score).items():
+            if isinstance(v, (int, float)) and k not in keys:
+                keys.append(k)
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = ""
+    extractors = set()
+    for name, score in rows:
+        values = score.get("metrics") or score
+        body += f"<tr><td>{name}</td>" + "".join(f"<td>{_cell(values.get(k))}</td>" for k in keys) + "</tr>"
+        extractors.add(str(score.get("extractor", "unknown extractor")))
+    notes = "; ".join(sorted(extractors))
+    return f"""<h3>Scores</h3><table class="scores"><tr><th>samples</th>{head}</tr>{body}</table>
+<p class="note">Feature extractor: {html.escape(notes)}. Numbers from a classifier extractor are not comparable with Inception-based numbers in papers.</p>"""
+
+
+def _versions_section(root: Path, train_dirs: list[Path], sample_dirs: list[Path]) -> str:
+    recorded = {}
+    for d in train_dirs + sample_dirs:
+        for name in ("config.json", "meta.json"):
+            data = _read_json(d / name) or {}
+            if isinstance(data.get("versions"), dict):
+                recorded = data["versions"]
+                break
+        if recorded:
+            break
+    return f"<section><h2>Versions</h2>{_kv_table(recorded or versions())}</section>"
+
+
+# --------------------------------------------------------------------------- pieces
+
+_CLEAN_KEYS = ("test_clean_acc", "test_acc", "clean_acc")
+_ROBUST_KEYS = ("test_pgd_acc", "test_robust_acc", "robust_acc")
+
+
+def _curves_png(metrics: list[dict]) -> bytes:
+    """Three panels: accuracies, delta energies, AAE counts; CO alarms as red lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [m.get("epoch", i + 1) for i, m in enumerate(metrics)]
+    numeric = [k for k in metrics[-1] if isinstance(metrics[-1][k], (int, float)) and not isinstance(metrics[-1][k], bool)]
+    groups = {
+        "accuracy": [k for k in numeric if k.endswith("acc")],
+        "delta energy": [k for k in numeric if k.lower().startswith(("de_", "de(", "delta")) and k.endswith("mean")],
+        "abnormal adversarial examples": [k for k in numeric if "aae" in k.lower() and "frac" not in k.lower()],
+    }
+    groups = {title: keys for title, keys in groups.items() if keys}
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 3.4), squeeze=False)
+    alarms = [e for e, m in zip(epochs, metrics) if m.get("co_alarm")]
+    for ax, (title, keys) in zip(axes[0], groups.items()):
+        for k in keys:
+            ax.plot(epochs, [m.get(k, float("nan")) for m in metrics], marker="o", ms=3, label=k)
+        for e in alarms:
+            ax.axvline(e, color="crimson", ls="--", lw=1)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _sampler_description(meta: dict) -> str:
+    bits = []
+    for key in ("init", "sampler", "stop"):
+        value = meta.get(key)
+        if isinstance(value, dict):
+            kind = value.get("kind") or value.get("name") or value.get("method") or ""
+            bits.append(f"{key}={kind}" if kind else f"{key}={json.dumps(value, sort_keys=True)[:80]}")
+        elif value is not None:
+            bits.append(f"{key}={value}")
+    for key in ("n", "grad_evals_per_image", "seconds", "seed"):
+        if key in meta:
+            bits.append(f"{key}={_cell(meta[key])}")
+    return ", ".join(bits) or "sample run"
+
+
+def _img(png: bytes, alt: str, css: str = "") -> str:
+    data = base64.b64encode(png).decode()
+    return f'<img class="{css}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _kv_table(pairs: dict, caption: str = "", limit: int | None = None) -> str:
+    items = list(pairs.items())[:limit] if limit else list(pairs.items())
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in items)
+    return f'<table class="kv">{cap}{rows}</table>'
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}." if not isinstance(v, dict) or not v else f"{prefix}{k}."))
+        return {k.rstrip("."): v for k, v in out.items()}
+    out[prefix] = obj
+    return out
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return html.escape(f"{value:.4g}")
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return html.escape(f"[{', '.join(map(str, value[:8]))}, … ({len(value)})]")
+    return html.escape("" if value is None else str(value))
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _first(record: dict, keys: tuple[str, ...]) -> Any:
+    return next((record[k] for k in keys if k in record), None)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; background: #f6f7f9; color: #1d2330; }}
+header {{ background: #1d2330; color: #fff; padding: 14px 28px; }}
+header h1 {{ font-size: 19px; margin: 0; }} header p {{ margin: 2px 0 0; color: #aab; font-size: 12px; }}
+main {{ max-width: 1180px; margin: 0 auto; padding: 10px 28px 40px; }}
+section {{ background: #fff; border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.08); padding: 14px 20px; margin: 16px 0; }}
+h2 {{ font-size: 16px; margin: 2px 0 10px; }} h3 {{ font-size: 14px; margin: 14px 0 6px; }}
+table {{ border-collapse: collapse; font-size: 12.5px; }} caption {{ text-align: left; font-weight: 600; padding: 2px 0 4px; }}
+.kv th {{ text-align: left; font-weight: 500; color: #556; padding: 2px 14px 2px 0; vertical-align: top; }}
+.kv td {{ padding: 2px 0; font-family: ui-monospace, monospace; max-width: 420px; overflow-wrap: anywhere; }}
+.scores th, .scores td {{ border-bottom: 1px solid #e4e6ea; padding: 4px 10px; text-align: right; }}
+.scores th:first-child, .scores td:first-child {{ text-align: left; }}
+.cols {{ display: flex; gap: 36px; flex-wrap: wrap; align-items: flex-start; }}
+img {{ max-width: 100%; }} img.grid {{ image-rendering: pixelated; max-width: 560px; border: 1px solid #dde; }}
+.gallery {{ display: flex; flex-wrap: wrap; gap: 12px; }} .gallery figure {{ margin: 0; max-width: 540px; }}
+figcaption, .note {{ color: #667; font-size: 12px; }}
+</style></head>
+<body><header><h1>{title}</h1><p>generated {generated}</p></header><main>
+{body}
+</main></body></html>
+"""
