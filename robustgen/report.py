@@ -44,9 +44,9 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
     summary = _read_json(root / "demo.json")
     if summary:
         sections.append(_summary_section(summary))
-    sections += [_training_section(d, root) for d in train_dirs]
     if sample_dirs:
         sections.append(_samples_section(sample_dirs, root))
+    sections += [_training_section(d, root) for d in train_dirs]
     sections.append(_versions_section(root, train_dirs, sample_dirs))
     page = _PAGE.format(title=html.escape(f"robustgen report: {root.resolve().name}"), generated=now_iso(), body="\n".join(sections))
     target = Path(out) if out else root / REPORT_NAME
@@ -58,8 +58,11 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
 
 
 def _summary_section(summary: dict) -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in summary.get("headline", {}).items())
-    timing = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.1f} s</td></tr>" for k, v in summary.get("timings_s", {}).items())
+    headline = summary.get("headline", [])
+    pairs = headline.items() if isinstance(headline, dict) else headline  # a list of [name, value] keeps its order
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>" for k, v in pairs)
+    timings = summary.get("timings_s", [])
+    timing = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.1f} s</td></tr>" for k, v in (timings.items() if isinstance(timings, dict) else timings))
     return f"""<section><h2>Headline</h2><div class="cols">
 <table class="kv">{rows}</table><table class="kv"><caption>Wall time</caption>{timing}</table></div>
 <p class="note">{html.escape(summary.get("note", ""))}</p></section>"""
@@ -82,8 +85,9 @@ def _training_section(run: Path, root: Path) -> str:
             f"best robust acc (epoch {best.get('epoch')})": _first(best, _ROBUST_KEYS),
             "catastrophic-overfitting alarms": ", ".join(map(str, alarms)) if alarms else "none",
         }))
-        parts.append(_kv_table(_flatten(config), caption="config.json", limit=40))
         parts.append("</div>")
+        settings = {k: v for k, v in _flatten(config.get("config", config)).items() if v not in (None, "")}
+        parts.append(f"<details><summary>config.json ({len(settings)} settings)</summary>{_kv_table(settings)}</details>")
         parts.append(_img(_curves_png(metrics), "training curves"))
     pngs = sorted(p for p in run.glob("*.png"))
     if pngs:
@@ -95,40 +99,36 @@ def _training_section(run: Path, root: Path) -> str:
 
 
 def _samples_section(sample_dirs: list[Path], root: Path) -> str:
-    parts = ["<section><h2>Samples</h2>"]
-    score_rows = []
+    cards, score_rows = [], []
     for run in sample_dirs:
         meta = _read_json(run / "meta.json") or {}
         score = _read_json(run / "score.json")
         name = html.escape(str(run.relative_to(root)) if run != root else run.name)
-        desc = _sampler_description(meta)
-        parts.append(f"<h3>{name}</h3><p class='note'>{html.escape(desc)}</p>")
-        if (run / "grid.png").exists():
-            parts.append(_img((run / "grid.png").read_bytes(), f"sample grid {name}", css="grid"))
+        grid = _img((run / "grid.png").read_bytes(), f"sample grid {name}", css="grid") if (run / "grid.png").exists() else ""
+        cards.append(f"<figure><h3>{name}</h3>{grid}<figcaption>{html.escape(_sampler_description(meta))}</figcaption></figure>")
         if score:
             score_rows.append((name, score))
-    if score_rows:
-        parts.append(_score_table(score_rows))
-    parts.append("</section>")
-    return "\n".join(parts)
+    table = _score_table(score_rows) if score_rows else ""
+    return f"<section><h2>Samples</h2><div class='gallery'>{''.join(cards)}</div>{table}</section>"
+
+
+# Columns of the score table, in reading order; unknown numeric keys follow.
+_SCORE_COLUMNS = ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "f_score", "judge_accuracy", "class_fid_mean")
 
 
 def _score_table(rows: list[tuple[str, dict]]) -> str:
-    keys: list[str] = []
-    for _, score in rows:
-        for k, v in (score.get("metrics") or score).items():
-            if isinstance(v, (int, float)) and k not in keys:
-                keys.append(k)
+    present = {k for _, score in rows for k, v in (score.get("metrics") or score).items() if isinstance(v, (int, float))}
+    keys = [k for k in _SCORE_COLUMNS if k in present] + sorted(present - set(_SCORE_COLUMNS))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = ""
-    extractors = set()
+    labels = set()
     for name, score in rows:
         values = score.get("metrics") or score
         body += f"<tr><td>{name}</td>" + "".join(f"<td>{_cell(values.get(k))}</td>" for k in keys) + "</tr>"
-        extractors.add(str(score.get("extractor", "unknown extractor")))
-    notes = "; ".join(sorted(extractors))
+        extractor = score.get("extractor")
+        labels.add(str(score.get("label") or (extractor.get("description") if isinstance(extractor, dict) else extractor) or "unknown extractor"))
     return f"""<h3>Scores</h3><table class="scores"><tr><th>samples</th>{head}</tr>{body}</table>
-<p class="note">Feature extractor: {html.escape(notes)}. Numbers from a classifier extractor are not comparable with Inception-based numbers in papers.</p>"""
+<p class="note">{html.escape("; ".join(sorted(labels)))}</p>"""
 
 
 def _versions_section(root: Path, train_dirs: list[Path], sample_dirs: list[Path]) -> str:
@@ -164,7 +164,7 @@ def _curves_png(metrics: list[dict]) -> bytes:
         "delta energy": [k for k in numeric if k.lower().startswith(("de_", "de(", "delta")) and k.endswith("mean")],
         "abnormal adversarial examples": [k for k in numeric if "aae" in k.lower() and "frac" not in k.lower()],
     }
-    groups = {title: keys for title, keys in groups.items() if keys}
+    groups = {title: keys for title, keys in groups.items() if any(m.get(k) for k in keys for m in metrics)}
     fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 3.4), squeeze=False)
     alarms = [e for e, m in zip(epochs, metrics) if m.get("co_alarm")]
     for ax, (title, keys) in zip(axes[0], groups.items()):
@@ -174,6 +174,7 @@ def _curves_png(metrics: list[dict]) -> bytes:
             ax.axvline(e, color="crimson", ls="--", lw=1)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -188,7 +189,7 @@ def _sampler_description(meta: dict) -> str:
     for key in ("init", "sampler", "stop"):
         value = meta.get(key)
         if isinstance(value, dict):
-            kind = value.get("kind") or value.get("name") or value.get("method") or ""
+            kind = value.get("kind") or value.get("rule") or value.get("name") or ""
             bits.append(f"{key}={kind}" if kind else f"{key}={json.dumps(value, sort_keys=True)[:80]}")
         elif value is not None:
             bits.append(f"{key}={value}")
@@ -211,12 +212,12 @@ def _kv_table(pairs: dict, caption: str = "", limit: int | None = None) -> str:
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
     out = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}." if not isinstance(v, dict) or not v else f"{prefix}{k}."))
-        return {k.rstrip("."): v for k, v in out.items()}
-    out[prefix] = obj
+    for key, value in obj.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
 
@@ -258,8 +259,9 @@ table {{ border-collapse: collapse; font-size: 12.5px; }} caption {{ text-align:
 .scores th, .scores td {{ border-bottom: 1px solid #e4e6ea; padding: 4px 10px; text-align: right; }}
 .scores th:first-child, .scores td:first-child {{ text-align: left; }}
 .cols {{ display: flex; gap: 36px; flex-wrap: wrap; align-items: flex-start; }}
-img {{ max-width: 100%; }} img.grid {{ image-rendering: pixelated; max-width: 560px; border: 1px solid #dde; }}
-.gallery {{ display: flex; flex-wrap: wrap; gap: 12px; }} .gallery figure {{ margin: 0; max-width: 540px; }}
+img {{ max-width: 100%; }} img.grid {{ image-rendering: pixelated; width: 360px; border: 1px solid #dde; }}
+.gallery {{ display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }} .gallery h3 {{ margin-top: 0; }} .gallery figure {{ margin: 0; max-width: 1100px; }} .gallery figure figcaption {{ max-width: 360px; }}
+details summary {{ cursor: pointer; color: #445; margin: 6px 0; }}
 figcaption, .note {{ color: #667; font-size: 12px; }}
 </style></head>
 <body><header><h1>{title}</h1><p>generated {generated}</p></header><main>

@@ -1,0 +1,148 @@
+"""Catastrophic overfitting (CO) of single-step AT, without and with DER, on the real CIFAR-10 subset.
+
+Two runs with the same seed, data and budget: `--method fgsm` (zero init) without DER,
+then the same with `--der`. For each run the script finds the epoch where test PGD
+accuracy collapses (the CO alarm of training.diagnostics, or a fall below half the best
+so far) and prints delta energies and AAE counts around it. Outputs (small files only)
+go to experiments/results/co-<tag>/{plain,der}/: metrics.jsonl, config.json, curves.png,
+quiver.png, plus summary.json / summary.md.
+
+    OMP_NUM_THREADS=1 python experiments/catastrophic_overfitting.py                  # eps 8/255
+    OMP_NUM_THREADS=1 python experiments/catastrophic_overfitting.py --eps 16/255     # what CO needed here
+
+Budget on a shared 2-core CPU: ~35-60 s per epoch per run at width 16 (5,085 images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
+
+
+def collapse_epoch(records: list[dict]) -> int | None:
+    """First epoch whose test PGD accuracy fell below half of the best so far (after a best of >= 10%)."""
+    best = 0.0
+    for r in records:
+        if best >= 0.10 and r["test_pgd_acc"] < 0.5 * best:
+            return r["epoch"]
+        best = max(best, r["test_pgd_acc"])
+    return None
+
+
+def around(records: list[dict], epoch: int, width: int = 2) -> list[dict]:
+    keys = ("epoch", "train_adv_acc", "test_clean_acc", "test_pgd_acc", "de_x_mean", "de_xy_mean", "de_norm_mean", "de_norm_max",
+            "aae_count", "aae_high_count", "co_alarm")
+    return [{k: r.get(k) for k in keys} for r in records if abs(r["epoch"] - epoch) <= width]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="npz with x_train y_train x_test y_test")
+    p.add_argument("--eps", default="8/255")
+    p.add_argument("--method", default="fgsm")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--eval-subset", type=int, default=500)
+    p.add_argument("--eval-pgd-steps", type=int, default=10)
+    p.add_argument("--der-beta", type=float, default=None)
+    p.add_argument("--der-gamma", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="plain,der", help="which runs: plain, der or both (comma separated)")
+    p.add_argument("--work", default=str(REPO / "runs" / "co"), help="scratch run dirs (checkpoints stay here)")
+    p.add_argument("--results", default=str(REPO / "experiments" / "results"))
+    args = p.parse_args(argv)
+
+    from robustgen.io import atomic_write_json, atomic_write_text, parse_eps, read_jsonl
+    from training import TrainConfig, train
+    from training.config import DER_BETA, DER_GAMMA
+    from training.diagnostics import diagnose_run
+
+    if not Path(args.data).is_file():
+        print(f"Error: {args.data} not found: pass --data PATH to the CIFAR-10 subset npz", file=sys.stderr)
+        return 1
+    eps = parse_eps(args.eps)
+    tag = f"co-{args.method}-eps{round(eps * 255)}-w{args.width}-e{args.epochs}-s{args.seed}"
+    results_dir = Path(args.results) / tag
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for name in [n for n in args.runs.split(",") if n]:
+        config = TrainConfig(
+            dataset=f"npz:{args.data}", method=args.method, eps=eps, der=(name == "der"),
+            der_beta=args.der_beta if args.der_beta is not None else DER_BETA,
+            der_gamma=args.der_gamma if args.der_gamma is not None else DER_GAMMA,
+            width=args.width, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+            eval_subset=args.eval_subset, eval_pgd_steps=args.eval_pgd_steps, seed=args.seed, device="cpu",
+            out=str(Path(args.work) / tag / name),
+        )
+        print(f"== {name}: {config.method} eps {args.eps}{' + DER' if config.der else ''}, {args.epochs} epochs, width {args.width}", flush=True)
+        started = time.time()
+        result = train(config, overwrite=True)
+        print(f"== {name}: {time.time() - started:.0f} s", flush=True)
+        diagnose_run(result.run_dir, checkpoint="last", n=64, device="cpu")
+        out = results_dir / name
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("metrics.jsonl", "config.json", "curves.png", "quiver.png"):
+            shutil.copyfile(result.run_dir / f, out / f)
+
+    # Summarise every run stored under results_dir (earlier invocations included).
+    summary = {}
+    for run in sorted(d for d in results_dir.iterdir() if (d / "metrics.jsonl").is_file()):
+        records = read_jsonl(run / "metrics.jsonl")
+        cfg = json.loads((run / "config.json").read_text())["config"]
+        summary[run.name] = {
+            "der": cfg["der"], "der_beta": cfg["der_beta"], "der_gamma": cfg["der_gamma"], "epochs_run": len(records),
+            "wall_s": round(sum(r["time_s"] for r in records), 1),
+            "collapse_epoch": collapse_epoch(records),
+            "first_alarm_epoch": next((r["epoch"] for r in records if r.get("co_alarm")), None),
+            "best_pgd_acc": max(r["test_pgd_acc"] for r in records),
+            "final_pgd_acc": records[-1]["test_pgd_acc"],
+            "final_clean_acc": records[-1]["test_clean_acc"],
+            "final_train_adv_acc": records[-1]["train_adv_acc"],
+            "max_de_norm_mean": max(r["de_norm_mean"] for r in records),
+            "max_aae_count": max(r["aae_count"] for r in records),
+            "per_epoch": [{k: r[k] for k in ("epoch", "train_adv_acc", "test_clean_acc", "test_pgd_acc", "de_x_mean", "de_xy_mean",
+                                              "de_norm_mean", "aae_count", "aae_high_count")} | {"co_alarm": r.get("co_alarm")} for r in records],
+        }
+    # the epochs around the plain run's collapse, for both runs
+    pivot = summary.get("plain", {}).get("collapse_epoch")
+    lines = [f"# {tag}", "", f"data {args.data}, eps {args.eps}, method {args.method}, width {args.width}, {args.epochs} epochs, "
+             f"lr {args.lr} cyclic, seed {args.seed}, per-epoch PGD-{args.eval_pgd_steps} on {args.eval_subset} test images", ""]
+    lines.append("| run (DER beta/gamma) | collapse epoch | best PGD acc | final PGD acc | final clean acc | final train adv acc | max mean ||dE|| | max AAEs/epoch | wall s |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for name, s in summary.items():
+        ce = "none" if s["collapse_epoch"] is None else s["collapse_epoch"] + 1
+        der = f"{s['der_beta']:g}/{s['der_gamma']:g}" if s["der"] else "off"
+        lines.append(f"| {name} ({der}) | {ce} | {s['best_pgd_acc']:.3f} | {s['final_pgd_acc']:.3f} | {s['final_clean_acc']:.3f} | "
+                     f"{s['final_train_adv_acc']:.3f} | {s['max_de_norm_mean']:.3g} | {s['max_aae_count']} | {s['wall_s']} |")
+    lines += ["", "Per epoch (epoch is 1-based): train adv acc / test PGD acc / mean dE(x) / mean dE(x,y) / mean ||dE|| / AAEs / high-energy AAEs", ""]
+    lines.append("| epoch | " + " | ".join(summary) + " |")
+    lines.append("|---|" + "---|" * len(summary))
+    for i in range(args.epochs):
+        cells = []
+        for s in summary.values():
+            if i >= len(s["per_epoch"]):
+                cells.append("(stopped)")
+                continue
+            r = s["per_epoch"][i]
+            mark = " **CO**" if r["co_alarm"] else ""
+            cells.append(f"{r['train_adv_acc']:.2f} / {r['test_pgd_acc']:.2f} / {r['de_x_mean']:+.2f} / {r['de_xy_mean']:+.2f} / "
+                         f"{r['de_norm_mean']:.2f} / {r['aae_count']} / {r['aae_high_count']}{mark}")
+        star = " (plain collapses)" if pivot == i else ""
+        lines.append(f"| {i + 1}{star} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    atomic_write_json(results_dir / "summary.json", {"args": vars(args), "runs": summary})
+    atomic_write_text(results_dir / "summary.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""`robustgen score`: IS, FID, KID, precision/recall of generated images (thin shell over samplers.scoring.score)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from robustgen.cli.common import echo_json, user_errors
+
+
+@click.command("score")
+@click.argument("samples", type=click.Path(path_type=Path))
+@click.option("--ref", default=None, metavar="DATASET",
+              help="Reference: digits, cifar10, ..., npz:PATH or folder:PATH. Default: the dataset of the sample run.")
+@click.option("--ref-split", type=click.Choice(["train", "test"]), default="train", show_default=True, help="Reference split.")
+@click.option("--metrics", default="is,fid", show_default=True, metavar="LIST", help="Comma-separated: is,fid,kid,prc.")
+@click.option("--features", default="inception", show_default=True, metavar="inception|CKPT",
+              help="Feature extractor: torch-fidelity's Inception-v3 (comparable with papers) or a robustgen classifier checkpoint.")
+@click.option("--inception-weights", type=click.Path(path_type=Path), default=None, metavar="PATH",
+              help="Local weights-inception-2015-12-05-6726825d.pth for machines without internet.")
+@click.option("--judge", type=click.Path(path_type=Path), default=None, metavar="CKPT",
+              help="Classifier whose accuracy on the samples (w.r.t. their intended labels) is reported, overall and per class.")
+@click.option("--no-per-class", is_flag=True, help="Skip class-conditional FID.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Where registry datasets live.")
+@click.option("--kid-subset-size", type=int, default=None, help="KID subset size (default 1000, lowered with a warning when fewer images exist).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Cache of reference features (default ~/.cache/robustgen/score or $ROBUSTGEN_CACHE/score).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write cached reference features.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write score.json here (default: inside a sample run dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
+@user_errors
+def score(samples, ref, ref_split, metrics, features, inception_weights, judge, no_per_class, batch_size, device, data_root,
+          kid_subset_size, cache_dir, no_cache, out, as_json):
+    """Score generated images SAMPLES (a sample run dir, an .npz of uint8 images, or a folder of images).
+
+    \b
+    robustgen score runs/samples-cifar10 --ref cifar10
+    robustgen score runs/samples --ref npz:data.npz --features runs/ref/best.pt --metrics is,fid,kid,prc
+    robustgen score SAMPLES --inception-weights weights-inception-2015-12-05-6726825d.pth
+    """
+    from samplers.scoring import default_output, format_result
+    from samplers.scoring import score as run_score
+
+    result = run_score(
+        samples,
+        ref=ref,
+        ref_split=ref_split,
+        metrics=metrics,
+        features=features,
+        inception_weights=inception_weights,
+        judge=judge,
+        per_class=not no_per_class,
+        batch_size=batch_size,
+        device=device,
+        data_root=data_root,
+        cache_dir=cache_dir,
+        cache=not no_cache,
+        kid_subset_size=kid_subset_size,
+        verbose=sys.stderr.isatty() and not as_json,
+    )
+    target = out if out is not None else default_output(samples)
+    if target is not None:
+        result.save(target)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(format_result(result))
+        if target is not None:
+            click.echo(f"\nwrote {target}")

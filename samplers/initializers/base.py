@@ -1,0 +1,104 @@
+"""What all initialisers share: class data, the on-disk cache, fingerprints.
+
+An initialiser is fitted once per (dataset, class, fit options[, model]) and the
+fitted arrays are cached as .npz under `<cache_dir>/init/`, keyed by a hash of
+exactly those inputs, so a second run (or a second process) reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from robustgen.data import ImageDataset
+from robustgen.errors import RobustgenError
+from robustgen.io import atomic_path, ensure_writable_dir, sha256_arrays
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ROBUSTGEN_CACHE", "~/.cache/robustgen")).expanduser()
+
+
+def cache_key(**parts) -> str:
+    """Short stable hash of JSON-able parts (dataset fingerprint, class, options, model hash)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def cached_arrays(cache_dir: Path | None, name: str, fit: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Load `<cache_dir>/<name>.npz` or compute it with `fit()` and store it atomically."""
+    if cache_dir is None:
+        return fit()
+    path = Path(cache_dir) / f"{name}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError):
+            pass  # a foreign or damaged file: refit and replace it
+    arrays = fit()
+    ensure_writable_dir(path.parent)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return arrays
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's weights and buffers: keys caches that depend on the model."""
+    state = model.state_dict()
+    arrays = [state[k].detach().cpu().contiguous().numpy() for k in sorted(state)]
+    return sha256_arrays(*arrays)
+
+
+def class_pixels(dataset: ImageDataset, cls: int, *, minimum: int = 1, what: str = "this init") -> np.ndarray:
+    """Training images of class `cls` as float32 (n_c, D) rows in [0, 1], in CHW order."""
+    x = dataset.x_train[dataset.y_train == cls]
+    if len(x) < minimum:
+        raise RobustgenError(
+            f"class {cls} ({dataset.classes[cls]}) has {len(x)} training images in {dataset.name}: "
+            f"{what} needs at least {minimum}; use --init uniform or add data"
+        )
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(len(x), -1), dtype=np.float32) / np.float32(255.0)
+
+
+@torch.no_grad()
+def class_features(model: nn.Module, pixels: np.ndarray, image_shape: tuple[int, int, int], *, batch_size: int = 256) -> np.ndarray:
+    """Penultimate features of class images (no gradients needed: this is a lookup space)."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(pixels), batch_size):
+        x = torch.from_numpy(pixels[start : start + batch_size]).view(-1, *image_shape).to(device)
+        out.append(model.features(x).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def n_components_for(explained_variance: Tensor, *, variance: float, components: int | None) -> Tensor:
+    """Per row of (B, r) component variances: how many leading components to keep."""
+    r = explained_variance.shape[-1]
+    if components is not None:
+        return torch.full(explained_variance.shape[:-1], min(components, r), dtype=torch.long)
+    total = explained_variance.sum(-1, keepdim=True).clamp_min(1e-12)
+    before = (explained_variance.cumsum(-1) - explained_variance) / total  # variance retained by the components before i
+    return (before < variance - 1e-9).sum(-1).clamp(min=1)
+
+
+class Initializer:
+    """A fitted initialiser for one class: `draw(n, generator) -> (n, C, H, W)` float in [0, 1] on the CPU."""
+
+    kind = "base"
+
+    def __init__(self, image_shape: tuple[int, int, int]):
+        self.image_shape = tuple(image_shape)
+
+    def draw(self, n: int, generator: torch.Generator) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _images(self, flat: Tensor) -> Tensor:
+        return flat.clamp(0, 1).view(-1, *self.image_shape).float()

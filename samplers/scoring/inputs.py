@@ -1,0 +1,311 @@
+"""What gets scored and against what: images as uint8 NHWC arrays plus labels.
+
+Samples come from a sample run dir (`DIR/samples.npz`, written by `robustgen
+sample`), a `.npz` of uint8 images, or a folder of images (flat, or one
+sub-folder per class whose names are the reference's class names or indices).
+References come from the dataset registry (`digits`, `cifar10`, `npz:PATH`,
+`folder:PATH`), train split by default.
+
+Every malformed input gives one RobustgenError line naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from robustgen.errors import RobustgenError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+SAMPLES_FILE = "samples.npz"
+META_FILE = "meta.json"
+_IMAGE_KEYS = ("images", "x", "arr_0")  # samples.npz, a plain savez(x=...), savez(array)
+_LABEL_KEYS = ("labels", "y")
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Images to score (or to compare against), held in memory."""
+
+    source: str  # what the user pointed at, for messages and score.json
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray | None  # (N,) int64 intended classes, or None when unknown
+    run_dir: Path | None = None  # set when the source is a sample run dir
+    meta: dict = field(default_factory=dict)  # the run dir's meta.json (empty otherwise)
+    class_names: tuple[str, ...] | None = None  # folder-per-class inputs: the folder names
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W)."""
+        _, h, w, c = self.images.shape
+        return (c, h, w)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """One split of a registry dataset."""
+
+    spec: str  # registry spec, e.g. "digits" or "npz:/data/x.npz"
+    split: str  # "train" or "test"
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int64
+    classes: tuple[str, ...]
+    fingerprint: str  # sha256 of the whole dataset (robustgen.data.ImageDataset.fingerprint)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        _, h, w, c = self.images.shape
+        return (c, h, w)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class UInt8Images(Dataset):
+    """torch Dataset of uint8 CHW tensors, the input format torch-fidelity expects.
+
+    `channels=3` repeats grayscale images to RGB (Inception-v3 is an RGB model).
+    """
+
+    def __init__(self, images_nhwc: np.ndarray, *, channels: int | None = None):
+        self.images = torch.from_numpy(np.ascontiguousarray(images_nhwc)).permute(0, 3, 1, 2)
+        self.channels = channels or self.images.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = self.images[i]
+        if img.shape[0] != self.channels:
+            img = img.expand(self.channels, -1, -1)
+        return img.contiguous()
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def load_samples(path: str | os.PathLike | ImageSet | np.ndarray, *, labels: np.ndarray | None = None) -> ImageSet:
+    """Read samples from a run dir, an .npz, a folder of images, or take an array as is.
+
+    `labels` (intended classes, one per image) replaces whatever labels the input carries.
+    """
+    found = _load_any(path)
+    if labels is None:
+        return found
+    return ImageSet(found.source, found.images, _check_labels(labels, len(found), "the labels array"), found.run_dir, found.meta)
+
+
+def _load_any(path) -> ImageSet:
+    if isinstance(path, ImageSet):
+        return path
+    if isinstance(path, np.ndarray):
+        return ImageSet("<array>", _check_images(path, "the images array"), None)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise RobustgenError(f"samples {path} not found: give a sample run dir, an .npz of uint8 images, or a folder of images")
+    if path.is_file():
+        if path.suffix.lower() != ".npz":
+            raise RobustgenError(f"samples {path} is not an .npz: give a sample run dir, an .npz of uint8 images, or a folder of images")
+        return _load_npz(path)
+    if (path / SAMPLES_FILE).is_file():
+        meta = _read_meta(path)
+        found = _load_npz(path / SAMPLES_FILE)
+        return ImageSet(str(path), found.images, found.labels, run_dir=path, meta=meta)
+    if (path / META_FILE).is_file():
+        raise RobustgenError(f"{path} is a sample run dir without {SAMPLES_FILE} (unfinished or deleted?): rerun `robustgen sample` or point at the .npz")
+    return _load_folder(path)
+
+
+def _read_meta(run_dir: Path) -> dict:
+    meta_path = run_dir / META_FILE
+    if not meta_path.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RobustgenError(f"cannot read {meta_path} ({exc}): fix or delete it") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _load_npz(path: Path) -> ImageSet:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = list(z.files)
+            key = next((k for k in _IMAGE_KEYS if k in files), files[0] if len(files) == 1 else None)
+            if key is None:
+                raise RobustgenError(
+                    f"{path} holds arrays {', '.join(files) or '(none)'} but no image array: save the uint8 NHWC images as `images` (labels as `labels`)"
+                )
+            images = z[key]
+            label_key = next((k for k in _LABEL_KEYS if k in files), None)
+            labels = z[label_key] if label_key else None
+    except RobustgenError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise RobustgenError(f"cannot read {path} as .npz ({str(exc).splitlines()[0][:100]}): save it with numpy.savez") from None
+    images = _check_images(images, str(path))
+    return ImageSet(str(path), images, _check_labels(labels, len(images), str(path)))
+
+
+def _check_images(images: np.ndarray, what: str) -> np.ndarray:
+    if images.ndim == 3:  # grayscale without a channel axis
+        images = images[..., None]
+    if images.ndim != 4:
+        raise RobustgenError(f"{what}: images have shape {images.shape}; expected (N, H, W, C) uint8")
+    if images.shape[-1] not in (1, 3) and images.shape[1] in (1, 3):
+        raise RobustgenError(f"{what}: images have shape {images.shape}, which looks channels-first: save them as NHWC (x.transpose(0, 2, 3, 1))")
+    if images.shape[-1] not in (1, 3):
+        raise RobustgenError(f"{what}: images have {images.shape[-1]} channels; expected 1 (grayscale) or 3 (RGB), NHWC")
+    if images.dtype != np.uint8:
+        raise RobustgenError(f"{what}: images are {images.dtype}; store them as uint8 in 0..255, e.g. (x * 255).round().astype(np.uint8)")
+    if len(images) == 0:
+        raise RobustgenError(f"{what}: holds no images: generate some samples first")
+    return np.ascontiguousarray(images)
+
+
+def _check_labels(labels: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != n:
+        raise RobustgenError(f"{what}: {n} images but {len(labels)} labels: save one label per image")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise RobustgenError(f"{what}: labels are {labels.dtype}; store class indices as integers")
+    if labels.min() < 0:
+        raise RobustgenError(f"{what}: labels must be class indices >= 0")
+    return labels.astype(np.int64)
+
+
+def _load_folder(folder: Path) -> ImageSet:
+    """Flat folder of images (no labels) or one sub-folder per class."""
+    entries = sorted(folder.iterdir())
+    files = [p for p in entries if p.is_file() and not p.name.startswith(".")]
+    images_here = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    if images_here or not subdirs:
+        if not images_here:
+            other = f" (found only {', '.join(p.name for p in files[:3])}{', ...' if len(files) > 3 else ''})" if files else ""
+            raise RobustgenError(
+                f"{folder} holds no images{other}: put PNG/JPEG samples there, or give a run dir with {SAMPLES_FILE} or an .npz"
+            )
+        images = _read_image_files(images_here, folder)
+        return ImageSet(str(folder), images, None)
+    items = [(p, i) for i, d in enumerate(subdirs) for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not items:
+        raise RobustgenError(f"{folder} has sub-folders but no images in them: put PNG/JPEG samples in {folder}/<class>/")
+    images = _read_image_files([p for p, _ in items], folder)
+    labels = np.asarray([i for _, i in items], dtype=np.int64)
+    return ImageSet(str(folder), images, labels, class_names=tuple(d.name for d in subdirs))
+
+
+def _read_image_files(paths: list[Path], folder: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    arrays, first = [], None
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                gray = img.mode in ("L", "1", "I;16", "I", "LA") or (img.mode == "P" and _palette_is_gray(img))
+                arr = np.asarray(img.convert("L" if gray else "RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise RobustgenError(f"{path} is not a readable image: remove it from {folder} or convert it to PNG") from None
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        if first is None:
+            first = (path, arr.shape)
+        elif arr.shape != first[1]:
+            h, w, c = arr.shape
+            h0, w0, c0 = first[1]
+            raise RobustgenError(
+                f"mixed image sizes in {folder}: {path.name} is {w}x{h}x{c} but {first[0].name} is {w0}x{h0}x{c0}: "
+                "resize all samples to one size (the reference's)"
+            )
+        arrays.append(arr)
+    return np.stack(arrays)
+
+
+def _palette_is_gray(img) -> bool:
+    palette = img.getpalette() or []
+    triples = [palette[i : i + 3] for i in range(0, len(palette), 3)]
+    return all(r == g == b for r, g, b in triples)
+
+
+def relabel_by_class_names(samples: ImageSet, classes: tuple[str, ...]) -> ImageSet:
+    """Folder-per-class samples: map folder names onto the reference's class indices."""
+    if samples.class_names is None or samples.labels is None:
+        return samples
+    import re
+
+    def safe(name: str) -> str:  # `robustgen sample --png` writes class folders with these names
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+
+    safe_classes = [safe(c) for c in classes]
+    mapping = []
+    for name in samples.class_names:
+        if name in classes:
+            mapping.append(classes.index(name))
+        elif name in safe_classes:
+            mapping.append(safe_classes.index(name))
+        elif name.isdigit() and int(name) < len(classes):
+            mapping.append(int(name))
+        else:
+            raise RobustgenError(
+                f"{samples.source}: sub-folder {name!r} is not a class of the reference ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}): "
+                "name class folders by class name or index"
+            )
+    labels = np.asarray(mapping, dtype=np.int64)[samples.labels]
+    return ImageSet(samples.source, samples.images, labels, samples.run_dir, samples.meta, None)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def load_reference(spec: str, *, split: str = "train", data_root: str | os.PathLike | None = None) -> Reference:
+    """One split of a dataset from robustgen's registry (downloads follow the registry's rules)."""
+    from robustgen.data import load_dataset
+
+    if split not in ("train", "test"):
+        raise RobustgenError(f"unknown reference split {split!r}: use train or test")
+    dataset = load_dataset(spec, root=data_root)
+    images, labels = dataset.split(split)
+    if len(images) == 0:
+        raise RobustgenError(f"reference {spec} has no {split} images: choose the other --ref-split")
+    return Reference(spec, split, images, labels, tuple(dataset.classes), dataset.fingerprint())
+
+
+def reference_from_meta(samples: ImageSet) -> tuple[str, str | None] | None:
+    """The dataset a sample run was drawn from: (spec, data_root), from meta.json or its checkpoint."""
+    meta = samples.meta
+    ck_meta = _checkpoint_meta(samples)
+    spec = meta.get("dataset") if isinstance(meta.get("dataset"), str) else ck_meta.get("dataset")
+    if not isinstance(spec, str):
+        return None
+    root = meta.get("data_root") or ck_meta.get("data_root")
+    return spec, root if isinstance(root, str) else None
+
+
+def _checkpoint_meta(samples: ImageSet) -> dict:
+    ckpt = samples.meta.get("checkpoint")
+    if isinstance(ckpt, dict):  # {"path": ..., "sha256": ...}
+        ckpt = ckpt.get("path")
+    if not isinstance(ckpt, str):
+        return {}
+    path = Path(ckpt)
+    if not path.is_absolute() and samples.run_dir is not None and not path.exists():
+        path = samples.run_dir / path
+    if not path.is_file():
+        return {}
+    from robustgen.checkpoint import read_checkpoint
+
+    try:
+        return read_checkpoint(path)["meta"]
+    except RobustgenError:
+        return {}

@@ -1,0 +1,64 @@
+"""The HTML report: builds for each kind of run dir and is self-contained."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from robustgen.errors import RobustgenError
+from robustgen.io import append_jsonl, atomic_write_json
+from robustgen.report import build_report
+
+
+def _training_dir(path):
+    path.mkdir(parents=True)
+    atomic_write_json(path / "config.json", {"method": "fgsm", "der": True, "eps": 16 / 255, "versions": {"torch": "x"}})
+    for epoch in range(1, 5):
+        append_jsonl(path / "metrics.jsonl", {
+            "epoch": epoch, "test_clean_acc": 0.3 + 0.05 * epoch, "test_pgd_acc": 0.2 if epoch < 4 else 0.0,
+            "train_adv_acc": 0.3 if epoch < 4 else 0.9, "dE_x_mean": 0.1 * epoch, "dE_xy_mean": 0.2 * epoch,
+            "aae_count": 3 if epoch < 4 else 300, "co_alarm": epoch == 4,
+        })
+    Image.new("RGB", (40, 30), "white").save(path / "curves.png")
+
+
+def _sample_dir(path, with_score=True):
+    path.mkdir(parents=True)
+    np.savez(path / "samples.npz", images=np.zeros((4, 8, 8, 1), np.uint8), labels=np.arange(4))
+    Image.new("L", (32, 32)).save(path / "grid.png")
+    atomic_write_json(path / "meta.json", {"init": {"kind": "local-pca"}, "sampler": {"kind": "sgld"}, "n": 4})
+    if with_score:
+        atomic_write_json(path / "score.json", {"metrics": {"fid": 12.5, "is": 8.1}, "extractor": {"description": "robustgen classifier abc"}})
+
+
+def _references(page: str) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"]+)"', page)
+
+
+@pytest.mark.parametrize("kind", ["train", "sample", "combined"])
+def test_report_builds_for_each_kind_of_run_dir(tmp_path, kind):
+    if kind in ("train", "combined"):
+        _training_dir(tmp_path / "train" if kind == "combined" else tmp_path / "run")
+    if kind in ("sample", "combined"):
+        _sample_dir(tmp_path / "samples" if kind == "combined" else tmp_path / "run")
+    root = tmp_path if kind == "combined" else tmp_path / "run"
+    page_path = build_report(root)
+    page = page_path.read_text()
+    assert page_path.name == "report.html"
+    # Self-contained: every reference is an embedded image, nothing points at a file or server.
+    refs = _references(page)
+    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
+    if kind != "sample":
+        assert "Training run" in page and "catastrophic-overfitting alarms" in page
+        assert ">4<" in page  # the CO alarm epoch is listed
+    if kind != "train":
+        assert "local-pca" in page and "12.5" in page and "not comparable with Inception" in page
+
+
+def test_report_rejects_a_dir_without_runs(tmp_path):
+    with pytest.raises(RobustgenError, match="holds no robustgen run"):
+        build_report(tmp_path)
+    with pytest.raises(RobustgenError, match="is not a directory"):
+        build_report(tmp_path / "missing")

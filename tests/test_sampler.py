@@ -1,0 +1,177 @@
+"""Sampler steps, energies, adaptive stopping, the loop, reproducibility and resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import samplers
+import importlib
+from robustgen.checkpoint import load_checkpoint
+from robustgen.errors import RobustgenError
+from robustgen.io import sha256_file
+from samplers import InitConfig, SamplerConfig, StopConfig, energy_function, pgd_step, run_chains, sgld_step
+
+sample_module = importlib.import_module("samplers.sample")  # the module, not the function samplers.sample
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTGEN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def robust(robust_digits_checkpoint):
+    model, meta = load_checkpoint(robust_digits_checkpoint)
+    return model
+
+
+def test_sgld_step_with_zero_step_and_noise_is_identity():
+    x = torch.rand(4, 3, 5, 5)
+    grad = torch.randn_like(x) * 10
+    new_x, v = sgld_step(x, torch.zeros_like(x), grad, torch.randn_like(x), step_size=0.0, noise_std=0.0, momentum=0.9)
+    assert torch.equal(new_x, x) and torch.equal(v, torch.zeros_like(x))
+
+
+def test_sgld_step_follows_the_update_rule():
+    x, v, g, z = torch.full((2, 1, 2, 2), 0.5), torch.full((2, 1, 2, 2), 0.01), torch.ones(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    new_x, new_v = sgld_step(x, v, g, z, step_size=0.1, noise_std=0.02, momentum=0.5)
+    assert torch.allclose(new_v, torch.full_like(x, 0.5 * 0.01 - 0.05))
+    assert torch.allclose(new_x, torch.full_like(x, 0.5 + 0.005 - 0.05 + 0.02))
+    assert float(sgld_step(x, v, -100 * g, z, step_size=1.0, noise_std=0.0, momentum=0.0)[0].max()) == 1.0  # clipped
+
+
+def test_pgd_step_lengths_and_ball():
+    x, grad = torch.full((3, 1, 4, 4), 0.5), torch.randn(3, 1, 4, 4)
+    l2 = pgd_step(x, grad, x, step_size=0.1, norm="L2", eps=None)
+    assert torch.allclose((l2 - x).flatten(1).norm(dim=1), torch.full((3,), 0.1), atol=1e-6)
+    assert (((l2 - x) * grad).sum() < 0)  # downhill
+    linf = pgd_step(x, grad, x, step_size=0.05, norm="Linf", eps=None)
+    assert torch.allclose((linf - x).abs(), torch.full_like(x, 0.05))
+    far = pgd_step(x, grad, x, step_size=1.0, norm="L2", eps=0.2)
+    assert float((far - x).flatten(1).norm(dim=1).max()) <= 0.2 + 1e-6
+    assert float(far.min()) >= 0 and float(far.max()) <= 1
+
+
+def test_energy_functions():
+    logits, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    assert torch.allclose(energy_function("joint")(logits, y), -logits.gather(1, y[:, None]).squeeze(1))
+    assert torch.allclose(energy_function("ce")(logits, y), F.cross_entropy(logits, y, reduction="none"), atol=1e-5)
+    mix = energy_function("mix", marginal_weight=0.5)(logits, y)
+    assert torch.allclose(mix, -logits.gather(1, y[:, None]).squeeze(1) - 0.5 * torch.logsumexp(logits, 1))
+    with pytest.raises(RobustgenError):
+        energy_function("nope")
+
+
+@pytest.mark.parametrize("kind", ["sgld", "pgd"])
+def test_energy_decreases_along_a_chain(robust, digits, kind):
+    init = samplers.fit_initializer(InitConfig(kind="pca"), digits, 5)
+    x0 = init.draw(32, torch.Generator().manual_seed(0))
+    y = torch.full((32,), 5)
+    e0 = -robust(x0).gather(1, y[:, None]).squeeze(1).detach()
+    config = SamplerConfig(kind=kind, steps=15, noise=0.0, step_size=0.05 if kind == "pgd" else None)
+    out = run_chains(robust, x0, y, sampler=config, stop=StopConfig(rule="fixed"), thresholds=torch.full((32,), -np.inf), generator=torch.Generator().manual_seed(0))
+    assert (out["energy_joint"] < e0).float().mean() > 0.9
+    assert float(out["energy_joint"].mean()) < float(e0.mean()) - 0.5
+    assert out["grad_evals"] == 32 * 15 and torch.all(out["steps"] == 15)
+    assert float(out["x"].min()) >= 0 and float(out["x"].max()) <= 1
+
+
+def test_adaptive_stopping_freezes_chains_and_saves_evaluations(robust, digits):
+    x0 = samplers.fit_initializer(InitConfig(kind="uniform"), digits, 2).draw(20, torch.Generator().manual_seed(0))
+    y = torch.full((20,), 2)
+    thresholds = torch.tensor([np.inf] * 10 + [-np.inf] * 10)  # first half is already "in the band"
+    config = SamplerConfig(steps=12)
+    out = run_chains(robust, x0, y, sampler=config, stop=StopConfig(rule="adaptive", patience=100), thresholds=thresholds, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out["x"][:10], x0[:10]) and torch.all(out["steps"][:10] == 0)  # frozen at once
+    assert torch.all(out["steps"][10:] == 12) and not torch.equal(out["x"][10:], x0[10:])
+    assert out["grad_evals"] == 10 * 1 + 10 * 12  # stopped chains cost only the evaluation that stopped them
+    # patience: a chain that cannot move stops after `patience` steps without improvement
+    still = SamplerConfig(steps=50, step_size=0.0, noise=0.0)
+    out = run_chains(robust, x0, y, sampler=still, stop=StopConfig(rule="adaptive", patience=4), thresholds=torch.full((20,), -np.inf), generator=torch.Generator())
+    assert torch.all(out["steps"] == 4) and out["grad_evals"] == 20 * 5
+
+
+def test_sample_adaptive_saves_evaluations_and_seeds_reproduce(robust, digits):
+    kwargs = dict(classes=[1, "7"], n=40, batch_size=16, progress=False)
+    fixed = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), **kwargs)
+    adaptive = samplers.sample(robust, digits, stop=StopConfig(rule="adaptive"), sampler=SamplerConfig(steps=20), **kwargs)
+    assert fixed.grad_evals == 40 * 20 and adaptive.grad_evals < fixed.grad_evals
+    assert adaptive.grad_evals == int((np.minimum(adaptive.steps + 1, 20)).sum())
+    assert fixed.images.shape == (40, 8, 8, 1) and fixed.images.dtype == np.uint8
+    assert list(np.bincount(fixed.labels, minlength=10)[[1, 7]]) == [20, 20]
+    again = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), **kwargs)
+    assert np.array_equal(again.images, fixed.images) and np.array_equal(again.energy_joint, fixed.energy_joint)
+    other = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), seed=1, **kwargs)
+    assert not np.array_equal(other.images, fixed.images)
+
+
+def test_run_dir_contents(robust, digits, tmp_path, robust_digits_checkpoint):
+    out = tmp_path / "run"
+    result = samplers.sample(robust, digits, classes=[3], n=12, batch_size=5, out=out, png=True, checkpoint=robust_digits_checkpoint, progress=False)
+    with np.load(out / "samples.npz") as z:
+        assert z["images"].shape == (12, 8, 8, 1) and z["images"].dtype == np.uint8
+        assert np.array_equal(z["labels"], np.full(12, 3)) and np.array_equal(z["steps"], result.steps)
+        assert z["energy_joint"].shape == z["energy_marginal"].shape == (12,)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["checkpoint_sha256"] == sha256_file(robust_digits_checkpoint)
+    assert meta["seed"] == 0 and meta["grad_evals"] == result.grad_evals and meta["init"]["kind"] == "local-pca"
+    assert {"torch", "numpy"} <= set(meta["versions"]) and meta["dataset_sha256"] == digits.fingerprint()
+    assert len(list((out / "png" / "3").glob("*.png"))) == 12 and not (out / "shards").exists()
+    from PIL import Image
+
+    grid = Image.open(out / "grid.png")
+    assert grid.width >= 10 * 32 and grid.height >= 32  # 8x8 digits upscaled to a readable size
+    with pytest.raises(RobustgenError, match="already exists"):
+        samplers.sample(robust, digits, classes=[3], n=12, out=out, progress=False)
+    assert samplers.sample(robust, digits, classes=[3], n=12, batch_size=5, out=out, overwrite=True, progress=False).out == out
+
+
+def test_resume_equals_uninterrupted(robust, digits, tmp_path, monkeypatch):
+    kwargs = dict(classes=[0, 4, 9], n=30, batch_size=7, seed=3, progress=False, sampler=SamplerConfig(steps=10))
+    straight = samplers.sample(robust, digits, out=tmp_path / "a", **kwargs)
+
+    real_batch, calls = sample_module._sample_batch, []
+
+    def flaky(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during batch 2
+        return real_batch(*args, **kw)
+
+    monkeypatch.setattr(sample_module, "_sample_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        samplers.sample(robust, digits, out=tmp_path / "b", **kwargs)
+    assert len(list((tmp_path / "b" / "shards").glob("*.npz"))) == 2 and not (tmp_path / "b" / "samples.npz").exists()
+    with pytest.raises(RobustgenError, match="options differ"):
+        samplers.sample(robust, digits, out=tmp_path / "b", resume=True, **{**kwargs, "seed": 4})
+    calls.clear()
+    monkeypatch.setattr(sample_module, "_sample_batch", lambda *a, **kw: (calls.append(1), real_batch(*a, **kw))[1])
+    resumed = samplers.sample(robust, digits, out=tmp_path / "b", resume=True, **kwargs)
+    assert len(calls) == 3  # batches 2, 3, 4 of 5; 0 and 1 came from their shards
+    for key in ("images", "labels", "energy_joint", "energy_marginal", "steps"):
+        assert np.array_equal(getattr(resumed, key), getattr(straight, key)), key
+    assert resumed.grad_evals == straight.grad_evals
+    with np.load(tmp_path / "b" / "samples.npz") as z:
+        assert np.array_equal(z["images"], straight.images)
+
+
+def test_sample_rejects_bad_requests(robust, digits, tmp_path):
+    with pytest.raises(RobustgenError, match="at least 1"):
+        samplers.sample(robust, digits, n=0, progress=False)
+    with pytest.raises(RobustgenError, match="unknown class"):
+        samplers.sample(robust, digits, classes=["cat"], n=2, out=tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()  # nothing written for a refused request
+
+
+def test_sgld_default_step_is_calibrated_to_the_drift(robust, digits):
+    x0 = torch.full((8, 1, 8, 8), 0.5) + 0.05 * torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8)
+    config = SamplerConfig(steps=1, noise=0.0, momentum=0.0, drift=0.004)
+    out = run_chains(robust, x0, y, sampler=config, stop=StopConfig(rule="fixed"), thresholds=torch.full((8,), -np.inf), generator=torch.Generator())
+    rms = (out["x"] - x0).flatten(1).pow(2).mean(1).sqrt()
+    assert torch.allclose(rms, torch.full((8,), 0.004), rtol=1e-3)  # every chain's first step has the same pixel rms

@@ -1,0 +1,159 @@
+"""Training: each method's step, the loop's run dir, checkpoints, resume, evaluation, CO alarms."""
+
+import json
+
+import pytest
+import torch
+
+from robustgen.checkpoint import load_checkpoint, load_weights, read_checkpoint
+from robustgen.errors import RobustgenError
+from robustgen.io import read_jsonl
+from robustgen.models import build_model
+from training import METHODS, TrainConfig, evaluate_robustness, train
+from training.config import resolve_config
+from training.diagnostics import co_alarm
+from training.schedule import learning_rate
+from training.step import train_step
+
+QUICK = dict(dataset="digits", width=4, epochs=2, batch_size=128, eval_pgd_steps=2, eval_subset=60, device="cpu", seed=1)
+
+
+def _weights(model):
+    return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("method,norm", [(m, "Linf") for m in METHODS] + [(m, "L2") for m in ("fgsm", "fgsm-rs", "n-fgsm", "pgd")])
+def test_each_method_takes_a_finite_step_that_changes_the_weights(method, norm):
+    torch.manual_seed(0)
+    model = build_model("preact-resnet18", num_classes=10, in_channels=1, width=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    config = resolve_config(TrainConfig(method=method, norm=norm, eps=0.1 if norm == "Linf" else 0.5, steps=2 if method in ("pgd", "trades") else None,
+                                        der=method != "standard", der_gamma=0.0, out="unused"))
+    x, y = torch.rand(32, 1, 8, 8), torch.arange(32) % 10
+    before = _weights(model)
+    stats = train_step(model, opt, x, y, config=config, epoch=0, precision="fp32")
+    assert torch.isfinite(stats["loss"]) and stats["n"] == 32
+    assert not torch.allclose(before, _weights(model))
+    assert 0 <= stats["aae_high"] <= stats["aae"] <= 32
+
+
+def test_train_writes_a_complete_run_dir(tmp_path):
+    result = train(TrainConfig(**QUICK, method="fgsm", der=True, out=str(tmp_path / "run")), progress=False, log=None)
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "best.pt", "last.pt", "curves.png"}
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*"))
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["seed"] == 1 and recorded["config"]["method"] == "fgsm" and recorded["config"]["eps"] == pytest.approx(0.2)  # digits default
+    assert len(recorded["dataset"]["sha256"]) == 64 and "torch" in recorded["versions"]
+    records = read_jsonl(run / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1]
+    for r in records:  # energies in training: every statistic present and finite, counts consistent
+        for key in ("train_loss", "train_nat_loss", "train_adv_loss", "train_nat_acc", "train_adv_acc", "de_x_mean", "de_x_std", "de_xy_mean", "de_xy_std",
+                    "aae_frac", "aae_high_frac", "test_clean_acc", "test_pgd_acc", "lr", "time_s"):
+            assert r[key] == r[key] and abs(r[key]) < 1e6, key
+        assert 0 <= r["aae_high_count"] <= r["aae_count"] <= r["n_train"] == 1437
+        assert r["de_x_std"] >= 0 and "co_alarm" in r
+        assert r["test_pgd_acc"] <= r["test_clean_acc"]
+    assert result.metrics == records[-1]
+    assert result.best_metrics["test_pgd_acc"] == max(r["test_pgd_acc"] for r in records)
+
+
+def test_checkpoint_round_trip_and_metadata(robust_digits_checkpoint, digits):
+    model, meta = load_checkpoint(robust_digits_checkpoint)
+    assert meta["arch"] == "preact-resnet18" and meta["dataset"] == "digits" and meta["classes"] == list(digits.classes)
+    assert meta["config"]["der"] is True and meta["input_shape"] == [1, 8, 8] and "metrics" in meta
+    payload = read_checkpoint(robust_digits_checkpoint)
+    rebuilt = build_model(meta["arch"], **meta["arch_args"])
+    load_weights(rebuilt, payload["state_dict"], source="test")
+    x = torch.rand(5, 1, 8, 8)
+    assert torch.equal(rebuilt.eval()(x), model(x))
+    wrong = build_model("preact-resnet18", **{**meta["arch_args"], "width": meta["arch_args"]["width"] * 2})
+    with pytest.raises(RobustgenError, match="does not fit"):
+        load_weights(wrong, payload["state_dict"], source="test")
+
+
+def test_foreign_and_corrupt_checkpoints_give_one_clear_error(tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(3)}, plain)
+    with pytest.raises(RobustgenError, match="not a robustgen checkpoint"):
+        load_checkpoint(plain)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(RobustgenError, match="cannot read checkpoint"):
+        load_checkpoint(junk)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    config = dict(QUICK, epochs=3, method="fgsm-rs", der=True, der_gamma=0.1)
+    straight = train(TrainConfig(**config, out=str(tmp_path / "straight")), progress=False, log=None)
+
+    def interrupt(epoch, record):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**config, out=str(tmp_path / "resumed")), progress=False, log=None, on_epoch_end=interrupt)
+    resumed = train(resume=tmp_path / "resumed", progress=False, log=None)
+    a, b = read_checkpoint(straight.last), read_checkpoint(resumed.last)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    timing = {"time_s", "train_time_s", "images_per_s"}
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in timing} for r in recs]  # noqa: E731
+    assert strip(read_jsonl(tmp_path / "straight" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "resumed" / "metrics.jsonl"))
+
+
+def test_existing_run_dir_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    cfg = TrainConfig(**{**QUICK, "epochs": 1}, method="standard", out=str(out))
+    with pytest.raises(RobustgenError, match="already holds files"):
+        train(cfg, progress=False, log=None)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    train(cfg, overwrite=True, progress=False, log=None)
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "best.pt").is_file()
+
+
+def test_bad_configs_fail_before_anything_is_written(tmp_path):
+    for bad in (dict(epochs=0), dict(method="nope"), dict(norm="L3"), dict(dataset="nope"), dict(schedule="cosine"), dict(eps=8.0)):
+        out = tmp_path / "x"
+        with pytest.raises(RobustgenError):
+            train(TrainConfig(**{**QUICK, **bad, "out": str(out)}), progress=False, log=None)
+        assert not out.exists()
+
+
+def test_evaluate_robustness_is_deterministic_and_bounded(robust_digits_checkpoint, digits):
+    model, _ = load_checkpoint(robust_digits_checkpoint)
+    a = evaluate_robustness(model, digits, eps=0.1, steps=3, restarts=1, subset=100)
+    b = evaluate_robustness(model, digits, eps=0.1, steps=3, restarts=1, subset=100)
+    assert a == b and a["n"] == 100
+    assert 0 <= a["robust_acc"] <= a["clean_acc"] <= 1
+    assert a["robust_acc"] > 0.2  # the fixture model is genuinely robust at its eps
+    clean_only = evaluate_robustness(model, digits, eps=0.1, steps=0, restarts=1, subset=100)
+    assert clean_only["robust_acc"] == clean_only["clean_acc"] == a["clean_acc"]
+    stronger = evaluate_robustness(model, digits, eps=0.3, steps=10, restarts=1, subset=100)
+    assert stronger["robust_acc"] <= a["robust_acc"]
+
+
+def test_robust_fixture_beats_standard_fixture_under_attack(robust_digits_checkpoint, standard_digits_checkpoint, digits):
+    robust = evaluate_robustness(load_checkpoint(robust_digits_checkpoint)[0], digits, eps=0.1, steps=5, restarts=1, subset=120)
+    standard = evaluate_robustness(load_checkpoint(standard_digits_checkpoint)[0], digits, eps=0.1, steps=5, restarts=1, subset=120)
+    assert robust["robust_acc"] > standard["robust_acc"]
+
+
+def _rec(epoch, pgd, adv, de):
+    return {"epoch": epoch, "test_pgd_acc": pgd, "train_adv_acc": adv, "de_norm_mean": de, "eval_pgd_steps": 10}
+
+
+def test_co_alarm_fires_on_collapse_or_energy_spike_only():
+    history = [_rec(0, 0.30, 0.35, 1.0), _rec(1, 0.35, 0.40, 1.1), _rec(2, 0.36, 0.42, 1.0)]
+    assert co_alarm(_rec(3, 0.37, 0.44, 1.2), history) is None
+    assert "collapsed" in co_alarm(_rec(3, 0.05, 0.80, 1.2), history)
+    assert "spiked" in co_alarm(_rec(3, 0.37, 0.44, 5.0), history)
+    assert co_alarm(_rec(0, 0.0, 0.1, 9.0), []) is None
+
+
+def test_schedules():
+    assert learning_rate(0, schedule="cyclic", lr=0.2, epochs=10) == 0
+    assert learning_rate(4, schedule="cyclic", lr=0.2, epochs=10) == pytest.approx(0.2)
+    assert learning_rate(10, schedule="cyclic", lr=0.2, epochs=10) == pytest.approx(0)
+    assert [learning_rate(t, schedule="piecewise", lr=0.1, epochs=10) for t in (1, 6, 9)] == pytest.approx([0.1, 0.01, 0.001])

@@ -1,0 +1,67 @@
+"""Threat models: eps-balls in L-inf or L2 around x, intersected with the image box [0, 1].
+
+All functions work per sample on NCHW tensors; eps and step sizes are in pixel
+units ([0, 1] scale), so 8/255 means eight grey levels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from robustgen.errors import RobustgenError
+
+NORMS = ("Linf", "L2")
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
+    return norm
+
+
+def _per_sample_l2(t: Tensor) -> Tensor:
+    return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def project_delta(delta: Tensor, *, eps: float, norm: str) -> Tensor:
+    """Nearest point of the eps-ball (centred at 0) to `delta`."""
+    if norm == "Linf":
+        return delta.clamp(-eps, eps)
+    if norm == "L2":
+        scale = (eps / _per_sample_l2(delta).clamp_min(1e-12)).clamp(max=1.0)
+        return delta * scale
+    raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
+
+
+def project(x_adv: Tensor, x: Tensor, *, eps: float, norm: str) -> Tensor:
+    """Bring x_adv back into the eps-ball around x and into [0, 1]."""
+    return (x + project_delta(x_adv - x, eps=eps, norm=norm)).clamp(0.0, 1.0)
+
+
+def uniform_in_ball(like: Tensor, *, radius: float, norm: str) -> Tensor:
+    """A perturbation drawn uniformly from the ball of `radius` (same shape as `like`)."""
+    if norm == "Linf":
+        return torch.empty_like(like).uniform_(-radius, radius)
+    if norm == "L2":
+        direction = torch.randn_like(like)
+        direction = direction / _per_sample_l2(direction).clamp_min(1e-12)
+        dims = like[0].numel()
+        r = torch.rand(like.shape[0], device=like.device, dtype=like.dtype) ** (1.0 / dims)
+        return direction * (radius * r).view(-1, *([1] * (like.dim() - 1)))
+    raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
+
+
+def steepest_ascent_step(grad: Tensor, *, step_size: float, norm: str) -> Tensor:
+    """The step of length `step_size` (in `norm`) that increases a linearised loss most."""
+    if norm == "Linf":
+        return step_size * grad.sign()
+    if norm == "L2":
+        return step_size * grad / _per_sample_l2(grad).clamp_min(1e-12)
+    raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
+
+
+def perturbation_norm(x_adv: Tensor, x: Tensor, *, norm: str) -> Tensor:
+    """Per-sample size of x_adv - x in `norm`, shape (N,)."""
+    delta = (x_adv - x).flatten(1)
+    return delta.abs().amax(dim=1) if norm == "Linf" else delta.norm(p=2, dim=1)
