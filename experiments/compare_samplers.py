@@ -105,10 +105,11 @@ def main() -> None:
     judge, _ = load_checkpoint(args.judge)
     data = load_checkpoint_dataset(meta)
     classes = list(range(data.num_classes))
-    real_feats, real_pred = judge_stats(judge, data.x_train, data.y_train)
+    real_feats, _ = judge_stats(judge, data.x_train, data.y_train)  # samples are compared with the training images
+    test_feats, test_pred = judge_stats(judge, data.x_test, data.y_test)  # the judge has not seen these: the real-data row
     rows = [{
-        "method": "real train images", "stop": "-", "judge_acc": float((real_pred == data.y_train).mean()),
-        "pairwise": mean_pairwise(real_feats, data.y_train), "fd": frechet(real_feats, judge_stats(judge, data.x_test, data.y_test)[0]),
+        "method": "real test images", "stop": "-", "judge_acc": float((test_pred == data.y_test).mean()),
+        "pairwise": mean_pairwise(test_feats, data.y_test), "fd": frechet(test_feats, real_feats),
         "evals/img": 0.0, "steps": 0.0, "seconds": 0.0,
     }]
     panels, sgld_over, pgd_over = [], parse_overrides(args.sgld), parse_overrides(args.pgd)

@@ -251,6 +251,7 @@ def sample(
 
 def _sample_batch(model, inits, labels: np.ndarray, thresholds, sampler, stop, seed: int, device) -> dict[str, np.ndarray]:
     generator = torch.Generator().manual_seed(seed)
+    # labels come grouped by class (balanced_labels), so drawing class by class keeps x0 aligned with them
     x0 = torch.cat([inits[int(c)].draw(int((labels == c).sum()), generator) for c in dict.fromkeys(labels.tolist())])
     y = torch.as_tensor(labels, device=device)
     limits = torch.tensor([thresholds[int(c)] for c in labels], dtype=torch.float32, device=device)

@@ -146,3 +146,11 @@ def test_jsonl_reader_ignores_a_torn_last_line(tmp_path):
     with open(path, "a") as fh:
         fh.write('{"epoch": 3, "lo')
     assert [r["epoch"] for r in read_jsonl(path)] == [1, 2]
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {})
+    mode = (tmp_path / "a.json").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

@@ -324,7 +324,7 @@ def score(
                 small.append(reference.classes[k])
         if small:
             warnings.append(
-                f"class-conditional FID for {len(small)} class(es) uses <= {extractor.feature_dim} images per side (rank-deficient covariance): "
+                f"class-conditional FID for {len(small)} class(es) has <= {extractor.feature_dim} images on one side (rank-deficient covariance): "
                 "read it only relative to other sample sets of the same per-class size"
             )
     judge_result = None

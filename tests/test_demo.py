@@ -1,0 +1,55 @@
+"""`robustgen demo` end to end on a reduced budget, and `robustgen report`."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from robustgen.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--robust-epochs", "1", "--reference-epochs", "1", "--samples-per-class", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout[result.stdout.index("{"):])
+
+
+@pytest.mark.slow
+def test_demo_trains_samples_scores_and_reports(demo_dir):
+    out, summary = demo_dir
+    for run in ("robust", "reference"):
+        assert (out / run / "best.pt").exists() and (out / run / "metrics.jsonl").exists()
+    for name in ("samples-local-pca-sgld", "samples-gaussian-pgd"):
+        with np.load(out / name / "samples.npz") as z:
+            assert z["images"].shape == (40, 8, 8, 1) and sorted(set(z["labels"].tolist())) == list(range(10))
+        scores = json.loads((out / name / "score.json").read_text())
+        assert scores["metrics"]["fid"] >= 0 and 1 <= scores["metrics"]["is_mean"] <= 10
+        assert scores["comparable_with_papers"] is False  # a classifier extractor, and it says so
+    assert set(summary["scores"]) == {"samples-local-pca-sgld", "samples-gaussian-pgd", "real-test"}
+    assert "not comparable" in summary["extractor"]
+    page = (out / "report.html").read_text()
+    assert summary["report"] == str(out / "report.html")
+    assert all(ref.startswith("data:image/png;base64,") for ref in re.findall(r'(?:src|href)="([^"]+)"', page))
+    assert page.count("<img") >= 5  # three grids, training curves
+
+
+@pytest.mark.slow
+def test_demo_refuses_an_existing_dir_and_resume_skips_finished_stages(demo_dir):
+    out, _ = demo_dir
+    refused = CliRunner().invoke(main, ["demo", "--out", str(out)])
+    assert refused.exit_code == 1 and "already holds a demo: pass --resume" in refused.output
+    assert "Traceback" not in refused.output
+    best_before = (out / "robust" / "best.pt").stat().st_mtime_ns
+    resumed = CliRunner().invoke(main, ["demo", "--out", str(out), "--robust-epochs", "1", "--reference-epochs", "1", "--samples-per-class", "4", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "already done, skipped" in resumed.output
+    assert (out / "robust" / "best.pt").stat().st_mtime_ns == best_before
+
+
+def test_report_command_and_its_error(tmp_path):
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 1 and "holds no robustgen run" in result.output and "Traceback" not in result.output
