@@ -155,6 +155,11 @@ def parse_eps(text: str | float) -> float:
     return value
 
 
+def default_cache_dir() -> Path:
+    """Where fitted initialisers, reference energies and score features are cached ($ROBUSTGEN_CACHE)."""
+    return Path(os.environ.get("ROBUSTGEN_CACHE", "~/.cache/robustgen")).expanduser()
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create `path` (and parents) and check we can write into it."""
     path = Path(path)

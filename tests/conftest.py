@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Hermetic caches: tests never read or fill the user's ~/.cache/robustgen.
+os.environ["ROBUSTGEN_CACHE"] = tempfile.mkdtemp(prefix="robustgen-test-cache-")
 
 CIFAR_SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-subset.npz"
 

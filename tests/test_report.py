@@ -30,7 +30,8 @@ def _sample_dir(path, with_score=True):
     Image.new("L", (32, 32)).save(path / "grid.png")
     atomic_write_json(path / "meta.json", {"init": {"kind": "local-pca"}, "sampler": {"kind": "sgld"}, "n": 4})
     if with_score:
-        atomic_write_json(path / "score.json", {"metrics": {"fid": 12.5, "is": 8.1}, "extractor": {"description": "robustgen classifier abc"}})
+        atomic_write_json(path / "score.json", {"metrics": {"fid": 12.5, "is_mean": 8.1}, "extractor": {"description": "robustgen classifier abc"},
+                                                 "label": "features: robustgen classifier abc: not comparable with Inception-based numbers in papers"})
 
 
 def _references(page: str) -> list[str]:

@@ -19,11 +19,7 @@ from torch import Tensor, nn
 
 from robustgen.data import ImageDataset
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_path, ensure_writable_dir, sha256_arrays
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ROBUSTGEN_CACHE", "~/.cache/robustgen")).expanduser()
+from robustgen.io import atomic_path, default_cache_dir, ensure_writable_dir, sha256_arrays  # noqa: F401  (default_cache_dir re-exported)
 
 
 def cache_key(**parts) -> str:

@@ -18,21 +18,14 @@ import os
 from pathlib import Path
 
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_write_json, now_iso
-
-DEFAULT_CACHE_DIR = Path(os.environ.get("ROBUSTGEN_CACHE", "~/.cache/robustgen")).expanduser() / "score"
-
+from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
-    path = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_CACHE_DIR
+    path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "score"
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise RobustgenError(f"cannot write to the score cache {path} ({exc.strerror}): pass --cache-dir DIR or set ROBUSTGEN_CACHE") from None
-    return path
+        return ensure_writable_dir(path)
+    except RobustgenError:
+        raise RobustgenError(f"cannot write to the score cache {path}: pass --cache-dir DIR or set ROBUSTGEN_CACHE") from None
 
 
 def reference_key(fingerprint: str, split: str, class_index: int | None = None, *, channels: int | None = None) -> str:

@@ -120,8 +120,8 @@ def ensure_inception_download() -> None:
     if interactive:
         print(f"downloading the Inception-v3 weights (~100 MB, once) from {URL_INCEPTION_V3}", file=sys.stderr)
     try:
-        # torch.hub announces the download on stderr; offline that line would only precede our error
-        with contextlib.redirect_stderr(sys.stderr if interactive else io.StringIO()):
+        # torch.hub announces the download on stdout (which would corrupt --json); offline it would only precede our error
+        with contextlib.redirect_stdout(sys.stderr if interactive else io.StringIO()):
             load_state_dict_from_url(URL_INCEPTION_V3, progress=interactive)
     except Exception as exc:  # URLError, socket/ssl errors, hash mismatch: all mean "no weights"
         reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
