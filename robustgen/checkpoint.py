@@ -58,6 +58,8 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        if reason.startswith("Weights only load failed"):
+            reason = "torch refuses to unpickle it with weights_only=True"
         raise RobustgenError(f"cannot read checkpoint {path} ({reason}): it is corrupt or not a robustgen/PyTorch checkpoint") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RobustgenError(f"{path} is not a robustgen checkpoint (no robustgen metadata): train one with `robustgen train`")
