@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from robustgen.data import load_dataset
-from robustgen.io import atomic_path, atomic_write_json
-from samplers import InitConfig, SamplerConfig, StopConfig, sample_from_checkpoint, save_grid, score
+from robustgen.io import atomic_write_json
+from samplers import InitConfig, SamplerConfig, StopConfig, sample_from_checkpoint, score
+from samplers.scoring.inputs import write_image_set
 
 # (name, init, sampler, stop rule): the Santurkar baseline, the class-wise PCA and the local PCA.
 CONFIGS = (
@@ -35,12 +36,7 @@ COLUMNS = ("is_mean", "fid", "kid_mean", "precision", "recall", "judge_accuracy"
 
 def write_real_test(ref: str, out: Path) -> None:
     data = load_dataset(ref)
-    out.mkdir(parents=True, exist_ok=True)
-    save_grid(out / "grid.png", data.x_test, data.y_test, classes=list(range(data.num_classes)))
-    atomic_write_json(out / "meta.json", {"dataset": ref, "split": "test", "n": len(data.x_test)})
-    with atomic_path(out / "samples.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, images=data.x_test, labels=data.y_test)
+    write_image_set(out, data.x_test, data.y_test, classes=data.classes, meta={"dataset": ref, "split": "test"})
 
 
 def main() -> None:

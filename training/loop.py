@@ -83,6 +83,22 @@ def selection_score(record: dict, config: TrainConfig) -> float:
     return record["test_pgd_acc"] + 1e-6 * record["test_clean_acc"]
 
 
+def epoch_line(record: dict, config: TrainConfig) -> str:
+    """One console line per epoch; attack and energy columns only where they mean something."""
+    parts = [f"epoch {record['epoch'] + 1}/{config.epochs}", f"loss {record['train_loss']:.3f}"]
+    if config.method == "standard":
+        parts.append(f"train acc {record['train_nat_acc']:.3f}")
+    else:
+        parts.append(f"train adv {record['train_adv_acc']:.3f}")
+    parts.append(f"test clean {record['test_clean_acc']:.3f}")
+    if config.eval_pgd_steps > 0:
+        parts.append(f"test PGD-{config.eval_pgd_steps} {record['test_pgd_acc']:.3f}")
+    if config.method != "standard":
+        parts.append(f"dE(x) {record['de_x_mean']:+.2f}  dE(x,y) {record['de_xy_mean']:+.2f}  AAE {record['aae_count']} (high {record['aae_high_count']})")
+    parts.append(f"{record['time_s']:.1f}s")
+    return "  ".join(parts)
+
+
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
     if device.type == "cuda":
@@ -210,12 +226,7 @@ def train(
         record["co_alarm"] = co_alarm(record, history)
         history.append(record)
         append_jsonl(metrics_path, record)
-        say(
-            f"epoch {epoch + 1}/{config.epochs}  loss {record['train_loss']:.3f}  train adv {record['train_adv_acc']:.3f}  "
-            f"test clean {record['test_clean_acc']:.3f}  test PGD-{config.eval_pgd_steps} {record['test_pgd_acc']:.3f}  "
-            f"dE(x) {record['de_x_mean']:+.2f}  dE(x,y) {record['de_xy_mean']:+.2f}  AAE {record['aae_count']} "
-            f"(high {record['aae_high_count']})  {record['time_s']:.1f}s"
-        )
+        say(epoch_line(record, config))
         if record["co_alarm"]:
             say(f"CATASTROPHIC OVERFITTING ALARM at epoch {epoch + 1}: {record['co_alarm']}")
         meta = {**meta_base, "config": config.to_dict(), "epoch": epoch, "metrics": record}

@@ -30,7 +30,7 @@ import numpy as np
 
 from robustgen.cli.common import echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_path, atomic_write_json, ensure_writable_dir, now_iso, versions
+from robustgen.io import atomic_write_json, ensure_writable_dir, now_iso, versions
 from robustgen.report import build_report
 
 DATASET = "digits"
@@ -178,18 +178,12 @@ def _eps(run_dir: Path) -> str:
 
 
 def _write_real_test(real_dir: Path) -> None:
-    """The real test split in the sample-set format, so it is scored exactly like samples."""
+    """The real test split as a sample set, scored exactly like the samples."""
     from robustgen.data import load_dataset
-
-    from samplers import save_grid
+    from samplers.scoring.inputs import write_image_set
 
     data = load_dataset(DATASET)
-    real_dir.mkdir(parents=True, exist_ok=True)
-    save_grid(real_dir / "grid.png", data.x_test, data.y_test, classes=list(range(data.num_classes)))
-    atomic_write_json(real_dir / "meta.json", {"dataset": DATASET, "split": "test", "n": len(data.x_test), "note": "real images"})
-    with atomic_path(real_dir / "samples.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, images=data.x_test, labels=data.y_test)
+    write_image_set(real_dir, data.x_test, data.y_test, classes=data.classes, meta={"dataset": DATASET, "split": "test", "note": "real images"})
 
 
 @click.command()

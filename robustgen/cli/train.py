@@ -110,7 +110,8 @@ def train(dataset, method, norm, eps, step_size, steps, restarts, der, der_beta,
         {"checkpoint": "last.pt", "epoch": result.metrics["epoch"] + 1, "test clean acc": result.metrics["test_clean_acc"],
          f"test PGD-{c.eval_pgd_steps} acc": result.metrics["test_pgd_acc"]},
     ]
-    click.echo(format_table(rows, ["checkpoint", "epoch", "test clean acc", f"test PGD-{c.eval_pgd_steps} acc"]))
+    columns = ["checkpoint", "epoch", "test clean acc"] + ([f"test PGD-{c.eval_pgd_steps} acc"] if c.eval_pgd_steps > 0 else [])
+    click.echo(format_table(rows, columns))
     for alarm in summary["co_alarms"]:
         click.echo(f"CO alarm at epoch {alarm['epoch']}: {alarm['reason']}")
     click.echo(f"Next: robustgen eval {result.best}   |   robustgen diagnose {result.run_dir}")

@@ -93,6 +93,22 @@ class UInt8Images(Dataset):
 # --------------------------------------------------------------------------- samples
 
 
+def write_image_set(out: str | os.PathLike, images: np.ndarray, labels: np.ndarray, *, classes, meta: dict) -> Path:
+    """Write real images in the sample-run format (samples.npz, grid.png, meta.json), so they are
+    scored and reported exactly like generated ones (e.g. a dataset's test split as the best achievable)."""
+    from robustgen.io import atomic_path, atomic_write_json
+    from samplers.grid import save_grid
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_grid(out / "grid.png", images, labels, classes=list(range(len(classes))))
+    atomic_write_json(out / "meta.json", {**meta, "n": len(images), "classes": list(classes)})
+    with atomic_path(out / "samples.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, images=images, labels=labels)
+    return out
+
+
 def load_samples(path: str | os.PathLike | ImageSet | np.ndarray, *, labels: np.ndarray | None = None) -> ImageSet:
     """Read samples from a run dir, an .npz, a folder of images, or take an array as is.
 
