@@ -1,6 +1,5 @@
 """The HTML report: builds for each kind of run dir and is self-contained."""
 
-import json
 import re
 
 import numpy as np
