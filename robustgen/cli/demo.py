@@ -21,6 +21,7 @@ demo continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -126,11 +127,7 @@ def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = Fals
             result.save(sample_dir / "score.json")
 
         stage(f"score {sample_dir.name}", (sample_dir / "score.json").exists(), score_work)
-        import json
-
         scored[sample_dir.name] = json.loads((sample_dir / "score.json").read_text())
-
-    import json
 
     robust_final = json.loads((robust_dir / "metrics.jsonl").read_text().splitlines()[-1])
     previous = json.loads((out / "demo.json").read_text()) if (out / "demo.json").exists() else {}
@@ -161,8 +158,6 @@ def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = Fals
 
 def _finished(run_dir: Path) -> bool:
     """A training run is finished when its last epoch is recorded and last.pt exists."""
-    import json
-
     if not (run_dir / "last.pt").exists() or not (run_dir / "metrics.jsonl").exists():
         return False
     config = json.loads((run_dir / "config.json").read_text())["config"]
@@ -171,8 +166,6 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _eps(run_dir: Path) -> str:
-    import json
-
     eps = json.loads((run_dir / "config.json").read_text())["config"]["eps"]
     return f"{eps:.3g}"
 

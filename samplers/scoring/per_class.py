@@ -14,6 +14,7 @@ intended label, overall and per class.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,15 +36,7 @@ class ClassScore:
     note: str | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "class_index": self.class_index,
-            "class_name": self.class_name,
-            "n_samples": self.n_samples,
-            "n_reference": self.n_reference,
-            "fid": self.fid,
-            "judge_accuracy": self.judge_accuracy,
-            "note": self.note,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
