@@ -1,4 +1,4 @@
-"""Pieces every CLI command shares: error handling, eps parsing, JSON output."""
+"""Pieces every CLI command shares: error handling, eps parsing, JSON output (tables: robustgen.tables)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 
 from robustgen.errors import RobustgenError
 from robustgen.io import parse_eps
+from robustgen.tables import format_table  # noqa: F401  (re-exported: commands import it from here)
 
 
 def user_errors(func):
@@ -48,18 +49,3 @@ EPS = EpsType()
 
 def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
-def format_table(rows: list[dict], columns: list[str]) -> str:
-    """A plain aligned text table."""
-    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
