@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from robustgen.threat import project, steepest_ascent_step
+
 
 def sgld_step(
     x: Tensor, velocity: Tensor, grad: Tensor, noise: Tensor, *, step_size: float, noise_std: float, momentum: float
@@ -23,29 +25,10 @@ def sgld_step(
     return (x + velocity + noise_std * noise).clamp(0, 1), velocity
 
 
-def normalised(grad: Tensor, norm: str) -> Tensor:
-    """Steepest-descent direction of unit `norm`: grad / ||grad||_2, or sign(grad) for Linf."""
-    if norm == "Linf":
-        return grad.sign()
-    flat = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return grad / flat.view(-1, *([1] * (grad.dim() - 1)))
-
-
-def project(x: Tensor, x0: Tensor, *, eps: float, norm: str) -> Tensor:
-    """Project x onto the `norm` ball of radius eps (pixel units) around x0."""
-    delta = x - x0
-    if norm == "Linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        length = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        delta = delta * (eps / length).clamp(max=1.0)
-    return x0 + delta
-
-
 def pgd_step(x: Tensor, grad: Tensor, x0: Tensor, *, step_size: float, norm: str, eps: float | None) -> Tensor:
     """Normalised steepest descent on the energy (Santurkar et al. 2019): step of pixel length
     `step_size` in `norm`, then back into the eps-ball around x0 (if eps) and into [0, 1]."""
-    x = x - step_size * normalised(grad, norm)
+    x = x - steepest_ascent_step(grad, step_size=step_size, norm=norm)
     if eps is not None:
-        x = project(x, x0, eps=eps, norm=norm)
+        return project(x, x0, eps=eps, norm=norm)
     return x.clamp(0, 1)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from robustgen.checkpoint import load_checkpoint
 from robustgen.data import to_float
 from training.attacks import fgsm, fgsm_rs, fgsm_rs_with_start, fgsm_with_start, n_fgsm, pgd, trades_kl
-from training.threat import perturbation_norm, project, project_delta, steepest_ascent_step, uniform_in_ball
+from robustgen.threat import perturbation_norm, project, project_delta, steepest_ascent_step, uniform_in_ball
 
 EPS = {"Linf": 0.1, "L2": 0.5}
 

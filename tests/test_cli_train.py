@@ -74,14 +74,14 @@ def test_train_table_and_default_out_dir(tmp_path, monkeypatch):
     "args,fragment",
     [
         (["train", "nosuchset"], "unknown dataset"),
-        (["train", "digits", "--method", "pgdd"], "unknown method"),
+        (["train", "digits", "--method", "pgdd"], "--method"),
         (["train", "digits", "--eps", "8/256x"], "cannot read eps"),
         (["train", "digits", "--eps", "8"], "outside pixel space"),
         (["train", "digits", "--epochs", "0"], "--epochs must be at least 1"),
-        (["train", "digits", "--norm", "L1"], "unknown norm"),
+        (["train", "digits", "--norm", "L1"], "--norm"),
         (["train", "digits", "--der", "--method", "standard"], "--der needs adversarial"),
         (["train", "npz:/nonexistent/data.npz"], "not found"),
-        (["train", "--resume", "/nonexistent/run"], "cannot resume"),
+        (["train", "--resume", "/nonexistent/run"], "would be ignored"),  # TINY's options come with it: refused, not ignored
         (["eval", "/nonexistent/best.pt"], "not found"),
         (["eval", "x.pt", "--attack", "cw"], "unknown attack"),
         (["diagnose", "/nonexistent/run"], "not a training run dir"),

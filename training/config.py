@@ -7,16 +7,20 @@ resolved config (no Nones left) is what runs and what `config.json` records.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from robustgen.errors import RobustgenError
 from robustgen.models import model_names
-from training.methods import METHODS, get_method
-from training.threat import check_norm
+from robustgen.threat import check_norm
+from training.methods import ATTACK_METHODS, METHODS, get_method
 
 SCHEDULES = ("cyclic", "piecewise")
+AUGMENTS = ("crop+flip", "flip", "crop", "none")  # random crop with zero padding and/or horizontal flip
+ON_CO = ("warn", "stop", "rollback", "der")  # what a catastrophic-overfitting alarm does (see training/monitor.py)
+COMPILE = ("auto", "on", "off")
 
 # DER defaults, found by experiments/catastrophic_overfitting.py (CIFAR-10 subset, fgsm zero init,
 # eps 16/255, width 16, 10 epochs, seed 0; results in experiments/results/co-fgsm-eps16-w16-e10-s0/).
@@ -57,15 +61,21 @@ class TrainConfig:
     arch: str = "preact-resnet18"
     width: int | None = None  # base channel width (64 = the standard model)
     epochs: int | None = None
-    batch_size: int | None = None  # images per SGD step
+    batch_size: int | None = None  # images per SGD step, global: split over the ranks under torchrun
     lr: float | None = None  # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cyclic"  # cyclic (one-cycle triangle, Wong et al.) | piecewise (/10 at 50% and 75%)
+    augment: str | None = None  # crop+flip | flip | crop | none (None = the dataset's default)
     eval_pgd_steps: int = 10  # PGD steps of the cheap per-epoch test evaluation
     eval_subset: int | None = 512  # test images for the per-epoch evaluation (None = all)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bf16 on CUDA, else fp32) | fp32 | bf16
+    co_check_every: int = 20  # SGD steps between in-epoch catastrophic-overfitting checks (0 = epoch-end alarms only)
+    co_check_images: int = 64  # fixed training images the in-epoch check attacks (PGD-2 and FGSM, eval mode)
+    on_co: str = "warn"  # warn | stop | rollback | der: what a CO alarm does
+    sync_bn: bool = False  # synchronise BatchNorm statistics across ranks (torchrun); default per-rank BN
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (torchrun: cuda:LOCAL_RANK or cpu)
+    precision: str = "auto"  # auto (bf16 where the hardware has fast bf16: CUDA, AVX512-BF16/AMX CPUs) | fp32 | bf16
+    compile: str = "off"  # auto | on | off: torch.compile the model (see robustgen.device.resolve_compile)
     seed: int = 0
     out: str | None = None  # run dir (None = runs/{dataset}-{method}[-der])
 
@@ -101,19 +111,21 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         raise RobustgenError(f"unknown architecture {config.arch!r}: choose one of {', '.join(model_names())}")
     if config.schedule not in SCHEDULES:
         raise RobustgenError(f"unknown schedule {config.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    if config.der and config.method == "standard":
-        raise RobustgenError("--der needs adversarial examples: use it with --method fgsm, fgsm-rs, n-fgsm, pgd or trades")
+    if config.der and method.attack is None:
+        raise RobustgenError(f"--der needs adversarial examples: use it with --method {', '.join(ATTACK_METHODS)}")
+    for value, allowed, option in ((config.augment, AUGMENTS + (None,), "--augment"), (config.on_co, ON_CO, "--on-co"), (config.compile, COMPILE, "--compile")):
+        if value not in allowed:
+            raise RobustgenError(f"unknown {option} {value!r}: choose one of {', '.join(a for a in allowed if a)}")
+    if config.on_co != "warn" and method.attack is None:
+        raise RobustgenError(f"--on-co {config.on_co} needs an attack: standard training cannot overfit catastrophically")
     d = dataset_defaults(config.dataset)
     eps = d["eps"] if config.eps is None else float(config.eps)
     steps = method.default_steps if config.steps is None else int(config.steps)
-    step_size = config.step_size
-    if step_size is None and method.default_step_size is not None:
-        step_size = float(method.default_step_size(eps, steps))
     resolved = dataclasses.replace(
         config,
         eps=eps,
         steps=steps,
-        step_size=step_size if step_size is not None else 0.0,
+        step_size=method.step_size(eps, steps, config.step_size),
         width=d["width"] if config.width is None else int(config.width),
         epochs=d["epochs"] if config.epochs is None else int(config.epochs),
         batch_size=d["batch_size"] if config.batch_size is None else int(config.batch_size),
@@ -134,6 +146,11 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         (resolved.der_start >= 0, f"--der-start must be a non-negative epoch (got {resolved.der_start})"),
         (resolved.eval_pgd_steps >= 0, f"--eval-pgd-steps must be non-negative (got {resolved.eval_pgd_steps})"),
         (resolved.eval_subset is None or resolved.eval_subset >= 1, f"--eval-subset must be at least 1 (got {resolved.eval_subset})"),
+        (resolved.momentum >= 0 and math.isfinite(resolved.momentum), f"--momentum must be >= 0 (got {resolved.momentum})"),
+        (resolved.weight_decay >= 0 and math.isfinite(resolved.weight_decay), f"--weight-decay must be >= 0 (got {resolved.weight_decay})"),
+        (math.isfinite(resolved.lr) and math.isfinite(resolved.eps) and math.isfinite(resolved.step_size), "--lr, --eps and --step-size must be finite numbers"),
+        (resolved.co_check_every >= 0, f"--co-check-every must be >= 0 steps (got {resolved.co_check_every})"),
+        (resolved.co_check_images >= 2, f"--co-check-images must be at least 2 (got {resolved.co_check_images})"),
     ]
     for ok, message in checks:
         if not ok:
@@ -141,4 +158,4 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     return resolved
 
 
-__all__ = ["DATASET_DEFAULTS", "DER_BETA", "DER_GAMMA", "METHODS", "SCHEDULES", "TrainConfig", "resolve_config"]
+__all__ = ["AUGMENTS", "DATASET_DEFAULTS", "DER_BETA", "DER_GAMMA", "METHODS", "ON_CO", "SCHEDULES", "TrainConfig", "resolve_config"]

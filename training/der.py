@@ -11,6 +11,8 @@ examples (AAEs) only, multi-step methods to every sample from `der_start` on.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -25,10 +27,22 @@ def delta_energy_norm(d_marginal: Tensor, d_joint: Tensor, *, squared: bool = Fa
     return torch.linalg.vector_norm(stacked, ord=2, dim=1)
 
 
+class DeltaEnergies(NamedTuple):
+    marginal: Tensor  # dE(x) = E(x) - E(x*), (N,)
+    joint: Tensor  # dE(x, y) = E(x, y) - E(x*, y), (N,)
+    penalty: Tensor  # L_dE per sample, (N,)
+
+
+def delta_energies_and_penalty(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, *, gamma: float, squared: bool = False) -> DeltaEnergies:
+    """dE(x), dE(x, y) and L_dE = max(||[dE(x), dE(x, y)]|| - gamma, 0) per sample (what the step needs at once)."""
+    d_marginal, d_joint = delta_energies(logits_nat, logits_adv, y)
+    penalty = torch.relu(delta_energy_norm(d_marginal, d_joint, squared=squared) - gamma)
+    return DeltaEnergies(d_marginal, d_joint, penalty)
+
+
 def der_penalty(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, *, gamma: float, squared: bool = False) -> Tensor:
     """L_dE per sample, shape (N,): zero while the delta-energy norm stays below gamma."""
-    d_marginal, d_joint = delta_energies(logits_nat, logits_adv, y)
-    return torch.relu(delta_energy_norm(d_marginal, d_joint, squared=squared) - gamma)
+    return delta_energies_and_penalty(logits_nat, logits_adv, y, gamma=gamma, squared=squared).penalty
 
 
 def abnormal_mask(loss_start: Tensor, loss_adv: Tensor) -> Tensor:

@@ -161,24 +161,28 @@ def plot_energy_quiver(
 
 
 def energy_shift(model, x: Tensor, y: Tensor, *, config) -> dict[str, Tensor]:
-    """E(x), E(x, y), E(x*), E(x*, y) and the AAE mask for one batch, x* from the run's own attack (eval mode)."""
+    """E(x), E(x, y), E(x*), E(x*, y) and the AAE mask for one batch, x* from the run's own attack (eval mode).
+
+    A standard run has no attack of its own: it is shown what PGD (at the run's eps) does to it.
+    """
     import torch.nn.functional as F
 
     from robustgen.energy import joint_energy, marginal_energy
-    from training.methods import adversarial_batch
+    from training.der import abnormal_mask
+    from training.methods import get_method
 
-    method = config.method if config.method != "standard" else "pgd"  # a standard run: show what PGD does to it
-    steps = config.steps if config.method != "standard" else 10
-    step_size = config.step_size if config.method != "standard" else 2.5 * config.eps / steps
+    method = get_method(config.method) if get_method(config.method).attack is not None else get_method("pgd")
+    steps = config.steps if method.name == config.method else method.default_steps
+    step_size = config.step_size if method.name == config.method else method.step_size(config.eps, steps, None)
     was_training = model.training
     model.eval()
-    attack = adversarial_batch(model, x, y, method=method, eps=config.eps, step_size=step_size, steps=steps, restarts=1, norm=config.norm)
+    attack = method.attack(model, x, y, eps=config.eps, step_size=step_size, steps=steps, restarts=1, norm=config.norm, keep_graph=False)
     with torch.no_grad():
         nat, adv = model(x).float(), model(attack.x_adv).float()
     model.train(was_training)
     return {
         "e_x": marginal_energy(nat), "e_xy": joint_energy(nat, y), "e_x_adv": marginal_energy(adv), "e_xy_adv": joint_energy(adv, y),
-        "aae": attack.loss_start > F.cross_entropy(adv, y, reduction="none"),
+        "aae": abnormal_mask(attack.loss_start, F.cross_entropy(adv, y, reduction="none")),
     }
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustgen import distributed
 from robustgen.data import ImageDataset, load_dataset, to_float
-from robustgen.device import autocast
+from robustgen.device import autocast, derived_seed
+from robustgen.errors import RobustgenError
 from training.attacks.pgd import pgd
-from training.threat import check_norm
+from robustgen.threat import check_norm
 
 
 def evaluation_indices(n_test: int, subset: int | None, *, seed: int = 0) -> torch.Tensor:
@@ -37,46 +39,50 @@ def evaluate_robustness(
     """{"clean_acc", "robust_acc", "n", ...}: the model in eval mode, PGD with random starts.
 
     Uses its own seeded RNG stream (fork_rng), so evaluating never changes a
-    training run's random numbers. steps=0 measures clean accuracy only.
+    training run's random numbers. steps=0 measures clean accuracy only. Under
+    torchrun each rank attacks its share of the images and the counts are summed.
     """
     check_norm(norm)
+    if batch_size < 1:
+        raise RobustgenError(f"--batch-size {batch_size} must be at least 1")
     if isinstance(dataset, str):
         dataset = load_dataset(dataset)
     device = next(model.parameters()).device
+    dist = distributed.for_device(device)
     was_training = model.training
     model.eval()
     x_all, y_all = dataset.split("test")
     idx = evaluation_indices(len(x_all), subset, seed=seed).numpy()
-    x_all, y_all = x_all[idx], y_all[idx]
-    clean = robust = 0
-    devices = [device] if device.type == "cuda" else []
+    counts = torch.zeros(2, device=device)  # clean correct, robust correct
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(derived_seed(seed, dist.rank))
+        for start in _progress(range(0, len(idx), batch_size * dist.world_size), progress and dist.is_main):
+            mine = dist.shard(idx[start : start + batch_size * dist.world_size])
+            if len(mine):
+                x, y = to_float(x_all[mine], device), torch.as_tensor(y_all[mine], device=device)
+                counts += _correct(model, x, y, eps=eps, norm=norm, steps=steps, restarts=restarts, step_size=step_size, precision=precision)
+    model.train(was_training)
+    clean, robust = dist.all_reduce_sum(counts).tolist()
+    n = len(idx)
+    return {"clean_acc": clean / max(n, 1), "robust_acc": robust / max(n, 1), "n": n, "eps": eps, "norm": norm,
+            "steps": steps, "restarts": restarts, "attack": "pgd"}
+
+
+def _correct(model, x, y, *, eps, norm, steps, restarts, step_size, precision) -> torch.Tensor:
+    """(clean correct, correct under PGD and clean) counts for one batch."""
+    with autocast(x.device, precision):
+        with torch.no_grad():
+            correct = model(x).argmax(1) == y
+        if steps > 0 and eps > 0:
+            x_adv = pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm)
+            with torch.no_grad():
+                robust = (model(x_adv).argmax(1) == y) & correct
+        else:
+            robust = correct
+    return torch.stack([correct.sum(), robust.sum()]).float()
+
+
+def _progress(items, show: bool):
     from tqdm.auto import tqdm
 
-    starts = range(0, len(x_all), batch_size)
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for start in tqdm(starts, desc="eval", disable=not progress or None, leave=False):
-            x = to_float(x_all[start : start + batch_size], device)
-            y = torch.as_tensor(y_all[start : start + batch_size], device=device)
-            with autocast(device, precision):
-                with torch.no_grad():
-                    correct = model(x).argmax(1) == y
-                clean += int(correct.sum())
-                if steps > 0 and eps > 0:
-                    x_adv = pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm)
-                    with torch.no_grad():
-                        robust += int(((model(x_adv).argmax(1) == y) & correct).sum())
-                else:
-                    robust += int(correct.sum())
-    model.train(was_training)
-    n = len(x_all)
-    return {
-        "clean_acc": clean / max(n, 1),
-        "robust_acc": robust / max(n, 1),
-        "n": n,
-        "eps": eps,
-        "norm": norm,
-        "steps": steps,
-        "restarts": restarts,
-        "attack": "pgd",
-    }
+    return tqdm(items, desc="eval", disable=None if show else True, leave=False)

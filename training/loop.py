@@ -1,36 +1,37 @@
-"""The training loop: `train(config) -> TrainResult`, with resume and atomic run-dir files.
+"""The training loop: `train(config) -> TrainResult`, with resume, in-epoch CO checks and torchrun.
 
 Run dir layout (DESIGN.md section 5): config.json, metrics.jsonl (one line per
-epoch), best.pt (best test PGD accuracy), last.pt (also holds optimizer and RNG
-state for --resume), curves.png. An epoch is the unit of resumption: last.pt is
-written after every epoch, and a resumed run replays exactly what an
-uninterrupted one would have done (same weights, same random numbers).
+epoch), monitor.jsonl (one line per in-epoch CO check), best.pt (best test PGD
+accuracy), last.pt (also holds optimizer and monitor state for --resume),
+curves.png. An epoch is the unit of resumption: every random number of epoch e
+comes from generators seeded by (seed, e) (and the rank), so a resumed run
+replays exactly what an uninterrupted one does, whatever happened before.
+
+Under torchrun each rank takes its share of every global batch of the epoch's
+permutation (the epoch single-process training sees), `batch_size` is the
+global batch, gradients are averaged by DistributedDataParallel, every
+statistic is all-reduced, and rank 0 alone writes files.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import sys
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from robustgen.checkpoint import load_weights, model_meta, read_checkpoint, save_checkpoint
-from robustgen.data import ImageDataset, augment, iterate_batches, load_dataset, to_float
-from robustgen.device import memory_format, resolve_device, resolve_precision, seed_everything
+from robustgen import distributed
+from robustgen.checkpoint import load_weights, read_checkpoint
+from robustgen.data import load_dataset
+from robustgen.device import resolve_precision
 from robustgen.errors import RobustgenError
-from robustgen.io import append_jsonl, atomic_write_json, atomic_write_text, ensure_writable_dir, now_iso, read_jsonl, versions
-from robustgen.models import build_model
+from robustgen.io import atomic_write_json, atomic_write_text, ensure_writable_dir, now_iso, read_jsonl, versions
 from training.config import TrainConfig, resolve_config
-from training.diagnostics import co_alarm, epoch_summary, plot_curves
-from training.evaluate import evaluate_robustness
-from training.schedule import learning_rate
-from training.step import STAT_KEYS, der_active, train_step
+from training.diagnostics import plot_curves
+from training.epoch import Session, build_session, run_epoch, save_epoch
 
-RUN_FILES = ("config.json", "metrics.jsonl", "best.pt", "last.pt", "curves.png", "quiver.png")
+RUN_FILES = ("config.json", "metrics.jsonl", "monitor.jsonl", "best.pt", "last.pt", "curves.png", "quiver.png")
 
 
 @dataclass(frozen=True)
@@ -42,75 +43,13 @@ class TrainResult:
     metrics: dict  # metrics.jsonl record of the final epoch
     best_metrics: dict  # record of the best epoch
     co_alarms: list  # [(epoch, reason)] for every epoch that raised a CO alarm
+    stopped: str | None = None  # why the run ended early (--on-co stop), None if it ran every epoch
 
 
 def _stderr(message: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(message, file=sys.stderr)
-
-
-def build_classifier(config: TrainConfig, dataset: ImageDataset) -> tuple[torch.nn.Module, dict]:
-    arch_args = {
-        "num_classes": dataset.num_classes,
-        "in_channels": dataset.image_shape[0],
-        "width": config.width,
-        "mean": list(dataset.mean),
-        "std": list(dataset.std),
-    }
-    if config.arch != "preact-resnet18":
-        arch_args.pop("width")
-    return build_model(config.arch, **arch_args), arch_args
-
-
-def _prepare_run_dir(run_dir: Path, *, overwrite: bool) -> None:
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise RobustgenError(
-                f"output directory {run_dir} already holds files: pass --resume {run_dir} to continue that run, --overwrite to replace it, or --out elsewhere"
-            )
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-    elif run_dir.exists() and not run_dir.is_dir():
-        raise RobustgenError(f"output path {run_dir} is a file, not a directory: choose another --out")
-    ensure_writable_dir(run_dir)
-
-
-def selection_score(record: dict, config: TrainConfig) -> float:
-    """What best.pt maximises: test PGD accuracy (clean accuracy breaks ties; it is the criterion for `standard`)."""
-    if config.method == "standard":
-        return record["test_clean_acc"]
-    return record["test_pgd_acc"] + 1e-6 * record["test_clean_acc"]
-
-
-def epoch_line(record: dict, config: TrainConfig) -> str:
-    """One console line per epoch; attack and energy columns only where they mean something."""
-    parts = [f"epoch {record['epoch'] + 1}/{config.epochs}", f"loss {record['train_loss']:.3f}"]
-    if config.method == "standard":
-        parts.append(f"train acc {record['train_nat_acc']:.3f}")
-    else:
-        parts.append(f"train adv {record['train_adv_acc']:.3f}")
-    parts.append(f"test clean {record['test_clean_acc']:.3f}")
-    if config.eval_pgd_steps > 0:
-        parts.append(f"test PGD-{config.eval_pgd_steps} {record['test_pgd_acc']:.3f}")
-    if config.method != "standard":
-        parts.append(f"dE(x) {record['de_x_mean']:+.2f}  dE(x,y) {record['de_xy_mean']:+.2f}  AAE {record['aae_count']} (high {record['aae_high_count']})")
-    parts.append(f"{record['time_s']:.1f}s")
-    return "  ".join(parts)
-
-
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, generator: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def train(
@@ -123,134 +62,130 @@ def train(
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
     """Train a classifier as `config` says, or continue the run in `resume` (its config.json wins)."""
-    say = log or (lambda message: None)
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.json").is_file():
-            raise RobustgenError(f"cannot resume {run_dir}: no config.json there (is it a robustgen run dir?)")
-        import json
-
-        try:
-            recorded = json.loads((run_dir / "config.json").read_text())
-            config = TrainConfig.from_dict(recorded["config"])
-        except (ValueError, KeyError, TypeError):
-            raise RobustgenError(f"cannot resume {run_dir}: config.json is unreadable; start a new run with --overwrite") from None
-        if not (run_dir / "last.pt").is_file():
-            raise RobustgenError(f"cannot resume {run_dir}: no last.pt yet (the run stopped in its first epoch); start again with --overwrite")
+        config, run_dir, recorded = _recorded_run(Path(resume))
     else:
         config = resolve_config(config if config is not None else TrainConfig())
-        run_dir = Path(config.out)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+        run_dir, recorded = Path(config.out), None
+    dist = distributed.setup(config.device)
+    say = (log or (lambda message: None)) if dist.is_main else (lambda message: None)
+    precision = resolve_precision(config.precision, dist.device)
     dataset = load_dataset(config.dataset, root=config.data_root)
-    fingerprint = dataset.fingerprint()
-    if resume is not None and recorded.get("dataset", {}).get("sha256") not in (None, fingerprint):
+    if recorded is not None and recorded.get("dataset", {}).get("sha256") not in (None, dataset.fingerprint()):
         raise RobustgenError(f"cannot resume {run_dir}: dataset {config.dataset} differs from the one the run started with (sha256 changed)")
-    if resume is None:
-        _prepare_run_dir(run_dir, overwrite=overwrite)
-
-    generator = seed_everything(config.seed)
-    model, arch_args = build_classifier(config, dataset)
-    model = model.to(device=device, memory_format=memory_format(device))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    meta_base = model_meta(arch=config.arch, arch_args=arch_args, dataset=dataset, data_root=config.data_root)
-    metrics_path = run_dir / "metrics.jsonl"
-
-    start_epoch, best_acc, best_epoch = 0, -1.0, -1
-    if resume is not None:
-        payload = read_checkpoint(run_dir / "last.pt")
-        extra = payload.get("extra") or {}
-        if "optimizer" not in extra:
-            raise RobustgenError(f"cannot resume {run_dir}: last.pt holds no optimizer state")
-        load_weights(model, payload["state_dict"], source=str(run_dir / "last.pt"))
-        optimizer.load_state_dict(extra["optimizer"])
-        _set_rng_state(extra["rng"], generator, device)
-        start_epoch, best_acc, best_epoch = int(extra["epoch"]) + 1, float(extra["best_acc"]), int(extra["best_epoch"])
-        history = [r for r in read_jsonl(metrics_path) if r["epoch"] < start_epoch] if metrics_path.exists() else []
-        atomic_write_text(metrics_path, "".join(__import__("json").dumps(r, sort_keys=True) + "\n" for r in history))
-        say(f"resuming {run_dir} at epoch {start_epoch + 1}/{config.epochs}")
-    else:
-        history = []
-        atomic_write_json(run_dir / "config.json", {
-            "config": config.to_dict(),
-            "seed": config.seed,
-            "device": str(device),
-            "precision": precision,
-            "versions": versions(),
-            "dataset": {"spec": config.dataset, "sha256": fingerprint, "n_train": len(dataset.y_train),
-                        "n_test": len(dataset.y_test), "image_shape": list(dataset.image_shape), "classes": list(dataset.classes)},
-            "created": now_iso(),
-            "argv": sys.argv,
-        })
-
-    x_train = torch.as_tensor(dataset.x_train).to(device)  # uint8 NHWC; floats are made per batch
-    y_train = torch.as_tensor(dataset.y_train).to(device)
-    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
-    from tqdm.auto import tqdm
-
+    if recorded is None:
+        config = replace(config, augment=config.augment or default_augment(dataset))
+        if dist.is_main:
+            _prepare_run_dir(run_dir, overwrite=overwrite)
+            _write_config(run_dir, config, dataset, dist, precision)
+        dist.barrier()
+    session = build_session(config, dataset, dist=dist, precision=precision, run_dir=run_dir, say=say, progress=progress)
+    start_epoch = _restore(session) if recorded is not None else 0
+    if recorded is not None:
+        done = start_epoch >= config.epochs
+        say(f"{run_dir} already finished all {config.epochs} epochs: nothing to do" if done else f"resuming {run_dir} at epoch {start_epoch + 1}/{config.epochs}")
     for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        sums = {k: torch.zeros((), device=device) for k in STAT_KEYS}
-        batches = iterate_batches(x_train, y_train, batch_size=config.batch_size, shuffle=True, generator=generator)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=(not progress) or None, leave=False)
-        lr = config.lr
-        for i, (xb, yb) in enumerate(bar):
-            lr = learning_rate(epoch + (i + 1) / steps_per_epoch, schedule=config.schedule, lr=config.lr, epochs=config.epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = augment(to_float(xb, device), crop_padding=dataset.crop_padding, flip=dataset.flip, generator=generator)
-            x = x.contiguous(memory_format=memory_format(device))
-            stats = train_step(model, optimizer, x, yb, config=config, epoch=epoch, precision=precision)
-            for k in STAT_KEYS:
-                sums[k] = torch.maximum(sums[k], stats[k]) if k == "de_norm_max" else sums[k] + stats[k]
-        if not math.isfinite(float(sums["loss"])):
-            raise RobustgenError(f"training diverged at epoch {epoch + 1} (loss is not finite): lower --lr or --der-beta")
-        train_time = time.perf_counter() - started
-        evaluation = evaluate_robustness(
-            model, dataset, eps=config.eps, norm=config.norm, steps=config.eval_pgd_steps, restarts=1,
-            subset=config.eval_subset, seed=config.seed, precision=precision,
-        )
-        record = {
-            "epoch": epoch,
-            **epoch_summary(sums),
-            "test_clean_acc": evaluation["clean_acc"],
-            "test_pgd_acc": evaluation["robust_acc"],
-            "eval_pgd_steps": config.eval_pgd_steps,
-            "eval_n": evaluation["n"],
-            "der_active": der_active(config, epoch),
-            "lr": lr,
-            "train_time_s": train_time,
-            "time_s": time.perf_counter() - started,
-            "images_per_s": len(y_train) / train_time,
-        }
-        record["co_alarm"] = co_alarm(record, history)
-        history.append(record)
-        append_jsonl(metrics_path, record)
-        say(epoch_line(record, config))
-        if record["co_alarm"]:
-            say(f"CATASTROPHIC OVERFITTING ALARM at epoch {epoch + 1}: {record['co_alarm']}")
-        meta = {**meta_base, "config": config.to_dict(), "epoch": epoch, "metrics": record}
-        score = selection_score(record, config)
-        if score > best_acc:
-            best_acc, best_epoch = score, epoch
-            save_checkpoint(run_dir / "best.pt", model=model, meta=meta)
-        save_checkpoint(run_dir / "last.pt", model=model, meta=meta, extra={
-            "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(generator, device),
-            "epoch": epoch,
-            "best_acc": best_acc,
-            "best_epoch": best_epoch,
-        })
+        record = run_epoch(session, epoch)
+        save_epoch(session, epoch, record)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
+        if session.stopped:
+            break
+    return _finish(session)
 
-    plot_curves(history, run_dir / "curves.png", title=f"{config.dataset} {config.method}{' + DER' if config.der else ''}")
+
+def default_augment(dataset) -> str:
+    """The dataset's own augmentation: random crop where it has padding, flips where images may be mirrored."""
+    parts = [name for name, on in (("crop", dataset.crop_padding > 0), ("flip", dataset.flip)) if on]
+    return "+".join(parts) or "none"
+
+
+def _recorded_run(run_dir: Path) -> tuple[TrainConfig, Path, dict]:
+    if not (run_dir / "config.json").is_file():
+        raise RobustgenError(f"cannot resume {run_dir}: no config.json there (is it a robustgen run dir?)")
+    try:
+        recorded = json.loads((run_dir / "config.json").read_text())
+        config = TrainConfig.from_dict(recorded["config"])
+    except (ValueError, KeyError, TypeError):
+        raise RobustgenError(f"cannot resume {run_dir}: config.json is unreadable; start a new run with --overwrite") from None
+    return config, run_dir, recorded
+
+
+def _prepare_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RobustgenError(f"output path {run_dir} is a file, not a directory: choose another --out")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RobustgenError(
+                f"output directory {run_dir} already holds files: pass --resume {run_dir} to continue that run, --overwrite to replace it, or --out elsewhere"
+            )
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    ensure_writable_dir(run_dir)
+
+
+def _write_config(run_dir: Path, config: TrainConfig, dataset, dist, precision: str) -> None:
+    from robustgen.device import memory_format
+
+    atomic_write_json(run_dir / "config.json", {
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "device": str(dist.device),
+        "precision": precision,
+        "memory_format": str(memory_format(dist.device, precision)).replace("torch.", ""),
+        "world_size": dist.world_size,
+        "backend": dist.backend,
+        "batch_norm": "sync" if config.sync_bn else ("per-rank" if dist.active else "local"),
+        "versions": versions(),
+        "dataset": {"spec": config.dataset, "sha256": dataset.fingerprint(), "n_train": len(dataset.y_train),
+                    "n_test": len(dataset.y_test), "image_shape": list(dataset.image_shape), "classes": list(dataset.classes)},
+        "created": now_iso(),
+        "argv": sys.argv,
+    })
+
+
+def _restore(session: Session) -> int:
+    """Load last.pt into the session (every rank); returns the first epoch still to run."""
+    run_dir = session.run_dir
+    if not (run_dir / "last.pt").is_file():
+        raise RobustgenError(f"cannot resume {run_dir}: no last.pt yet (the run stopped in its first epoch); start again with --overwrite")
+    payload = read_checkpoint(run_dir / "last.pt")
+    extra = payload.get("extra") or {}
+    if "optimizer" not in extra or "epoch" not in extra:
+        raise RobustgenError(f"cannot resume {run_dir}: last.pt holds no optimizer state")
+    if extra.get("stopped"):
+        raise RobustgenError(f"{run_dir} already finished: {extra['stopped']}; start a new run (--overwrite) to train again")
+    load_weights(session.net, payload["state_dict"], source=str(run_dir / "last.pt"))
+    session.optimizer.load_state_dict(extra["optimizer"])
+    session.monitor.load_state(extra["monitor"])
+    session.best_score, session.best_epoch = float(extra["best_acc"]), int(extra["best_epoch"])
+    start = int(extra["epoch"]) + 1
+    for name in ("metrics.jsonl", "monitor.jsonl"):  # drop what the interrupted epoch had started to write
+        path = run_dir / name
+        kept = [r for r in read_jsonl(path) if r["epoch"] < start] if path.exists() else []
+        if name == "metrics.jsonl":
+            session.history = kept
+        if session.dist.is_main:
+            atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    return start
+
+
+def _finish(session: Session) -> TrainResult:
+    config, history, run_dir = session.config, session.history, session.run_dir
+    if not history:
+        raise RobustgenError(f"{run_dir} has no finished epoch to report")
+    if session.dist.is_main:
+        plot_curves(history, run_dir / "curves.png", title=f"{config.dataset} {config.method}{' + DER' if config.der else ''}")
+    session.dist.barrier()
+    best = next((r for r in history if r["epoch"] == session.best_epoch), history[-1])
     return TrainResult(
         run_dir=run_dir,
         best=run_dir / "best.pt",
         last=run_dir / "last.pt",
         config=config,
         metrics=history[-1],
-        best_metrics=history[best_epoch] if 0 <= best_epoch < len(history) else history[-1],
+        best_metrics=best,
         co_alarms=[(r["epoch"], r["co_alarm"]) for r in history if r.get("co_alarm")],
+        stopped=session.stopped,
     )
+

@@ -2,92 +2,125 @@
 
 The model is in train mode for the attack too (BatchNorm on batch statistics),
 as in Wong et al. 2020 / Rice et al. 2020: this is the setting in which
-catastrophic overfitting is reported. The clean forward pass f(x) runs every
-step (with gradient only when DER or TRADES needs it) so that delta energies
-and AAE counts are always measured, with or without DER.
+catastrophic overfitting is reported. Delta energies and AAE counts are always
+measured, with or without DER, and every forward the attack already ran is
+reused: zero-init FGSM starts at x, so its forward *is* f(x). Statistics stay
+on the device (no host synchronisation per step); the loop adds them up and
+reads them once per check or epoch.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustgen.device import autocast
-from robustgen.energy import delta_energies
 from training.config import TrainConfig
-from training.der import abnormal_mask, delta_energy_norm, der_loss
-from training.methods import TRADES_BETA, adversarial_batch, get_method
+from training.der import abnormal_mask, delta_energies_and_penalty, delta_energy_norm, der_loss
+from training.methods import Method, get_method
 
-# Sums accumulated over an epoch (tensors, synchronised once per epoch).
+# Sums accumulated over an epoch (device tensors; "de_norm_max" is a max, the rest are sums).
 STAT_KEYS = (
     "n", "loss", "nat_loss", "adv_loss", "nat_correct", "adv_correct", "de_x", "de_x_sq", "de_xy", "de_xy_sq", "de_norm", "de_norm_max",
     "aae", "aae_high", "der_penalty",
 )
+MAX_KEYS = frozenset({"de_norm_max"})
 
 
-def der_active(config: TrainConfig, epoch: int) -> bool:
-    """DER is on for single-step methods from the start, for multi-step ones from `der_start`."""
-    if not config.der:
+@dataclass(frozen=True)
+class StepModels:
+    """The modules one step runs: `attack` (plain or compiled) for attacks and f(x); `train` (DDP-wrapped under
+    torchrun) for the forward whose backward updates the weights. In one process both are the same module."""
+
+    attack: nn.Module
+    train: nn.Module
+
+
+def der_active(config: TrainConfig, epoch: int, *, der: bool | None = None) -> bool:
+    """DER is on for single-step methods from the start, for multi-step ones from `der_start`.
+    `der` overrides config.der (an `--on-co der` intervention turns it on mid-run)."""
+    if not (config.der if der is None else der):
         return False
     return epoch >= config.der_start if get_method(config.method).multi_step else True
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, config: TrainConfig, epoch: int, precision: str) -> dict[str, Tensor]:
-    """Attack, forward, loss, backward, SGD update. Returns per-batch sums (see STAT_KEYS)."""
+def train_step(
+    model: nn.Module | StepModels, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, config: TrainConfig, epoch: int,
+    precision: str, der: bool | None = None, der_beta: float | None = None,
+) -> dict[str, Tensor]:
+    """Attack, forward, loss, backward, SGD update. Returns per-batch sums (see STAT_KEYS), on the device."""
+    models = model if isinstance(model, StepModels) else StepModels(model, model)
     method = get_method(config.method)
-    device = x.device
-    use_der = der_active(config, epoch)
-    model.train()
-    with autocast(device, precision):
-        if config.method == "standard":
-            logits_nat = model(x).float()
-            logits_adv = logits_nat
-            loss = F.cross_entropy(logits_nat, y)
-            aae = torch.zeros_like(y, dtype=torch.bool)
-            d_marginal = d_joint = penalty = torch.zeros(len(y), device=device)  # x* = x: no energy shift
-        else:
-            attack = adversarial_batch(
-                model, x, y, method=config.method, eps=config.eps, step_size=config.step_size,
-                steps=config.steps, restarts=config.restarts, norm=config.norm,
-            )
-            with torch.set_grad_enabled(use_der or config.method == "trades"):
-                logits_nat = model(x).float()
-            logits_adv = model(attack.x_adv).float()
-            ce_adv = F.cross_entropy(logits_adv, y, reduction="none")
-            if config.method == "trades":
-                kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_nat, dim=1), reduction="batchmean")
-                loss = F.cross_entropy(logits_nat, y) + TRADES_BETA * kl
-            else:
-                loss = ce_adv.mean()
-            aae = abnormal_mask(attack.loss_start, ce_adv)
-            d_marginal, d_joint = delta_energies(logits_nat, logits_adv, y)
-            norm = delta_energy_norm(d_marginal, d_joint, squared=config.der_squared)
-            penalty = torch.relu(norm - config.der_gamma)
-            if use_der:
-                mask = None if method.multi_step else aae
-                loss = loss + config.der_beta * der_loss(penalty, mask=mask)
+    use_der = der_active(config, epoch, der=der)
+    beta = config.der_beta if der_beta is None else der_beta
+    models.train.train()
+    with autocast(x.device, precision):
+        logits_nat, logits_adv, loss_start = _forwards(models, method, x, y, config=config, use_der=use_der)
+        loss = method.outer_loss(logits_nat, logits_adv, y)
+        ce_adv = F.cross_entropy(logits_adv.detach(), y, reduction="none")
+        aae = abnormal_mask(loss_start, ce_adv)
+        energies = delta_energies_and_penalty(logits_nat, logits_adv, y, gamma=config.der_gamma, squared=config.der_squared)
+        der_mask = None if method.multi_step else aae
+        if use_der:
+            loss = loss + beta * der_loss(energies.penalty, mask=der_mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    with torch.no_grad():
-        d_marginal, d_joint = d_marginal.detach(), d_joint.detach()  # the ones the loss used: not recomputed
-        de_norm = delta_energy_norm(d_marginal, d_joint)  # reported unsquared, whatever --der-squared says
-        high = aae & (de_norm > config.der_gamma)  # high-energy AAE: ||[dE(x), dE(x,y)]|| above gamma
-        return {
-            "n": torch.tensor(float(len(y)), device=device),
-            "loss": loss.detach() * len(y),
-            "nat_loss": F.cross_entropy(logits_nat.detach(), y, reduction="sum"),
-            "adv_loss": F.cross_entropy(logits_adv.detach(), y, reduction="sum"),
-            "nat_correct": (logits_nat.argmax(1) == y).sum().float(),
-            "adv_correct": (logits_adv.argmax(1) == y).sum().float(),
-            "de_x": d_marginal.sum(),
-            "de_x_sq": d_marginal.pow(2).sum(),
-            "de_xy": d_joint.sum(),
-            "de_xy_sq": d_joint.pow(2).sum(),
-            "de_norm": de_norm.sum(),
-            "de_norm_max": de_norm.max(),
-            "aae": aae.sum().float(),
-            "aae_high": high.sum().float(),
-            "der_penalty": (penalty.detach() * aae).sum() if not method.multi_step else penalty.detach().sum(),
-        }
+    return _statistics(loss, logits_nat, logits_adv, y, energies, aae, der_mask, gamma=config.der_gamma)
+
+
+def _forwards(models: StepModels, method: Method, x: Tensor, y: Tensor, *, config: TrainConfig, use_der: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(f(x), f(x*), loss at the attack's start): each computed once, with a graph only where the loss needs one."""
+    if method.attack is None:  # standard training: x* = x, no energy shift
+        logits = models.train(x)
+        return logits, logits, F.cross_entropy(logits.detach(), y, reduction="none")
+    clean_grad = use_der or method.clean_grad
+    attack = method.attack(
+        models.attack, x, y, eps=config.eps, step_size=config.step_size, steps=config.steps, restarts=config.restarts, norm=config.norm,
+        keep_graph=clean_grad and method.starts_at_x,
+    )
+    if method.starts_at_x:
+        logits_nat = attack.logits_start  # the attack's forward was f(x)
+    else:
+        with torch.set_grad_enabled(clean_grad):
+            logits_nat = models.attack(x)
+    return logits_nat, models.train(attack.x_adv), attack.loss_start
+
+
+@torch.no_grad()
+def _statistics(loss, logits_nat, logits_adv, y, energies, aae, der_mask, *, gamma: float) -> dict[str, Tensor]:
+    d_marginal, d_joint = energies.marginal.detach(), energies.joint.detach()  # the ones the loss used: not recomputed
+    de_norm = delta_energy_norm(d_marginal, d_joint)  # reported unsquared, whatever --der-squared says
+    high = aae & (de_norm > gamma)  # high-energy AAE: ||[dE(x), dE(x,y)]|| above gamma
+    penalty = energies.penalty.detach()
+    n = torch.full((), float(len(y)), device=y.device)
+    return {
+        "n": n,
+        "loss": loss.detach().float() * n,
+        "nat_loss": F.cross_entropy(logits_nat.detach(), y, reduction="sum"),
+        "adv_loss": F.cross_entropy(logits_adv.detach(), y, reduction="sum"),
+        "nat_correct": (logits_nat.argmax(1) == y).sum().float(),
+        "adv_correct": (logits_adv.argmax(1) == y).sum().float(),
+        "de_x": d_marginal.sum(),
+        "de_x_sq": d_marginal.pow(2).sum(),
+        "de_xy": d_joint.sum(),
+        "de_xy_sq": d_joint.pow(2).sum(),
+        "de_norm": de_norm.sum(),
+        "de_norm_max": de_norm.max(),
+        "aae": aae.sum().float(),
+        "aae_high": high.sum().float(),
+        "der_penalty": (penalty * der_mask).sum() if der_mask is not None else penalty.sum(),
+    }
+
+
+def accumulate(sums: dict[str, Tensor], stats: dict[str, Tensor]) -> None:
+    """sums += stats (max for MAX_KEYS), in place, on the device."""
+    for key in STAT_KEYS:
+        sums[key] = torch.maximum(sums[key], stats[key]) if key in MAX_KEYS else sums[key] + stats[key]
+
+
+def zero_stats(device: torch.device) -> dict[str, Tensor]:
+    return {key: torch.zeros((), device=device) for key in STAT_KEYS}

@@ -1,4 +1,4 @@
-"""`robustgen train`, `robustgen eval`, `robustgen diagnose`: thin shells over the `training` API."""
+"""`robustgen train`, `robustgen diagnose`: thin shells over the `training` API (`eval` lives in evaluate.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import click
 
 from robustgen.cli.common import echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
+from robustgen.device import PRECISIONS
 from robustgen.io import parse_eps
+from robustgen.models import model_names
+from robustgen.threat import NORMS
+from training.config import AUGMENTS, COMPILE, ON_CO, SCHEDULES, TrainConfig
+from training.methods import METHODS
 
 
 def _eps(value: str | None, norm: str | None = "Linf") -> float | None:
@@ -26,66 +31,94 @@ def _eps(value: str | None, norm: str | None = "Linf") -> float | None:
         raise
 
 
+_CONFIG = TrainConfig()
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("dataset", required=False, default=None)
-@click.option("--method", default="fgsm-rs", show_default=True, help="standard | fgsm | fgsm-rs | n-fgsm | pgd | trades")
-@click.option("--norm", default="Linf", show_default=True, help="Threat model: Linf or L2.")
+@click.option("--method", type=click.Choice(list(METHODS)), default=_CONFIG.method, show_default=True, help="Adversarial-training method.")
+@click.option("--norm", type=click.Choice(list(NORMS)), default=_CONFIG.norm, show_default=True, help="Threat model.")
 @click.option("--eps", default=None, metavar="EPS", help="Attack radius in pixel units, e.g. 8/255 or 0.031 [default: 8/255; digits 0.2]")
 @click.option("--step-size", default=None, metavar="EPS", help="Attack step in pixel units [default: method's rule: eps, 1.25 eps, 2.5 eps/steps]")
 @click.option("--steps", type=int, default=None, help="Attack steps for pgd/trades [default: 10]")
-@click.option("--restarts", type=int, default=1, show_default=True, help="Attack restarts at train time (pgd).")
+@click.option("--restarts", type=int, default=_CONFIG.restarts, show_default=True, help="Attack restarts at train time (pgd).")
 @click.option("--der/--no-der", default=False, show_default=True, help="Add the Delta Energy Regularizer.")
-@click.option("--der-beta", type=float, default=None, help="Weight of the DER term [default: see training.config.DER_BETA].")
-@click.option("--der-gamma", type=float, default=None, help="Tolerated ||[dE(x), dE(x,y)]|| before DER bites [default: DER_GAMMA].")
-@click.option("--der-start", type=int, default=0, show_default=True, help="First epoch (0-based) with DER for multi-step methods.")
+@click.option("--der-beta", type=float, default=_CONFIG.der_beta, show_default=True, help="Weight of the DER term.")
+@click.option("--der-gamma", type=float, default=_CONFIG.der_gamma, show_default=True, help="Tolerated ||[dE(x), dE(x,y)]|| (energy units) before DER bites.")
+@click.option("--der-start", type=int, default=_CONFIG.der_start, show_default=True, help="First epoch (0-based) with DER for multi-step methods.")
 @click.option("--der-squared", is_flag=True, help="Penalise the squared delta-energy norm.")
-@click.option("--arch", default="preact-resnet18", show_default=True)
+@click.option("--arch", type=click.Choice(model_names()), default=_CONFIG.arch, show_default=True)
 @click.option("--width", type=int, default=None, help="Base width of PreActResNet-18 [default: 64; digits 16].")
 @click.option("--epochs", type=int, default=None, help="[default: 30]")
-@click.option("--batch-size", type=int, default=None, help="[default: 128]")
+@click.option("--batch-size", type=int, default=None, help="Global batch (images per SGD step, split over torchrun ranks) [default: 128]")
 @click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.2; digits 0.1].")
-@click.option("--schedule", default="cyclic", show_default=True, help="cyclic (one-cycle) or piecewise.")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--eval-pgd-steps", type=int, default=10, show_default=True, help="PGD steps of the per-epoch test evaluation (0 = clean only).")
-@click.option("--eval-subset", type=int, default=512, show_default=True, help="Test images for the per-epoch evaluation.")
+@click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=_CONFIG.schedule, show_default=True, help="cyclic (one-cycle) or piecewise (/10 at 50% and 75%).")
+@click.option("--augment", type=click.Choice(list(AUGMENTS)), default=None, help="Training augmentation [default: the dataset's: crop+flip for CIFAR, crop for digits/SVHN].")
+@click.option("--momentum", type=float, default=_CONFIG.momentum, show_default=True)
+@click.option("--weight-decay", type=float, default=_CONFIG.weight_decay, show_default=True)
+@click.option("--eval-pgd-steps", type=int, default=_CONFIG.eval_pgd_steps, show_default=True, help="PGD steps of the per-epoch test evaluation (0 = clean only).")
+@click.option("--eval-subset", type=int, default=_CONFIG.eval_subset, show_default=True, help="Test images for the per-epoch evaluation.")
+@click.option("--co-check-every", type=int, default=_CONFIG.co_check_every, show_default=True, help="SGD steps between in-epoch catastrophic-overfitting checks (0 = off).")
+@click.option("--co-check-images", type=int, default=_CONFIG.co_check_images, show_default=True, help="Fixed training images the in-epoch check attacks.")
+@click.option("--on-co", type=click.Choice(list(ON_CO)), default=_CONFIG.on_co, show_default=True,
+              help="On a CO alarm: warn, stop, rollback (to the last healthy check), der (roll back and switch DER on / double beta).")
+@click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across torchrun ranks [default: per-rank BN].")
 @click.option("--out", default=None, help="Run dir [default: runs/{dataset}-{method}[-der]].")
 @click.option("--data-root", default=None, help="Where downloadable datasets are (or go).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--precision", default="auto", show_default=True, help="auto (bf16 on CUDA) | fp32 | bf16")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", "resume", default=None, metavar="RUN_DIR", help="Continue an interrupted run (its config.json wins over other options).")
+@click.option("--device", default=_CONFIG.device, show_default=True, help="auto (cuda:LOCAL_RANK under torchrun, else cuda, mps or cpu), cpu, cuda, cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default=_CONFIG.precision, show_default=True,
+              help="auto: bf16 where the hardware has fast bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32.")
+@click.option("--compile", "compile_mode", type=click.Choice(list(COMPILE)), default=_CONFIG.compile, show_default=True,
+              help="torch.compile the model (auto: for long runs where a C++ compiler exists).")
+@click.option("--seed", type=int, default=_CONFIG.seed, show_default=True)
+@click.option("--resume", "resume", default=None, metavar="RUN_DIR", help="Continue an interrupted run with its recorded config (give no other options).")
 @click.option("--overwrite", is_flag=True, help="Replace the run files in an existing --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
 @user_errors
-def train(dataset, method, norm, eps, step_size, steps, restarts, der, der_beta, der_gamma, der_start, der_squared, arch, width,
-          epochs, batch_size, lr, schedule, momentum, weight_decay, eval_pgd_steps, eval_subset, out, data_root, device,
-          precision, seed, resume, overwrite, as_json):
+def train(ctx, dataset, method, norm, eps, step_size, steps, restarts, der, der_beta, der_gamma, der_start, der_squared, arch, width,
+          epochs, batch_size, lr, schedule, augment, momentum, weight_decay, eval_pgd_steps, eval_subset, co_check_every, co_check_images,
+          on_co, sync_bn, out, data_root, device, precision, compile_mode, seed, resume, overwrite, as_json):
     """Adversarially train a classifier on DATASET (digits, cifar10, cifar100, svhn, tiny-imagenet, npz:PATH, folder:PATH).
 
     \b
     Examples:
-      robustgen train digits --der                              # minutes on a laptop CPU
+      robustgen train digits --der                              # about a minute on a laptop CPU
       robustgen train cifar10 --method fgsm-rs --eps 8/255 --der
-      robustgen train cifar10 --method pgd --steps 10 --der --der-start 50
+      robustgen train cifar10 --method pgd --steps 10 --der --der-start 50 --schedule piecewise
+      robustgen train cifar10 --method fgsm --eps 16/255 --on-co der   # heal catastrophic overfitting
       robustgen train --resume runs/cifar10-fgsm-rs-der         # continue after an interruption
+      torchrun --nproc_per_node 8 -m robustgen train cifar10 --method pgd --der
     """
     from training import TrainConfig
     from training import train as run_training
-    from training.config import DER_BETA, DER_GAMMA
 
     if resume is not None:
+        _refuse_options_with_resume(ctx)
         result = run_training(resume=resume, progress=not as_json)
     else:
         config = TrainConfig(
             dataset=dataset or "digits", data_root=data_root, method=method, norm=norm, eps=_eps(eps, norm), step_size=_eps(step_size, norm),
-            steps=steps, restarts=restarts, der=der, der_beta=DER_BETA if der_beta is None else der_beta,
-            der_gamma=DER_GAMMA if der_gamma is None else der_gamma, der_start=der_start, der_squared=der_squared, arch=arch,
-            width=width, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-            schedule=schedule, eval_pgd_steps=eval_pgd_steps, eval_subset=eval_subset, device=device, precision=precision,
+            steps=steps, restarts=restarts, der=der, der_beta=der_beta, der_gamma=der_gamma, der_start=der_start, der_squared=der_squared,
+            arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+            schedule=schedule, augment=augment, eval_pgd_steps=eval_pgd_steps, eval_subset=eval_subset, co_check_every=co_check_every,
+            co_check_images=co_check_images, on_co=on_co, sync_bn=sync_bn, device=device, precision=precision, compile=compile_mode,
             seed=seed, out=out,
         )
         result = run_training(config, overwrite=overwrite, progress=not as_json)
+    _print_training(result, as_json=as_json)
+
+
+def _refuse_options_with_resume(ctx: click.Context) -> None:
+    """--resume continues a run with its recorded config: any other option would be silently ignored, so refuse it."""
+    given = [name for name, value in ctx.params.items()
+             if name not in ("resume", "as_json") and ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") if name != "dataset" else "DATASET" for name in given)
+        raise RobustgenError(f"--resume continues the run with its recorded config, so {options} would be ignored: drop {options} (or start a new run with --out)")
+
+
+def _print_training(result, *, as_json: bool) -> None:
     summary = {
         "run_dir": str(result.run_dir),
         "best": str(result.best),
@@ -97,6 +130,7 @@ def train(dataset, method, norm, eps, step_size, steps, restarts, der, der_beta,
         "last_test_pgd_acc": result.metrics["test_pgd_acc"],
         "eval_pgd_steps": result.config.eval_pgd_steps,
         "co_alarms": [{"epoch": e + 1, "reason": r} for e, r in result.co_alarms],
+        "stopped": result.stopped,
         "config": result.config.to_dict(),
     }
     if as_json:
@@ -114,53 +148,9 @@ def train(dataset, method, norm, eps, step_size, steps, restarts, der, der_beta,
     click.echo(format_table(rows, columns))
     for alarm in summary["co_alarms"]:
         click.echo(f"CO alarm at epoch {alarm['epoch']}: {alarm['reason']}")
+    if result.stopped:
+        click.echo(f"Run ended early: {result.stopped}")
     click.echo(f"Next: robustgen eval {result.best}   |   robustgen diagnose {result.run_dir}")
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoint", metavar="CKPT")
-@click.option("--attack", default="pgd", show_default=True, help="Attack (pgd).")
-@click.option("--steps", type=int, default=50, show_default=True)
-@click.option("--restarts", type=int, default=10, show_default=True)
-@click.option("--eps", default=None, metavar="EPS", help="Attack radius [default: the eps the checkpoint was trained at].")
-@click.option("--norm", default=None, help="Linf or L2 [default: the checkpoint's].")
-@click.option("--step-size", default=None, metavar="EPS", help="[default: 2.5 eps / steps]")
-@click.option("--subset", type=int, default=None, help="Evaluate on a fixed seeded subset of N test images [default: all].")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--data-root", default=None, help="Where the checkpoint's dataset lives [default: as recorded].")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@user_errors
-def evaluate(checkpoint, attack, steps, restarts, eps, norm, step_size, subset, batch_size, data_root, device, seed, as_json):
-    """Clean and PGD-k-r robust accuracy of CKPT on its dataset's full test split (PGD-50-10 by default)."""
-    from robustgen.checkpoint import load_checkpoint
-    from robustgen.data import load_dataset
-    from robustgen.device import resolve_device
-    from training import evaluate_robustness
-
-    if attack != "pgd":
-        raise RobustgenError(f"unknown attack {attack!r}: only pgd is available")
-    if steps < 0 or restarts < 1 or (subset is not None and subset < 1):
-        raise RobustgenError("--steps must be >= 0, --restarts >= 1 and --subset >= 1")
-    model, meta = load_checkpoint(checkpoint, device=resolve_device(device))
-    trained = meta.get("config") or {}
-    norm = norm or trained.get("norm", "Linf")
-    eps_value = _eps(eps, norm) if eps is not None else trained.get("eps")
-    if eps_value is None:
-        raise RobustgenError(f"{checkpoint} does not record its training eps: pass --eps")
-    dataset = load_dataset(meta["dataset"], root=data_root or meta.get("data_root"))
-    if meta.get("dataset_sha256") and meta["dataset_sha256"] != dataset.fingerprint():
-        raise RobustgenError(f"dataset {meta['dataset']} on this machine differs from the one {checkpoint} was trained on (sha256 mismatch): point --data-root at the original files")
-    result = evaluate_robustness(model, dataset, eps=eps_value, norm=norm, steps=steps, restarts=restarts, step_size=_eps(step_size, norm),
-                                 subset=subset, batch_size=batch_size, seed=seed, progress=not as_json)
-    result.update(checkpoint=str(checkpoint), dataset=meta["dataset"], epoch=meta.get("epoch"))
-    if as_json:
-        echo_json(result)
-        return
-    click.echo(f"{checkpoint}: {meta['dataset']}, {result['n']} test images, PGD-{steps}-{restarts} at {norm} eps {eps_value:.4g}")
-    click.echo(format_table([{"clean acc": result["clean_acc"], f"PGD-{steps}-{restarts} acc": result["robust_acc"]}],
-                            ["clean acc", f"PGD-{steps}-{restarts} acc"]))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

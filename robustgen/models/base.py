@@ -28,4 +28,10 @@ class Classifier(nn.Module):
         return self.embed((x - self.mean) / self.std)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        """Logits in fp32: under bf16 autocast the body runs in bf16 but the head does not, so
+        energies (logit differences of ~0.1 in DER) are not quantised to bf16's 3 significant digits."""
+        features = self.features(x)
+        if features.dtype == torch.float32:
+            return self.head(features)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.head(features.float())

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from training.attacks.base import AttackResult
 from training.attacks.single_step import single_step
-from training.threat import uniform_in_ball
+from robustgen.threat import uniform_in_ball
 
 
 def fgsm_rs_with_start(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float | None = None, norm: str = "Linf") -> AttackResult:

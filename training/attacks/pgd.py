@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from training.attacks.base import AttackResult, ce_and_grad
-from training.threat import project, steepest_ascent_step, uniform_in_ball
+from robustgen.threat import project, steepest_ascent_step, uniform_in_ball
 
 
 def default_pgd_step_size(eps: float, steps: int) -> float:
@@ -36,7 +36,7 @@ def pgd_with_start(
     for _ in range(max(restarts, 1)):
         x_adv = (x + uniform_in_ball(x, radius=eps, norm=norm)).clamp(0, 1) if random_start else x.detach()
         for i in range(steps):
-            loss, grad = ce_and_grad(model, x_adv, y)
+            loss, grad, _ = ce_and_grad(model, x_adv, y)
             if loss_start is None:
                 loss_start = loss
             x_adv = project(x_adv + steepest_ascent_step(grad, step_size=alpha, norm=norm), x, eps=eps, norm=norm)

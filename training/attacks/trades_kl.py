@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from training.attacks.base import AttackResult
 from training.attacks.pgd import default_pgd_step_size
-from training.threat import project, steepest_ascent_step
+from robustgen.threat import project, steepest_ascent_step
 
 START_NOISE = 0.001  # std of the Gaussian start, pixel units
 

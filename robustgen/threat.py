@@ -1,7 +1,10 @@
-"""Threat models: eps-balls in L-inf or L2 around x, intersected with the image box [0, 1].
+"""Threat models: eps-balls in L-inf or L2 around a centre, intersected with the image box [0, 1].
 
-All functions work per sample on NCHW tensors; eps and step sizes are in pixel
-units ([0, 1] scale), so 8/255 means eight grey levels.
+The one home of the geometry that attacks (training/attacks) and samplers
+(samplers/steps.py) share: steepest steps of a given length in a norm, and
+projection back into a ball around a centre. All functions work per sample on
+NCHW tensors; eps and step sizes are in pixel units ([0, 1] scale), so 8/255
+means eight grey levels.
 """
 
 from __future__ import annotations
@@ -52,13 +55,18 @@ def uniform_in_ball(like: Tensor, *, radius: float, norm: str) -> Tensor:
     raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
 
 
-def steepest_ascent_step(grad: Tensor, *, step_size: float, norm: str) -> Tensor:
-    """The step of length `step_size` (in `norm`) that increases a linearised loss most."""
+def steepest_direction(grad: Tensor, *, norm: str) -> Tensor:
+    """The unit-`norm` direction that increases a linearised loss most: sign(grad) (Linf) or grad / ||grad||_2 (L2)."""
     if norm == "Linf":
-        return step_size * grad.sign()
+        return grad.sign()
     if norm == "L2":
-        return step_size * grad / _per_sample_l2(grad).clamp_min(1e-12)
+        return grad / _per_sample_l2(grad).clamp_min(1e-12)
     raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
+
+
+def steepest_ascent_step(grad: Tensor, *, step_size: float | Tensor, norm: str) -> Tensor:
+    """The step of length `step_size` (in `norm`) that increases a linearised loss most."""
+    return step_size * steepest_direction(grad, norm=norm)
 
 
 def perturbation_norm(x_adv: Tensor, x: Tensor, *, norm: str) -> Tensor:

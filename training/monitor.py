@@ -1,0 +1,181 @@
+"""Catastrophic-overfitting alarms within the epoch, and what an alarm does (`--on-co`).
+
+CO happens within a few hundred SGD steps, so waiting for the epoch-end test
+evaluation is too late to act. Every `co_check_every` steps the monitor reads
+two kinds of signal:
+
+- free ones, from the training steps since the last check: the AAE rate and
+  the mean delta-energy norm ||[dE(x), dE(x, y)]|| (the seed paper's
+  signature of CO: a few abnormal adversarial examples with large energy
+  shifts, then many);
+- cheap ones, on a fixed mini-batch of *training* images (no test data steers
+  training), in eval mode: PGD-2 accuracy and zero-init FGSM accuracy. CO is
+  the point where FGSM stops finding adversarial examples that PGD still
+  finds: PGD accuracy falls while the FGSM accuracy stays up.
+
+An alarm fires on a PGD collapse (accuracy below COLLAPSE_FRACTION of its best,
+with FGSM at least MASKING_GAP above PGD) or on an energy spike (both the AAE
+rate and the delta-energy norm of the window at SPIKE_FACTOR x the median of
+earlier windows). Under torchrun every number is all-reduced first, so all
+ranks see the same values and take the same decision.
+
+`--on-co`: warn (log it), stop (end the run cleanly), rollback (restore the
+weights and optimizer state of the last healthy check, kept in memory; last.pt
+on disk is the last healthy epoch), der (roll back, then switch DER on, or
+double beta if it was on). The data order and learning-rate schedule go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from robustgen.device import derived_seed
+from robustgen.distributed import Dist
+from training.attacks import fgsm, pgd
+from training.config import TrainConfig
+from training.step import accumulate, zero_stats
+
+COLLAPSE_FRACTION = 0.5  # PGD-2 accuracy below this fraction of its best so far ...
+COLLAPSE_FLOOR = 0.10  # ... once the best is at least this (else there is nothing to collapse)
+MASKING_GAP = 0.10  # ... while FGSM accuracy is at least this much higher (single-step gradients masked)
+SPIKE_FACTOR = 3.0  # window AAE rate and mean ||dE|| at this multiple of the median of earlier windows
+SPIKE_MIN_AAE_RATE = 0.05  # ... and at least this AAE rate (tiny rates spike by chance)
+SPIKE_HISTORY = 3  # earlier windows needed before a spike can be judged
+MAX_INTERVENTIONS = 5  # rollbacks after which the run stops instead
+CHECK_PGD_STEPS = 2
+
+
+class TrainingStopped(Exception):
+    """Raised inside the epoch when `--on-co stop` (or too many interventions) ends the run."""
+
+
+@dataclass
+class Check:
+    """One in-epoch check: what was measured and what it led to (a line of monitor.jsonl)."""
+
+    epoch: int
+    step: int  # global SGD step (counted from the start of the run)
+    pgd_acc: float
+    fgsm_acc: float
+    aae_rate: float  # AAEs / training samples since the previous check
+    de_norm_mean: float  # mean ||[dE(x), dE(x, y)]|| since the previous check
+    train_adv_acc: float
+    alarm: str | None = None
+    action: str | None = None
+    rolled_back_to_step: int | None = None
+    der: bool | None = None
+    der_beta: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Monitor:
+    config: TrainConfig
+    images: Tensor  # fixed training images for the checks (float NCHW on the device)
+    labels: Tensor
+    dist: Dist
+    der: bool  # DER state the run is in (an intervention may switch it on)
+    der_beta: float
+    interventions: int = 0
+    best_pgd: float = 0.0
+    windows: list = field(default_factory=list)  # (aae_rate, de_norm_mean) of earlier healthy windows
+    window: dict = field(default_factory=dict)
+    snapshot: dict | None = None
+    snapshot_step: int = 0
+
+    def start_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        self.window = zero_stats(self.images.device)
+        if self.snapshot is None:
+            self._snapshot(model, optimizer, step)
+
+    def add(self, stats: dict[str, Tensor]) -> None:
+        accumulate(self.window, stats)
+
+    def due(self, step: int) -> bool:
+        return self.config.co_check_every > 0 and step % self.config.co_check_every == 0
+
+    def check(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int, step: int, log) -> Check:
+        """Measure, decide, act. Raises TrainingStopped when the run must end."""
+        result = self._measure(model, epoch=epoch, step=step)
+        result.alarm = self._alarm(result)
+        if result.alarm is None:
+            self.best_pgd = max(self.best_pgd, result.pgd_acc)
+            self.windows.append((result.aae_rate, result.de_norm_mean))
+            self._snapshot(model, optimizer, step)
+        else:
+            self._act(result, model, optimizer, log)
+        self.window = zero_stats(self.images.device)
+        return result
+
+    def _measure(self, model: nn.Module, *, epoch: int, step: int) -> Check:
+        window = {k: self.dist.all_reduce_sum(v) for k, v in self.window.items() if k != "de_norm_max"}
+        n = max(float(window["n"]), 1.0)
+        was_training = model.training
+        model.eval()
+        x, y = self.dist.shard(self.images), self.dist.shard(self.labels)
+        eps, norm = self.config.eps, self.config.norm
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the check never changes the run's random numbers
+            torch.manual_seed(derived_seed(self.config.seed, self.dist.rank, step))
+            x_pgd = pgd(model, x, y, eps=eps, steps=CHECK_PGD_STEPS, norm=norm)
+        x_fgsm = fgsm(model, x, y, eps=eps, norm=norm)
+        with torch.no_grad():
+            correct = torch.stack([(model(x_pgd).argmax(1) == y).sum(), (model(x_fgsm).argmax(1) == y).sum()]).float()
+        model.train(was_training)
+        correct = self.dist.all_reduce_sum(correct) / len(self.labels)
+        return Check(
+            epoch=epoch, step=step, pgd_acc=float(correct[0]), fgsm_acc=float(correct[1]), aae_rate=float(window["aae"]) / n,
+            de_norm_mean=float(window["de_norm"]) / n, train_adv_acc=float(window["adv_correct"]) / n,
+        )
+
+    def _alarm(self, c: Check) -> str | None:
+        reasons = []
+        if self.best_pgd >= COLLAPSE_FLOOR and c.pgd_acc < COLLAPSE_FRACTION * self.best_pgd and c.fgsm_acc - c.pgd_acc >= MASKING_GAP:
+            reasons.append(f"PGD-{CHECK_PGD_STEPS} accuracy collapsed to {c.pgd_acc:.3f} (best {self.best_pgd:.3f}) while FGSM accuracy is {c.fgsm_acc:.3f}")
+        if len(self.windows) >= SPIKE_HISTORY:
+            aae_base = statistics.median(w[0] for w in self.windows)
+            de_base = statistics.median(w[1] for w in self.windows)
+            if (c.aae_rate >= SPIKE_MIN_AAE_RATE and c.aae_rate > SPIKE_FACTOR * aae_base and de_base > 0 and c.de_norm_mean > SPIKE_FACTOR * de_base):
+                reasons.append(f"energy spike: AAE rate {c.aae_rate:.3f} ({c.aae_rate / max(aae_base, 1e-9):.1f}x) and mean ||dE|| {c.de_norm_mean:.3g} ({c.de_norm_mean / de_base:.1f}x)")
+        return "; ".join(reasons) or None
+
+    def _act(self, c: Check, model: nn.Module, optimizer: torch.optim.Optimizer, log) -> None:
+        action = self.config.on_co
+        if action in ("rollback", "der") and self.interventions >= MAX_INTERVENTIONS:
+            action = "stop"
+        c.action = action
+        log(f"CO ALARM at epoch {c.epoch + 1}, step {c.step}: {c.alarm} -> {action}")
+        if action == "warn":
+            return
+        if action == "stop":
+            raise TrainingStopped(f"stopped by --on-co {self.config.on_co} at step {c.step} (epoch {c.epoch + 1}): {c.alarm}")
+        self.interventions += 1
+        model.load_state_dict(self.snapshot["model"])
+        optimizer.load_state_dict(self.snapshot["optimizer"])
+        c.rolled_back_to_step = self.snapshot_step
+        if action == "der":
+            self.der_beta = self.der_beta * 2 if self.der else self.der_beta
+            self.der = True
+        c.der, c.der_beta = self.der, self.der_beta
+
+    def _snapshot(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        if self.config.on_co in ("rollback", "der"):  # only runs that may roll back pay for the copy
+            self.snapshot = {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
+            self.snapshot_step = step
+
+    def state(self) -> dict:
+        """What a resumed run needs to take the same decisions (saved in last.pt)."""
+        return {"der": self.der, "der_beta": self.der_beta, "interventions": self.interventions, "best_pgd": self.best_pgd,
+                "windows": [list(w) for w in self.windows]}
+
+    def load_state(self, state: dict) -> None:
+        self.der, self.der_beta = bool(state["der"]), float(state["der_beta"])
+        self.interventions, self.best_pgd = int(state["interventions"]), float(state["best_pgd"])
+        self.windows = [tuple(w) for w in state["windows"]]
