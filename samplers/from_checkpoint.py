@@ -1,7 +1,10 @@
-"""`sample_from_checkpoint`: load a checkpoint and the data it was trained on, then `sample`.
+"""`sample_from_checkpoint`: load a model (any source) and the data it was trained on, then `sample`.
 
-The data is needed to fit the initialiser and the reference energies; it is
-found from the checkpoint's meta (dataset, data_root) unless overridden.
+The model comes from `robustgen.models.sources.load_classifier`: a robustgen
+checkpoint or a robustbench:/robustness:/torchvision:/timm: spec. The data is
+needed to fit the initialiser and the reference energies; it is found from the
+model's meta (dataset, data_root) unless overridden, and relabelled into the
+model's classes when it holds only some of them (e.g. 2 ImageNet classes).
 """
 
 from __future__ import annotations
@@ -10,35 +13,38 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from robustgen.checkpoint import load_checkpoint
+import numpy as np
+
 from robustgen.data import ImageDataset, load_dataset
 from robustgen.device import resolve_device
 from robustgen.errors import RobustgenError
+from robustgen.models.sources import align_dataset, load_classifier
 from samplers.config import InitConfig, SamplerConfig, StopConfig
 from samplers.sample import SampleResult, sample
 
 
 def load_checkpoint_dataset(meta: dict, *, dataset: str | None = None, data_root: str | Path | None = None) -> ImageDataset:
-    """The training data named in a checkpoint's meta, or a clear error saying how to provide it."""
+    """The training data named in a model's meta (in the model's class indices), or a clear error saying how to provide it."""
+    return align_dataset(_load_named_dataset(meta, dataset=dataset, data_root=data_root), meta)
+
+
+def _load_named_dataset(meta: dict, *, dataset: str | None, data_root: str | Path | None) -> ImageDataset:
     spec = dataset or meta.get("dataset")
     if not spec:
-        raise RobustgenError("the checkpoint does not name its dataset: pass --dataset (e.g. digits, cifar10 or npz:PATH)")
+        raise RobustgenError("the model does not name its dataset: pass --data (e.g. digits, cifar10, npz:PATH or folder:PATH)")
     root = data_root if data_root is not None else meta.get("data_root")
     try:
         data = load_dataset(spec, root=root)
     except RobustgenError as exc:
         raise RobustgenError(
             f"sampling needs the training images of {spec!r} (to fit the initialiser and reference energies) "
-            f"but they cannot be loaded ({str(exc).rstrip('.')}); point to them with --data-root DIR or --dataset npz:PATH"
+            f"but they cannot be loaded ({str(exc).rstrip('.')}); point to them with --data-root DIR or --data npz:PATH / folder:PATH (--dataset npz:PATH works too)"
         ) from None
     expected_shape = meta.get("input_shape")
     if expected_shape and list(data.image_shape) != list(expected_shape):
         raise RobustgenError(
-            f"dataset {spec!r} has images shaped {list(data.image_shape)} but the checkpoint expects {list(expected_shape)}: pass the dataset it was trained on with --dataset"
+            f"dataset {spec!r} has images shaped {list(data.image_shape)} but the model expects {list(expected_shape)}: pass the dataset it was trained on with --data"
         )
-    classes = meta.get("classes")
-    if classes and len(classes) != data.num_classes:
-        raise RobustgenError(f"dataset {spec!r} has {data.num_classes} classes but the checkpoint has {len(classes)}: pass the dataset it was trained on with --dataset")
     return data
 
 
@@ -66,14 +72,21 @@ def sample_from_checkpoint(
     device: str = "auto",
     dataset: str | None = None,
     data_root: str | Path | None = None,
+    model_dir: str | Path | None = None,
+    trust_checkpoint: bool = False,
+    mean: str | Sequence[float] | None = None,
+    std: str | Sequence[float] | None = None,
     cache_dir: str | Path | None | bool = None,
     progress: bool = True,
 ) -> SampleResult:
-    """Sample from a robustgen checkpoint; `out=None` writes to runs/samples-<dataset>[-<class>]."""
+    """Sample from a classifier spec (see `load_classifier`); `out=None` writes to runs/samples-<dataset>[-<class>]."""
     if n < 1:
         raise RobustgenError(f"--n {n}: ask for at least 1 image")
-    model, meta = load_checkpoint(checkpoint, device=resolve_device(device))
-    data = load_checkpoint_dataset(meta, dataset=dataset, data_root=data_root)
+    model, meta = load_classifier(checkpoint, device=resolve_device(device), model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=dataset)
+    named = _load_named_dataset(meta, dataset=dataset, data_root=data_root)
+    data = align_dataset(named, meta)  # same classes: as is; a subset of the model's classes: relabelled (one line if not)
+    if not classes and data is not named:
+        classes = [int(c) for c in np.unique(data.y_train)]  # the subset of the model's classes the data holds
     if classes:
         names = [data.classes[data.class_index(c)] for c in classes]  # validates before anything runs
     else:
@@ -82,5 +95,5 @@ def sample_from_checkpoint(
         out = default_out(data.name, names)
     return sample(
         model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size,
-        out=out, png=png, overwrite=overwrite, resume=resume, cache_dir=cache_dir, checkpoint=checkpoint, progress=progress,
+        out=out, png=png, overwrite=overwrite, resume=resume, cache_dir=cache_dir, checkpoint=meta.get("weights_path") or checkpoint, progress=progress,
     )

@@ -14,7 +14,7 @@ import click
 # command name -> (module, attribute, one-line help shown by `robustgen --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("robustgen.cli.train", "train", "Adversarially train a classifier (optionally with DER)."),
-    "eval": ("robustgen.cli.train", "evaluate", "Clean and PGD-k-r robust accuracy of a checkpoint."),
+    "eval": ("robustgen.cli.evaluate", "evaluate", "Clean and robust accuracy (PGD or AutoAttack) of any model source."),
     "diagnose": ("robustgen.cli.train", "diagnose", "Plot energy diagnostics of a training run."),
     "sample": ("robustgen.cli.sample", "sample", "Generate class-conditional images from a robust classifier."),
     "score": ("robustgen.cli.score", "score", "IS, FID, KID, precision/recall of generated images."),

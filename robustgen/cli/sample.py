@@ -25,7 +25,7 @@ class RadiusType(click.ParamType):
 
 
 @click.command("sample")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt written by `robustgen train`.")
+@click.option("--checkpoint", required=True, metavar="SPEC", help="best.pt written by `robustgen train`, or robustbench:DATASET/THREAT/NAME, robustness:PATH, torchvision:ARCH=PATH, timm:ARCH=PATH.")
 @click.option("--class", "classes", multiple=True, help="Class index or name (repeatable). Omitted: all classes, balanced.")
 @click.option("--n", type=int, default=100, show_default=True, help="Number of images in total.")
 @click.option("--init", "init_kind", type=click.Choice(["local-pca", "pca", "gaussian", "uniform"]), default="local-pca", show_default=True)
@@ -52,13 +52,17 @@ class RadiusType(click.ParamType):
 @click.option("--overwrite", is_flag=True, help="Replace an existing run dir.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run dir (same options, same images).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--dataset", default=None, help="Override the dataset named in the checkpoint (e.g. npz:PATH).")
+@click.option("--data", "--dataset", "dataset", default=None, metavar="SPEC", help="Dataset for initialisers and reference energies when not the model's own or not at hand (e.g. npz:PATH, folder:PATH).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where the checkpoint's dataset lives.")
+@click.option("--model-dir", type=click.Path(file_okay=False), default=None, help="Where zoo files live  [default: $ROBUSTGEN_MODEL_DIR or ~/.cache/robustgen/models].")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow fully unpickling a third-party file (only for files you trust: it can run code).")
+@click.option("--mean", default=None, metavar="M1,M2,M3", help="torchvision:/timm: input normalisation mean  [default: ImageNet's].")
+@click.option("--std", default=None, metavar="S1,S2,S3", help="torchvision:/timm: input normalisation std  [default: ImageNet's].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @user_errors
 def sample(checkpoint, classes, n, init_kind, sampler_kind, stop_rule, steps, step_size, drift, noise, momentum, eps, norm, energy,
            quantile, patience, k, variance, scale, neighbour_space, batch_size, seed, out, png, overwrite, resume, device,
-           dataset, data_root, as_json):
+           dataset, data_root, model_dir, trust_checkpoint, mean, std, as_json):
     """Generate class-conditional images from a robust classifier.
 
     \b
@@ -66,6 +70,8 @@ def sample(checkpoint, classes, n, init_kind, sampler_kind, stop_rule, steps, st
       robustgen sample --checkpoint runs/digits/best.pt --class 3 --n 1000
       robustgen sample --checkpoint best.pt --class cat --n 16 --init gaussian --sampler pgd
       robustgen sample --checkpoint best.pt --n 10000 --png        # all classes, for FID
+      robustgen sample --checkpoint robustbench:cifar10/Linf/Wong2020Fast --class cat --n 16 --data npz:cifar10.npz
+      robustgen sample --checkpoint robustness:imagenet_linf_4.pt --data folder:imagenet --class 207 --n 16 --init uniform
     """
     from robustgen.errors import RobustgenError
     from samplers import sample_from_checkpoint
@@ -78,7 +84,7 @@ def sample(checkpoint, classes, n, init_kind, sampler_kind, stop_rule, steps, st
     result = sample_from_checkpoint(
         checkpoint, classes=list(classes) or None, n=n, init=init, sampler=sampler, stop=stop, seed=seed,
         batch_size=batch_size, out=out, png=png, overwrite=overwrite, resume=resume, device=device,
-        dataset=dataset, data_root=data_root,
+        dataset=dataset, data_root=data_root, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std,
     )
     summary = {
         "out": str(result.out),

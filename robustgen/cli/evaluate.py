@@ -1,0 +1,129 @@
+"""`robustgen eval`: clean and robust accuracy of any model source, under PGD-k-r or AutoAttack."""
+
+from __future__ import annotations
+
+import click
+
+from robustgen.cli.common import echo_json, format_table, user_errors
+from robustgen.errors import RobustgenError
+from robustgen.io import parse_eps
+
+
+@click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("spec", metavar="SPEC", required=False)
+@click.option("--checkpoint", "checkpoint_option", default=None, metavar="SPEC", help="Same as the SPEC argument.")
+@click.option("--attack", default="pgd", show_default=True, help="pgd | autoattack (standard: APGD-CE, APGD-T, FAB-T, Square) | a comma list of apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square.")
+@click.option("--steps", type=int, default=None, help="PGD steps [default: 50]; AutoAttack: APGD/FAB iterations [default: 100].")
+@click.option("--restarts", type=int, default=None, help="PGD restarts [default: 10]; AutoAttack: APGD/FAB restarts [default: the version's].")
+@click.option("--eps", default=None, metavar="EPS", help="Attack radius, e.g. 8/255 [default: the model's training / RobustBench threat eps].")
+@click.option("--norm", default=None, help="Linf or L2 [default: the model's].")
+@click.option("--step-size", default=None, metavar="EPS", help="PGD step [default: 2.5 eps / steps].")
+@click.option("--subset", type=int, default=None, help="Evaluate on a fixed seeded subset of N test images [default: all].")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per batch (AutoAttack: per resumable chunk).")
+@click.option("--state", default=None, metavar="PATH", help="AutoAttack state file; rerunning resumes from it [default: one per evaluation under $ROBUSTGEN_CACHE/autoattack].")
+@click.option("--data", "--dataset", "data", default=None, metavar="SPEC", help="Dataset to evaluate on (e.g. npz:PATH, folder:PATH) [default: the model's own].")
+@click.option("--data-root", default=None, help="Where the model's dataset lives [default: as recorded].")
+@click.option("--model-dir", default=None, type=click.Path(file_okay=False), help="Where zoo files live [default: $ROBUSTGEN_MODEL_DIR or ~/.cache/robustgen/models].")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow fully unpickling a third-party file (only for files you trust: it can run code).")
+@click.option("--mean", default=None, metavar="M1,M2,M3", help="torchvision:/timm: input normalisation mean [default: ImageNet's].")
+@click.option("--std", default=None, metavar="S1,S2,S3", help="torchvision:/timm: input normalisation std [default: ImageNet's].")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@user_errors
+def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_size, subset, batch_size, state, data, data_root, model_dir,
+             trust_checkpoint, mean, std, device, seed, as_json):
+    """Clean and robust accuracy of SPEC on its dataset's test split (PGD-50-10 by default).
+
+    SPEC is a robustgen checkpoint path, robustbench:DATASET/THREAT/NAME, robustness:PATH,
+    torchvision:ARCH=PATH or timm:ARCH=PATH.
+
+    \b
+    Examples:
+      robustgen eval runs/cifar10-fgsm-rs-der/best.pt
+      robustgen eval robustbench:cifar10/Linf/Wong2020Fast --attack autoattack --subset 1000 --data npz:cifar10.npz
+      robustgen eval --checkpoint robustness:imagenet_linf_4.pt --data folder:imagenet --attack apgd-ce,apgd-t --subset 100
+    """
+    from robustgen.data import load_dataset
+    from robustgen.models.sources import align_dataset, load_classifier
+    from training.autoattack_eval import attack_label, evaluate_autoattack, parse_attacks
+
+    if spec and checkpoint_option and spec != checkpoint_option:
+        raise RobustgenError(f"two models given ({spec} and --checkpoint {checkpoint_option}): pass one")
+    spec = spec or checkpoint_option
+    if not spec:
+        raise RobustgenError("no model given: robustgen eval SPEC (a checkpoint path or e.g. robustbench:cifar10/Linf/Wong2020Fast)")
+    pgd = attack.strip().lower() == "pgd"
+    attacks = None if pgd else parse_attacks(attack)  # validated before anything is loaded
+    if (steps is not None and steps < (0 if pgd else 1)) or (restarts is not None and restarts < 1) or (subset is not None and subset < 1) or batch_size < 1:
+        raise RobustgenError(f"--steps must be >= {0 if pgd else 1}, --restarts, --subset and --batch-size >= 1")
+    if norm is not None and norm not in ("Linf", "L2"):
+        raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
+
+    model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=data)
+    trained = meta.get("config") or {}
+    norm = norm or trained.get("norm") or "Linf"
+    eps_value = _radius(eps, norm, "--eps") if eps is not None else trained.get("eps")
+    if eps_value is None:
+        raise RobustgenError(f"{spec} does not record its threat model's eps: pass --eps (e.g. 8/255)")
+    dataset_spec = data or meta.get("dataset")
+    if not dataset_spec:
+        raise RobustgenError(f"{spec} does not name its dataset: pass --data (e.g. npz:PATH or folder:PATH)")
+    try:
+        dataset = load_dataset(dataset_spec, root=data_root or meta.get("data_root"))
+    except RobustgenError as exc:
+        raise RobustgenError(f"evaluating needs the test images of {dataset_spec!r}, which cannot be loaded ({str(exc).rstrip('.')}): point to them with --data-root DIR or --data npz:PATH / folder:PATH") from None
+    if data is None and meta.get("dataset_sha256") and meta["dataset_sha256"] != dataset.fingerprint():
+        raise RobustgenError(f"dataset {meta['dataset']} on this machine differs from the one {spec} was trained on (sha256 mismatch): point --data-root at the original files")
+    if meta.get("input_shape") and list(dataset.image_shape) != list(meta["input_shape"]):
+        raise RobustgenError(f"{dataset_spec} has images shaped {list(dataset.image_shape)} but {spec} expects {list(meta['input_shape'])}: pass matching data with --data")
+    dataset = align_dataset(dataset, meta)
+
+    if pgd:
+        from training import evaluate_robustness
+
+        steps = 50 if steps is None else steps
+        restarts = 10 if restarts is None else restarts
+        result = evaluate_robustness(model, dataset, eps=eps_value, norm=norm, steps=steps, restarts=restarts,
+                                     step_size=_radius(step_size, norm, "--step-size") if step_size is not None else None,
+                                     subset=subset, batch_size=batch_size, seed=seed, progress=not as_json)
+        label = f"PGD-{steps}-{restarts}"
+    else:
+        result = evaluate_autoattack(model, dataset, eps=eps_value, norm=norm, attacks=attacks, steps=steps, restarts=restarts, subset=subset,
+                                     batch_size=batch_size, seed=seed, state_path=state or "auto", progress=not as_json)
+        label = attack_label(attacks, steps)
+    result.update(checkpoint=str(spec), source=meta.get("source"), dataset=dataset.name, epoch=meta.get("epoch"),
+                  weights_sha256=meta.get("weights_sha256"), notes=meta.get("notes", []))
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"{spec}: {dataset.name}, {result['n']} test images, {label} at {norm} eps {_eps_text(eps_value)}")
+    row = {"clean acc": result["clean_acc"], f"{label} acc": result["robust_acc"], "n": result["n"], "attack": label,
+           "eps": _eps_text(eps_value), "norm": norm}
+    click.echo(format_table([row], list(row)))
+    for note in meta.get("notes", []):
+        click.echo(f"note: {note}")
+    if not pgd:
+        if result["resumed_chunks"]:
+            click.echo(f"resumed {result['resumed_chunks']}/{result['chunks']} finished chunks from {result['state']}")
+        if not result["within_eps"]:
+            click.echo(f"warning: an adversarial example lies {result['max_perturbation']:.4g} from its image, outside eps {eps_value:.4g}")
+        for message in result["warnings"]:
+            click.echo(f"AutoAttack check: {message}")
+
+
+def _radius(value: str, norm: str, what: str) -> float:
+    """8/255 or 0.031; under L2 a radius above 1 (e.g. 1.5) is fine too."""
+    try:
+        radius = float(value)
+    except ValueError:
+        return parse_eps(value)
+    if radius < 0 or (norm == "Linf" and radius > 1):
+        raise RobustgenError(f"{what} {value} is outside pixel space [0, 1]: pixel values are in [0, 1], so write 8/255 not 8")
+    return radius
+
+
+def _eps_text(eps: float) -> str:
+    """8/255 when eps is a whole number of grey levels, else the number."""
+    levels = eps * 255
+    return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-6 and 0 < levels < 255 else f"{eps:.4g}"
