@@ -22,7 +22,7 @@ from robustgen.errors import RobustgenError
 from robustgen.models import model_names, register_model
 from robustgen.models.base import Classifier
 from samplers.scoring import (
-    KEY_CLASS_FID_MEAN, KEY_F_SCORE, KEY_FID, KEY_IS_MEAN, KEY_IS_STD, KEY_JUDGE_ACCURACY, KEY_KID_MEAN, KEY_PRECISION, KEY_RECALL, score,
+    KEY_CLASS_FID_MEAN, KEY_F_SCORE, KEY_FID, KEY_FID_TEST, KEY_IS_MEAN, KEY_IS_STD, KEY_JUDGE_ACCURACY, KEY_KID_MEAN, KEY_PRECISION, KEY_RECALL, score,
 )
 from samplers.scoring import cache as score_cache
 from samplers.scoring.extractors import NOT_COMPARABLE
@@ -127,13 +127,16 @@ def test_class_conditional_fid_equals_direct_frechet_distance_per_class(syntheti
     assert result.metrics[KEY_CLASS_FID_MEAN] == pytest.approx(np.mean([r.fid for r in result.per_class]))
 
 
-def test_class_fid_from_cached_features_equals_one_call_per_class(synthetic, monkeypatch):
-    fast = run(synthetic, metrics=("fid",))
-    assert not list(synthetic["cache"].glob("rg-samples-*"))  # sample features do not stay in the cache
-    monkeypatch.setattr(score_cache, "load_features", lambda *a, **k: None)  # force the per-class calculate_metrics path
-    slow = run(synthetic, metrics=("fid",), cache=False)
-    assert [r.fid for r in fast.per_class] == pytest.approx([r.fid for r in slow.per_class], rel=1e-6)
-    assert fast.metrics[KEY_FID] == pytest.approx(slow.metrics[KEY_FID], rel=1e-6)
+def test_class_fid_is_the_same_with_and_without_cache_and_sample_features_are_not_cached(synthetic):
+    # (Replaces the test of the per-class calculate_metrics fallback, which is gone: per-class FID is a
+    # function of the features of the one extraction stage.)
+    cached = run(synthetic, metrics=("fid",))
+    uncached = run(synthetic, metrics=("fid",), cache=False)
+    assert [r.fid for r in cached.per_class] == pytest.approx([r.fid for r in uncached.per_class], rel=1e-9)
+    assert cached.metrics[KEY_FID] == pytest.approx(uncached.metrics[KEY_FID], rel=1e-9)
+    fingerprint = cached.reference_fingerprint[:24]
+    files = [p.name for p in synthetic["cache"].iterdir()]
+    assert files and all(name.startswith(f"rg-{fingerprint}-") for name in files)  # reference entries only, no sample set
 
 
 def test_inception_score_equals_closed_form_on_confident_balanced_logits(tmp_path):
@@ -169,7 +172,12 @@ def test_inception_score_equals_formula_on_random_logits(tmp_path):
 def test_results_do_not_depend_on_batch_size(synthetic):
     a = run(synthetic, metrics=("is", "fid", "kid", "prc"), batch_size=7, kid_subset_size=100)
     b = run(synthetic, metrics=("is", "fid", "kid", "prc"), batch_size=400, kid_subset_size=100, cache=False)
-    assert set(a.metrics) == set(b.metrics) == {KEY_IS_MEAN, KEY_IS_STD, KEY_FID, KEY_CLASS_FID_MEAN, "kid_mean", "kid_std", KEY_PRECISION, KEY_RECALL, KEY_F_SCORE}
+    # fid_test and the memorisation keys are new; the synthetic reference's test split repeats its train split, so the
+    # NN ratios (median test distance 0) are left out and a warning says why.
+    memorisation = {"near_copy_fraction_pixel", "near_copy_fraction_features", "data_copying_ct_pixel", "data_copying_ct_features"}
+    assert set(a.metrics) == set(b.metrics) == {KEY_IS_MEAN, KEY_IS_STD, KEY_FID, KEY_FID_TEST, KEY_CLASS_FID_MEAN, "kid_mean", "kid_std",
+                                                KEY_PRECISION, KEY_RECALL, KEY_F_SCORE} | memorisation
+    assert any("the splits share images" in w for w in a.warnings)
     for key in a.metrics:
         assert a.metrics[key] == pytest.approx(b.metrics[key], rel=1e-5, abs=1e-9), key
 
@@ -202,8 +210,16 @@ def test_reference_features_are_cached_by_dataset_split_and_extractor(synthetic,
     assert not first.reference_cached and second.reference_cached
     assert first.metrics == second.metrics
     assert any(e["split"] == "train" and e["extractor"] == first.extractor.name for e in score_cache.entries(synthetic["cache"]))
-    other_split = run(synthetic, metrics=("fid",), per_class=False, ref_split="test")  # same arrays, other split: own entry
-    assert not other_split.reference_cached
+    # The first call also extracted the test split (for fid_test and memorisation), under its own key: scoring
+    # against the test split reuses it, and its FID is the first call's fid_test. (Deliberate change: before
+    # fid_test, the test split was only ever extracted when asked for with --ref-split test.)
+    assert {e["split"] for e in score_cache.entries(synthetic["cache"])} == {"train", "test"}
+    other_split = run(synthetic, metrics=("fid",), per_class=False, ref_split="test")
+    assert other_split.reference_cached and other_split.splits[KEY_FID] == "test"
+    assert other_split.metrics[KEY_FID] == pytest.approx(first.metrics[KEY_FID_TEST], rel=1e-12)
+    fresh = tmp_path / "fresh-cache"  # without fid and memorisation only the chosen split is extracted: same arrays, own entry
+    run(synthetic, metrics=("kid",), kid_subset_size=50, memorisation=False, cache_dir=fresh)
+    assert not run(synthetic, metrics=("kid",), kid_subset_size=50, memorisation=False, cache_dir=fresh, ref_split="test").reference_cached
     other_ckpt = run(synthetic, metrics=("fid",), per_class=False, features=pixel_checkpoint(tmp_path / "other.pt", 10, scale=0.07))
     assert not other_ckpt.reference_cached and other_ckpt.extractor.name != first.extractor.name
 

@@ -23,6 +23,8 @@ from robustgen.cli.common import echo_json, user_errors
 @click.option("--judge", type=click.Path(path_type=Path), default=None, metavar="CKPT",
               help="Classifier whose accuracy on the samples (w.r.t. their intended labels) is reported, overall and per class.")
 @click.option("--no-per-class", is_flag=True, help="Skip class-conditional FID.")
+@click.option("--no-memorisation", is_flag=True,
+              help="Skip the memorisation measures (nearest-training-image distances, near-copies, C_T), on by default when the reference is known.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None, help="Where registry datasets live.")
@@ -30,10 +32,11 @@ from robustgen.cli.common import echo_json, user_errors
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Cache of reference features (default ~/.cache/robustgen/score or $ROBUSTGEN_CACHE/score).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write cached reference features.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write score.json here (default: inside a sample run dir).")
+@click.option("--out", type=click.Path(), default=None,
+              help="Write score.json here (a directory: DIR/score.json; default: inside a sample run dir). memorisation.npz goes beside it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 @user_errors
-def score(samples, ref, ref_split, metrics, features, inception_weights, judge, no_per_class, batch_size, device, data_root,
+def score(samples, ref, ref_split, metrics, features, inception_weights, judge, no_per_class, no_memorisation, batch_size, device, data_root,
           kid_subset_size, cache_dir, no_cache, out, as_json):
     """Score generated images SAMPLES (a sample run dir, an .npz of uint8 images, or a folder of images).
 
@@ -41,10 +44,15 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
     robustgen score runs/samples-cifar10 --ref cifar10
     robustgen score runs/samples --ref npz:data.npz --features runs/ref/best.pt --metrics is,fid,kid,prc
     robustgen score SAMPLES --inception-weights weights-inception-2015-12-05-6726825d.pth
+
+    FID is against the train split (comparable with papers) and, as fid_test, the test split.
+    Memorisation compares each sample's distance to its nearest training image with that of real test images.
     """
+    from robustgen.io import ensure_writable_dir
     from samplers.scoring import default_output, format_result
     from samplers.scoring import score as run_score
 
+    target = _output_path(out) if out is not None else default_output(samples)
     result = run_score(
         samples,
         ref=ref,
@@ -54,6 +62,7 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
         inception_weights=inception_weights,
         judge=judge,
         per_class=not no_per_class,
+        memorisation=not no_memorisation,
         batch_size=batch_size,
         device=device,
         data_root=data_root,
@@ -62,8 +71,8 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
         kid_subset_size=kid_subset_size,
         verbose=sys.stderr.isatty() and not as_json,
     )
-    target = out if out is not None else default_output(samples)
     if target is not None:
+        ensure_writable_dir(target.parent)
         result.save(target)
     if as_json:
         echo_json(result.to_dict())
@@ -71,3 +80,13 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
         click.echo(format_result(result))
         if target is not None:
             click.echo(f"\nwrote {target}")
+
+
+def _output_path(out: str) -> Path:
+    """--out DIR (existing, or written with a trailing slash) means DIR/score.json, never a file named DIR."""
+    import os
+
+    from samplers.scoring import SCORE_FILE
+
+    path = Path(out).expanduser()  # (pathlib drops a trailing slash: look at the string)
+    return path / SCORE_FILE if path.is_dir() or out.endswith((os.sep, "/")) else path

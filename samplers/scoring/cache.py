@@ -1,24 +1,36 @@
-"""On-disk cache of reference features and FID statistics.
+"""robustgen's own on-disk cache for scoring: keys, paths, and safe reads and writes.
 
-torch-fidelity does the caching itself (its `cache_root`/`input2_cache_name`
-options, files written atomically); this module decides the keys. A key names
-the dataset by content (its sha256 fingerprint, not its path), the split, and
-optionally one class; torch-fidelity appends the extractor's registry name,
-which is `inception-v3-compat` or `robustgen-classifier-<checkpoint sha256>`.
-So the second score against the same reference skips the reference pass, and
-a retrained checkpoint or a changed dataset can never hit a stale entry.
+Cached (per reference dataset, never per sample set):
+- the features of one dataset split under one extractor, one `.npz` per layer;
+- the training-set side of the memorisation measures (test -> train nearest
+  neighbours, k-means cells), one `.npz` per space (pixels, or one extractor's
+  features).
 
-A small `<key>.json` next to the entries records what each key means.
+A key names the dataset by content (its sha256 fingerprint, not its path), the
+split, the extractor's registry name (`inception-v3-compat` or
+`robustgen-classifier-<checkpoint sha256>`) and any channel conversion done
+before extraction. So the second score against the same reference skips the
+reference pass, and a retrained checkpoint or a changed dataset can never hit a
+stale entry.
+
+Entries are plain arrays read with `np.load(allow_pickle=False)`: nothing in
+the cache can run code. They are written atomically; an entry that cannot be
+read (truncated, garbage, wrong arrays) is treated as missing, recomputed and
+replaced. A small `<key>.json` next to the entries says what each key means.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
+import numpy as np
+
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso
+from robustgen.io import atomic_path, atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso
+
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "score"
@@ -28,8 +40,8 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
         raise RobustgenError(f"cannot write to the score cache {path}: pass --cache-dir DIR or set ROBUSTGEN_CACHE") from None
 
 
-def reference_key(fingerprint: str, split: str, class_index: int | None = None, *, channels: int | None = None) -> str:
-    """torch-fidelity cache name for one reference split (or one class of it).
+def reference_key(fingerprint: str, split: str, *, extractor_name: str, channels: int | None = None) -> str:
+    """Cache key of one reference split's features under one extractor.
 
     `channels` records a conversion done before extraction (grayscale repeated
     to RGB for Inception), so converted and unconverted inputs never share a key.
@@ -37,56 +49,55 @@ def reference_key(fingerprint: str, split: str, class_index: int | None = None, 
     key = f"rg-{fingerprint[:24]}-{split}"
     if channels is not None:
         key += f"-ch{channels}"
-    if class_index is not None:
-        key += f"-c{class_index}"
-    return key
+    return f"{key}-{extractor_name}"
 
 
-def samples_key(images, *, channels: int | None = None) -> str:
-    """torch-fidelity cache name for one sample set (by content); removed again after use (`forget`)."""
-    from robustgen.io import sha256_arrays
-
-    return f"rg-samples-{sha256_arrays(images)[:24]}" + (f"-ch{channels}" if channels is not None else "")
+def training_side_key(fingerprint: str, *, space: str, n_cells: int, seed: int) -> str:
+    """Cache key of the memorisation measures' training-set side in one space ("pixels" or an extractor key)."""
+    return f"rg-{fingerprint[:24]}-memorisation-{space}-k{n_cells}-s{seed}"
 
 
-def load_features(cache_dir: Path, key: str, extractor_name: str, layer: str):
-    """Features torch-fidelity cached for `key` (a float tensor (N, D)), or None if it left none."""
-    import torch
+def feature_path(cache_dir: Path, key: str, layer: str) -> Path:
+    return cache_dir / f"{key}-{layer}.npz"
 
-    path = feature_files(cache_dir, key, extractor_name, [layer])[0]
+
+def entry_path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"{key}.npz"
+
+
+def read_arrays(path: Path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray] | None, bool]:
+    """(arrays, corrupt): the named arrays of a cache entry, or (None, False) if there is none.
+
+    An entry that exists but cannot be read, or lacks one of `names`, gives
+    (None, True): the caller recomputes it and `write_arrays` replaces it.
+    """
     if not path.is_file():
-        return None
+        return None, False
     try:
-        features = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # unreadable entry: the caller falls back to recomputing
-        return None
-    return features if isinstance(features, torch.Tensor) and features.dim() == 2 else None
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array where an .npz belongs
+            return None, True
+        with loaded as z:
+            return {name: z[name] for name in names}, False
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None, True
 
 
-def forget(cache_dir: Path, key: str) -> None:
-    """Remove every cache file of `key` (sample sets are cached only for the duration of one score)."""
-    for path in cache_dir.glob(f"{key}-*.pt"):
-        path.unlink(missing_ok=True)
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a cache entry atomically (a reader never sees half an entry)."""
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+    except OSError as exc:
+        raise RobustgenError(f"cannot write the score cache entry {path} ({exc.strerror}): free space, pass --cache-dir DIR, or --no-cache") from None
 
 
-def feature_files(cache_dir: Path, key: str, extractor_name: str, layers: list[str]) -> list[Path]:
-    """The files torch-fidelity 0.4 writes for `key` (see torch_fidelity.utils.extract_featuresdict_from_input_id_cached)."""
-    return [cache_dir / f"{key}-{extractor_name}-features-{layer}.pt" for layer in layers]
-
-
-def is_cached(cache_dir: Path, key: str, extractor_name: str, layers: list[str]) -> bool:
-    return all(p.is_file() for p in feature_files(cache_dir, key, extractor_name, layers))
-
-
-def describe(cache_dir: Path, key: str, *, extractor_name: str, dataset: str, split: str, class_index: int | None, n: int) -> None:
-    """Write `<key>-<extractor>.json` saying what the entry holds (once)."""
-    path = cache_dir / f"{key}-{extractor_name}.json"
-    if path.exists():
-        return
-    atomic_write_json(
-        path,
-        {"key": key, "extractor": extractor_name, "dataset": dataset, "split": split, "class_index": class_index, "n_images": n, "created": now_iso()},
-    )
+def describe(cache_dir: Path, key: str, **what) -> None:
+    """Write `<key>.json` saying what the entry holds (once)."""
+    path = cache_dir / f"{key}.json"
+    if not path.exists():
+        atomic_write_json(path, {"key": key, **what, "created": now_iso()})
 
 
 def entries(cache_dir: str | os.PathLike | None = None) -> list[dict]:

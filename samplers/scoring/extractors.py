@@ -3,15 +3,19 @@
 Two kinds:
 
 - `inception`: torch-fidelity's `inception-v3-compat` (the TF-ported Inception
-  the papers use). Its weights are downloaded by torch-fidelity's own code on
-  first use; offline, pass `--inception-weights PATH` (a copy of
-  weights-inception-2015-12-05-6726825d.pth), which becomes torch-fidelity's
-  `feature_extractor_weights_path`.
+  the papers use). Its weights are downloaded on first use by torch.hub from
+  torch-fidelity's URL; offline, pass `--inception-weights PATH` (a copy of
+  weights-inception-2015-12-05-6726825d.pth). Either file is read with
+  `torch.load(weights_only=True)` and checked here; torch-fidelity then gets
+  the checked tensors re-serialised in memory (`inception_weights_buffer`), so
+  it never unpickles a file robustgen did not write.
 - a robustgen classifier checkpoint: logits for IS, penultimate features for
   FID/KID/PRC. Registered in torch-fidelity's feature-extractor registry under
-  a name derived from the checkpoint's sha256, so torch-fidelity's cache never
-  mixes two checkpoints. Numbers from it are not comparable with Inception
-  numbers in papers.
+  a name derived from the checkpoint's sha256, so cache keys never mix two
+  checkpoints. Numbers from it are not comparable with Inception numbers in
+  papers.
+
+`samplers.scoring.features` builds the network from the registry and runs it.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Extractor:
     feature_dim: int  # dimension of the FID/KID/PRC features
     input_shape: tuple[int, int, int] | None  # (C, H, W) the extractor needs; None = any (Inception resizes)
     channels: int  # channels fed to the extractor (3 for Inception: grayscale is repeated)
-    weights_path: str | None  # torch-fidelity's feature_extractor_weights_path (Inception only)
+    weights_path: str | None  # local Inception weights given by the user (None: torch.hub's download)
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     dataset: str | None = None  # the dataset the classifier was trained on
@@ -122,7 +126,7 @@ def ensure_inception_download() -> None:
     try:
         # torch.hub announces the download on stdout (which would corrupt --json); offline it would only precede our error
         with contextlib.redirect_stdout(sys.stderr if interactive else io.StringIO()):
-            load_state_dict_from_url(URL_INCEPTION_V3, progress=interactive)
+            load_state_dict_from_url(URL_INCEPTION_V3, progress=interactive, weights_only=True)
     except Exception as exc:  # URLError, socket/ssl errors, hash mismatch: all mean "no weights"
         reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
         raise RobustgenError(
@@ -136,6 +140,13 @@ def _check_inception_weights(path: Path) -> str:
         raise RobustgenError(
             f"--inception-weights {path}: file not found: download weights-inception-2015-12-05-6726825d.pth (torch-fidelity's) and give its path"
         )
+    inception_state_dict(path)
+    return str(path)
+
+
+def inception_state_dict(path: str | os.PathLike) -> dict:
+    """The Inception weights at `path`, read without unpickling code (weights_only=True) and checked."""
+    path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -146,7 +157,23 @@ def _check_inception_weights(path: Path) -> str:
         raise RobustgenError(
             f"--inception-weights {path}: not torch-fidelity's Inception-v3 weights (no 1008x2048 fc.weight): give weights-inception-2015-12-05-6726825d.pth"
         )
-    return str(path)
+    return state
+
+
+def inception_weights_buffer(extractor: Extractor):
+    """The extractor's Inception weights as an in-memory file for torch-fidelity's constructor.
+
+    torch-fidelity reads `feature_extractor_weights_path` with
+    torch.load(weights_only=False); handing it bytes we serialised ourselves from
+    a weights_only=True load keeps untrusted pickles from ever being unpickled.
+    """
+    import io
+
+    state = inception_state_dict(extractor.weights_path or inception_cache_path())
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 # --------------------------------------------------------------------------- robustgen classifier

@@ -4,7 +4,8 @@ Samples come from a sample run dir (`DIR/samples.npz`, written by `robustgen
 sample`), a `.npz` of uint8 images, or a folder of images (flat, or one
 sub-folder per class whose names are the reference's class names or indices).
 References come from the dataset registry (`digits`, `cifar10`, `npz:PATH`,
-`folder:PATH`), train split by default.
+`folder:PATH`): FID/KID/PRC against the train split by default, and the test
+split beside it (FID against the test split, memorisation's yardstick).
 
 Every malformed input gives one RobustgenError line naming the file and the fix.
 """
@@ -17,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from robustgen.errors import RobustgenError
 
@@ -68,26 +67,6 @@ class Reference:
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-class UInt8Images(Dataset):
-    """torch Dataset of uint8 CHW tensors, the input format torch-fidelity expects.
-
-    `channels=3` repeats grayscale images to RGB (Inception-v3 is an RGB model).
-    """
-
-    def __init__(self, images_nhwc: np.ndarray, *, channels: int | None = None):
-        self.images = torch.from_numpy(np.ascontiguousarray(images_nhwc)).permute(0, 3, 1, 2)
-        self.channels = channels or self.images.shape[1]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        img = self.images[i]
-        if img.shape[0] != self.channels:
-            img = img.expand(self.channels, -1, -1)
-        return img.contiguous()
 
 
 # --------------------------------------------------------------------------- samples
@@ -286,15 +265,26 @@ def relabel_by_class_names(samples: ImageSet, classes: tuple[str, ...]) -> Image
 
 def load_reference(spec: str, *, split: str = "train", data_root: str | os.PathLike | None = None) -> Reference:
     """One split of a dataset from robustgen's registry (downloads follow the registry's rules)."""
-    from robustgen.data import load_dataset
-
     if split not in ("train", "test"):
         raise RobustgenError(f"unknown reference split {split!r}: use train or test")
-    dataset = load_dataset(spec, root=data_root)
-    images, labels = dataset.split(split)
-    if len(images) == 0:
+    splits = load_reference_splits(spec, data_root=data_root)
+    if split not in splits:
         raise RobustgenError(f"reference {spec} has no {split} images: choose the other --ref-split")
-    return Reference(spec, split, images, labels, tuple(dataset.classes), dataset.fingerprint())
+    return splits[split]
+
+
+def load_reference_splits(spec: str, *, data_root: str | os.PathLike | None = None) -> dict[str, Reference]:
+    """Every non-empty split of a registry dataset ({"train": ..., "test": ...}), loaded once."""
+    from robustgen.data import load_dataset
+
+    dataset = load_dataset(spec, root=data_root)
+    fingerprint = dataset.fingerprint()
+    out = {}
+    for split in ("train", "test"):
+        images, labels = dataset.split(split)
+        if len(images):
+            out[split] = Reference(spec, split, images, labels, tuple(dataset.classes), fingerprint)
+    return out
 
 
 def reference_from_meta(samples: ImageSet) -> tuple[str, str | None] | None:

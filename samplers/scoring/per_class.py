@@ -1,11 +1,10 @@
 """Per-class scores: class-conditional FID and the accuracy of an independent judge.
 
 Class-conditional FID compares the samples generated *for* class k (their
-intended labels) with the reference images *of* class k. The features come
-from the overall `calculate_metrics` call (torch-fidelity caches them under
-keys we choose), and the Frechet distance is torch-fidelity's own, so there is
-no second pass over the images; if those features cannot be found, one
-`calculate_metrics` call per class does the same work.
+intended labels) with the reference images *of* class k. It is a function of
+features and labels only: the features are those of the overall scores
+(`samplers.scoring.features`), so there is no second pass over the images,
+and the Frechet distance is torch-fidelity's own (`metrics.frechet_distance`).
 
 Judge accuracy asks whether the samples look like their class to a classifier
 that did not make them: the fraction of samples the judge assigns to their
@@ -65,13 +64,8 @@ def class_fids_from_features(
     ref_labels: np.ndarray,
     classes: tuple[str, ...],
 ) -> dict[int, tuple[float | None, int, str | None]]:
-    """Class-conditional FID from features already extracted by torch-fidelity in the overall call.
-
-    Same statistics and Frechet distance as calculate_metrics (torch-fidelity's
-    fid_features_to_statistics / fid_statistics_to_metric), without a second pass
-    over the images.
-    """
-    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+    """class index -> (FID or None, n_reference, note), for every class present in the samples."""
+    from samplers.scoring.metrics import frechet_distance
 
     out: dict[int, tuple[float | None, int, str | None]] = {}
     sample_labels_t, ref_labels_t = torch.from_numpy(sample_labels), torch.from_numpy(ref_labels)
@@ -79,11 +73,7 @@ def class_fids_from_features(
         mine = sample_features[sample_labels_t == k]
         theirs = ref_features[ref_labels_t == k]
         note = _too_few(len(mine), len(theirs), classes[k])
-        if note:
-            out[k] = (None, len(theirs), note)
-            continue
-        fid = fid_statistics_to_metric(fid_features_to_statistics(mine), fid_features_to_statistics(theirs), False)[KEY_METRIC_FID]
-        out[k] = (float(fid), len(theirs), None)
+        out[k] = (None, len(theirs), note) if note else (frechet_distance(mine, theirs), len(theirs), None)
     return out
 
 
@@ -93,44 +83,6 @@ def _too_few(n_mine: int, n_theirs: int, name: str) -> str | None:
     if n_theirs < MIN_CLASS_SAMPLES:
         return f"skipped: only {n_theirs} reference image{'s' if n_theirs != 1 else ''} of class {name} (FID needs >= {MIN_CLASS_SAMPLES})"
     return None
-
-
-def class_fids(
-    *,
-    sample_images: np.ndarray,
-    sample_labels: np.ndarray,
-    ref_images: np.ndarray,
-    ref_labels: np.ndarray,
-    classes: tuple[str, ...],
-    make_inputs,
-    fidelity_kwargs: dict,
-    ref_key_for_class,
-) -> dict[int, tuple[float | None, int, str | None]]:
-    """Class-conditional FID with one calculate_metrics call per class (fallback: a second pass).
-
-    class index -> (FID or None, n_reference, note), for every class present in the samples.
-    `make_inputs(images_nhwc)` builds the torch Dataset torch-fidelity reads;
-    `ref_key_for_class(k)` names class k's reference cache entry.
-    """
-    from torch_fidelity import KEY_METRIC_FID, calculate_metrics
-
-    out: dict[int, tuple[float | None, int, str | None]] = {}
-    for k in np.unique(sample_labels).tolist():
-        mine = sample_images[sample_labels == k]
-        theirs = ref_images[ref_labels == k]
-        note = _too_few(len(mine), len(theirs), classes[k])
-        if note:
-            out[k] = (None, len(theirs), note)
-            continue
-        metrics = calculate_metrics(
-            input1=make_inputs(mine),
-            input2=make_inputs(theirs),
-            input2_cache_name=ref_key_for_class(k),
-            fid=True,
-            **fidelity_kwargs,
-        )
-        out[k] = (float(metrics[KEY_METRIC_FID]), len(theirs), None)
-    return out
 
 
 def judge_accuracy(

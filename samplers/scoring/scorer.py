@@ -1,30 +1,40 @@
-"""`score()`: choose inputs, extractor and cache keys, run torch-fidelity, add per-class results."""
+"""`score()`: inputs and reference, checks, one feature-extraction stage, metrics, per class, judge, memorisation.
+
+Each stage is a function of what the previous ones produced:
+
+    resolve inputs (samples, reference splits)  ->  check shapes, labels and counts
+    -> extract features once (samples; reference splits from robustgen's cache)
+    -> IS/FID/KID/PRC and FID vs the test split (torch-fidelity's functions on the features)
+    -> class-conditional FID (features + labels) -> judge accuracy -> memorisation -> ScoreResult
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from robustgen.errors import RobustgenError
 from samplers.scoring.extractors import INCEPTION, Extractor, resolve_extractor
-from samplers.scoring.inputs import ImageSet, Reference, load_reference, load_samples
-from samplers.scoring.per_class import ClassScore
-
+from samplers.scoring.features import ReferenceFeatures
+from samplers.scoring.inputs import ImageSet, Reference, load_samples
+from samplers.scoring.metrics import DEFAULT_KID_SUBSET_SIZE, IS_SPLITS, PRC_NEIGHBORHOOD, RNG_SEED, MetricSettings
+from samplers.scoring.per_class import ClassScore, JudgeResult
 from samplers.scoring.result import (
     _FIDELITY_KEYS,
-    DEFAULT_KID_SUBSET_SIZE,
     DEFAULT_METRICS,
-    IS_SPLITS,
     KEY_CLASS_FID_MEAN,
+    KEY_FID,
+    KEY_FID_TEST,
     KEY_JUDGE_ACCURACY,
     KEY_KID_MEAN,
-    PRC_NEIGHBORHOOD,
-    RNG_SEED,
+    MEMORISATION_KEYS,
     SCORE_FILE,
     ScoreResult,
+    memorisation_metrics,
     parse_metrics,
 )
 
@@ -47,228 +57,47 @@ def score(
     cache: bool = True,
     kid_subset_size: int | None = None,
     is_splits: int = IS_SPLITS,
+    memorisation: bool = True,
     verbose: bool = False,
 ) -> ScoreResult:
     """Score `samples` (run dir, .npz, image folder or uint8 NHWC array) against `ref`.
 
     ref: dataset spec ("digits", "cifar10", "npz:PATH", "folder:PATH"); None = the
         dataset named in the sample run's meta.json / checkpoint.
+    ref_split: the split FID/KID/PRC compare against ("train": comparable with papers).
+        FID against the test split (`fid_test`) is added whenever the dataset has one.
     features: "inception" (torch-fidelity inception-v3-compat) or a robustgen checkpoint.
     judge: a robustgen checkpoint whose accuracy on the samples (w.r.t. their labels) is reported.
     kid_subset_size: None = torch-fidelity's 1000, lowered (with a warning) when fewer images exist.
     is_splits: IS is the mean (± std) over this many splits (10, as in papers).
+    memorisation: nearest-training-image distances, near-copies and C_T (needs the reference's
+        train and test splits; see samplers.scoring.memorisation).
     """
     from robustgen.device import resolve_device
-    from robustgen.io import now_iso, versions
-    from samplers.scoring import cache as score_cache
-    from samplers.scoring.inputs import UInt8Images, reference_from_meta, relabel_by_class_names
-    from samplers.scoring.per_class import check_judge, class_fids, class_fids_from_features, judge_accuracy
 
     wanted = parse_metrics(metrics)
     if batch_size < 1:
         raise RobustgenError(f"--batch-size {batch_size}: must be at least 1")
+    found = _Findings()
     sample_set = load_samples(samples, labels=labels)
-    warnings: list[str] = []
-    notes: list[str] = []
-
     extractor = resolve_extractor(features, inception_weights=inception_weights)  # fails fast (e.g. offline Inception)
     dev = resolve_device(device)
-
-    binary = [m for m in wanted if m != "is"]
-    need_reference = bool(binary)
-    reference: Reference | None = None
-    from_meta = False
-    if ref is None:
-        found = reference_from_meta(sample_set)
-        if found is not None:
-            ref, meta_root = found
-            from_meta = True
-            data_root = data_root if data_root is not None else meta_root
-        elif need_reference:
-            raise RobustgenError(f"no reference for {', '.join(m.upper() for m in binary)}: pass --ref DATASET (e.g. --ref digits, --ref npz:data.npz)")
-    if ref is not None:
-        try:
-            reference = load_reference(ref, split=ref_split, data_root=data_root)
-        except RobustgenError as exc:
-            if need_reference or not from_meta:
-                raise
-            notes.append(f"IS needs no reference; the sample run's dataset could not be loaded for checks ({exc})")
-        if reference is not None and from_meta:
-            notes.append(f"reference {ref} taken from the sample run's metadata")
-    if reference is not None:
-        seen = sample_set.meta.get("dataset_sha256")
-        if isinstance(seen, str) and sample_set.meta.get("dataset") == reference.spec and seen != reference.fingerprint:
-            warnings.append(f"the reference {reference.spec} here differs (sha256) from the data the sampler used: check --data-root")
-
-    _check_shapes(sample_set, reference, extractor)
-
-    sample_labels = sample_set.labels
-    if reference is not None:
-        sample_set = relabel_by_class_names(sample_set, reference.classes)
-        sample_labels = sample_set.labels
-        if sample_labels is not None and int(sample_labels.max()) >= len(reference.classes):
-            raise RobustgenError(
-                f"{sample_set.source}: label {int(sample_labels.max())} but the reference {reference.spec} has classes 0..{len(reference.classes) - 1}: score against the dataset the samples were drawn for"
-            )
-    _note_extractor_origin(extractor, sample_set, reference, warnings, notes)
-
-    n, n_ref = len(sample_set), (len(reference) if reference is not None else 0)
-    settings = {
-        "metrics": list(wanted),
-        "batch_size": batch_size,
-        "device": str(dev),
-        "rng_seed": RNG_SEED,
-        "is_splits": is_splits,
-        "kid_subset_size": None,
-        "prc_neighborhood": PRC_NEIGHBORHOOD,
-    }
-    settings["kid_subset_size"] = _check_counts(wanted, n=n, n_ref=n_ref, extractor=extractor, is_splits=is_splits,
-                                                kid_subset_size=kid_subset_size, warnings=warnings)
-
-    wants_class_fid = per_class and "fid" in wanted and reference is not None and sample_labels is not None
-    # Class-conditional FID reuses the features of the overall call, which torch-fidelity writes to
-    # its cache under names we choose; without a cache, a temporary one serves for this call only.
-    scratch = tempfile.TemporaryDirectory(prefix="robustgen-score-") if (wants_class_fid and not cache) else None
-    cache_root = score_cache.resolve_cache_dir(cache_dir) if cache else (Path(scratch.name) if scratch else None)
-    fidelity_kwargs = {
-        "feature_extractor": extractor.name,
-        "feature_extractor_weights_path": extractor.weights_path,
-        "batch_size": batch_size,
-        "cuda": dev.type == "cuda",
-        "verbose": verbose,
-        "cache": cache_root is not None,
-        "cache_root": str(cache_root) if cache_root else None,
-        "save_cpu_ram": True,  # no DataLoader worker processes: the images are already in memory
-        "rng_seed": RNG_SEED,
-        "isc_splits": is_splits,
-        "prc_neighborhood": PRC_NEIGHBORHOOD,
-    }
-    channels = extractor.channels
-
-    def make_inputs(images):
-        return UInt8Images(images, channels=channels)
-
-    converted = channels if reference is not None and reference.image_shape[0] != channels else None
-
-    def ref_key(class_index=None):
-        return score_cache.reference_key(reference.fingerprint, reference.split, class_index, channels=converted)
-
-    reference_cached = False
-    values: dict[str, float] = {}
-    call = {"isc": "is" in wanted, "fid": "fid" in wanted, "kid": "kid" in wanted, "prc": "prc" in wanted}
-    if settings["kid_subset_size"] is not None:
-        call["kid_subset_size"] = settings["kid_subset_size"]
-    if binary:
-        reference_cached = bool(cache) and score_cache.is_cached(cache_root, ref_key(), extractor.name, _layers(extractor, wanted))
-        call.update(input2=make_inputs(reference.images), input2_cache_name=ref_key() if cache_root else None)
-    sample_key = score_cache.samples_key(sample_set.images, channels=channels) if wants_class_fid else None
-    if dev.type not in ("cpu", "cuda"):
-        notes.append(f"torch-fidelity runs on CUDA or CPU: features were computed on the CPU, not {dev}")
-    try:
-        with _on_device(dev):
-            raw = _calculate(input1=make_inputs(sample_set.images), input1_cache_name=sample_key, **call, **fidelity_kwargs)
-        for key, value in raw.items():
-            if key in _FIDELITY_KEYS:
-                values[_FIDELITY_KEYS[key]] = float(value)
-        if binary and cache:
-            score_cache.describe(cache_root, ref_key(), extractor_name=extractor.name, dataset=reference.spec, split=reference.split, class_index=None, n=n_ref)
-        if wants_class_fid:
-            fid_layer = _layers(extractor, ("fid",))[0]
-            sample_features = score_cache.load_features(cache_root, sample_key, extractor.name, fid_layer)
-            ref_features = score_cache.load_features(cache_root, ref_key(), extractor.name, fid_layer)
-    finally:
-        if sample_key is not None:
-            score_cache.forget(cache_root, sample_key)  # the cache holds references, not every sample set
-        if scratch is not None:
-            scratch.cleanup()
-    if "kid" in wanted and values.get(KEY_KID_MEAN, 0.0) < 0:
-        notes.append("KID slightly below 0 is valid (unbiased estimator): the two sets are very similar")
-
-    # per class
-    class_rows: dict[int, dict] = {}
-    if sample_labels is None and ((per_class and "fid" in wanted and reference is not None) or judge is not None):
-        notes.append("the samples carry no labels: per-class FID and judge accuracy need them (samples.npz `labels`, or one sub-folder per class)")
-    if wants_class_fid:
-        if sample_features is not None and ref_features is not None:
-            fids = class_fids_from_features(
-                sample_features=sample_features, sample_labels=sample_labels,
-                ref_features=ref_features, ref_labels=reference.labels, classes=reference.classes,
-            )
-        else:  # torch-fidelity did not leave the features where expected: one call per class instead
-            with _on_device(dev):
-                fids = class_fids(
-                    sample_images=sample_set.images,
-                    sample_labels=sample_labels,
-                    ref_images=reference.images,
-                    ref_labels=reference.labels,
-                    classes=reference.classes,
-                    make_inputs=make_inputs,
-                    fidelity_kwargs={**fidelity_kwargs, "cache": bool(cache), "cache_root": str(cache_root) if cache else None},
-                    ref_key_for_class=(lambda k: ref_key(k) if cache else None),
-                )
-        computed = [fid for fid, _, _ in fids.values() if fid is not None]
-        if computed:
-            values[KEY_CLASS_FID_MEAN] = float(np.mean(computed))
-        small = []
-        for k, (fid, m, note) in fids.items():
-            class_rows[k] = {"n_reference": m, "fid": fid, "note": note}
-            if note:
-                notes.append(f"class-conditional FID for class {reference.classes[k]} {note}")
-            elif min(int((sample_labels == k).sum()), m) <= extractor.feature_dim:
-                small.append(reference.classes[k])
-        if small:
-            warnings.append(
-                f"class-conditional FID for {len(small)} class(es) has <= {extractor.feature_dim} images on one side (rank-deficient covariance): "
-                "read it only relative to other sample sets of the same per-class size"
-            )
-    judge_result = None
-    if judge is not None and sample_labels is not None:
-        from samplers.scoring.extractors import load_judge
-
-        model, judge_meta, judge_sha = load_judge(judge, device=dev)
-        check_judge(judge_meta, image_shape=sample_set.image_shape, labels=sample_labels, path=str(judge))
-        if _sampling_checkpoint_sha(sample_set) == judge_sha:
-            warnings.append("the judge is the classifier that generated the samples: its accuracy measures how far the sampler pushed its logits, not whether the images look like their class to another model; use an independent --judge")
-        judge_result = judge_accuracy(model, images=sample_set.images, labels=sample_labels, batch_size=batch_size, checkpoint=str(judge), sha256=judge_sha)
-        values[KEY_JUDGE_ACCURACY] = judge_result.accuracy
-
-    per_class_scores = ()
-    if sample_labels is not None and (class_rows or judge_result):
-        names = reference.classes if reference is not None else (judge_meta.get("classes") if judge_result else None)
-        rows = []
-        for k in np.unique(sample_labels).tolist():
-            info = class_rows.get(k, {})
-            rows.append(
-                ClassScore(
-                    class_index=k,
-                    class_name=str(names[k]) if names and k < len(names) else str(k),
-                    n_samples=int((sample_labels == k).sum()),
-                    n_reference=info.get("n_reference"),
-                    fid=info.get("fid"),
-                    judge_accuracy=judge_result.per_class.get(k) if judge_result else None,
-                    note=info.get("note"),
-                )
-            )
-        per_class_scores = tuple(rows)
-
-    return ScoreResult(
-        metrics=values,
-        extractor=extractor,
-        samples=sample_set.source,
-        n_samples=n,
-        reference=reference.spec if reference is not None else None,
-        reference_split=reference.split if reference is not None else None,
-        n_reference=n_ref,
-        reference_fingerprint=reference.fingerprint if reference is not None else None,
-        reference_cached=reference_cached,
-        per_class=per_class_scores,
-        judge=judge_result,
-        warnings=tuple(warnings),
-        notes=tuple(notes),
-        settings=settings,
-        created=now_iso(),
-        versions=versions(),
-    )
+    inputs = _resolve_inputs(sample_set, ref=ref, ref_split=ref_split, data_root=data_root, wanted=wanted, found=found)
+    _check_inputs(inputs, extractor, found)
+    memorise = _can_memorise(inputs, memorisation, found)
+    settings = MetricSettings(is_splits=is_splits, verbose=verbose, kid_subset_size=_check_counts(
+        wanted, n=len(inputs.samples), n_ref=len(inputs.reference or ()), extractor=extractor, is_splits=is_splits,
+        kid_subset_size=kid_subset_size, warnings=found.warnings))
+    cache_root = _cache_root(cache, cache_dir)
+    feats = _extract(inputs, extractor, wanted=wanted, memorise=memorise, cache_dir=cache_root, batch_size=batch_size, device=dev, progress=verbose)
+    values = _metrics(inputs, feats, wanted=wanted, settings=settings, extractor=extractor, found=found)
+    class_rows = _class_fids(inputs, feats, wanted=wanted, per_class=per_class, extractor=extractor, values=values, found=found)
+    judged = _judge(inputs, judge, batch_size=batch_size, device=dev, values=values, found=found)
+    memo = _memorise(inputs, feats, extractor=extractor, cache_dir=cache_root, device=dev, found=found) if memorise else None
+    if memo is not None:
+        values.update(memorisation_metrics(memo))
+    run = dict(wanted=wanted, batch_size=batch_size, device=dev, settings=settings, memorisation=memorise)
+    return _assemble(inputs, extractor, feats, values=values, class_rows=class_rows, judged=judged, memo=memo, found=found, run=run)
 
 
 def default_output(samples: str | os.PathLike) -> Path | None:
@@ -277,39 +106,325 @@ def default_output(samples: str | os.PathLike) -> Path | None:
     return path / SCORE_FILE if path.is_dir() and (path / "samples.npz").is_file() else None
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- inputs and checks
 
 
-def _on_device(dev):
-    """torch-fidelity moves its extractor with .cuda(): make that mean `dev` (e.g. cuda:1)."""
-    import contextlib
-
-    import torch
-
-    return torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+@dataclass
+class _Findings:
+    warnings: list[str] = field(default_factory=list)  # things that change what a number means
+    notes: list[str] = field(default_factory=list)  # things left out, and why
 
 
-def _calculate(**kwargs) -> dict:
-    """torch-fidelity's calculate_metrics; its input validation errors become one line."""
-    from torch_fidelity import calculate_metrics
+@dataclass(frozen=True, eq=False)
+class _Inputs:
+    samples: ImageSet  # labels mapped onto the reference's classes
+    reference: Reference | None  # the split FID/KID/PRC compare against (--ref-split)
+    splits: dict[str, Reference]  # every non-empty split of the reference dataset
 
+
+def _resolve_inputs(sample_set: ImageSet, *, ref, ref_split, data_root, wanted, found: _Findings) -> _Inputs:
+    """The reference dataset (given, or named by the sample run) and its splits."""
+    from samplers.scoring.inputs import load_reference_splits, reference_from_meta, relabel_by_class_names
+
+    if ref_split not in ("train", "test"):
+        raise RobustgenError(f"unknown reference split {ref_split!r}: use train or test")
+    binary = [m for m in wanted if m != "is"]
+    from_meta = ref is None
+    if ref is None:
+        meta_ref = reference_from_meta(sample_set)
+        if meta_ref is None and binary:
+            raise RobustgenError(f"no reference for {', '.join(m.upper() for m in binary)}: pass --ref DATASET (e.g. --ref digits, --ref npz:data.npz)")
+        if meta_ref is None:
+            return _Inputs(sample_set, None, {})
+        ref, meta_root = meta_ref
+        data_root = data_root if data_root is not None else meta_root
     try:
-        return calculate_metrics(**kwargs)
-    except ValueError as exc:  # torch-fidelity's vassert
-        raise RobustgenError(f"torch-fidelity rejected the input: {str(exc).splitlines()[0][:200]}") from None
+        splits = load_reference_splits(ref, data_root=data_root)
+    except RobustgenError as exc:
+        if binary or not from_meta:
+            raise
+        found.notes.append(f"IS needs no reference; the sample run's dataset could not be loaded for checks ({exc})")
+        return _Inputs(sample_set, None, {})
+    if ref_split not in splits:
+        raise RobustgenError(f"reference {ref} has no {ref_split} images: choose the other --ref-split")
+    reference = splits[ref_split]
+    if from_meta:
+        found.notes.append(f"reference {ref} taken from the sample run's metadata")
+    seen = sample_set.meta.get("dataset_sha256")
+    if isinstance(seen, str) and sample_set.meta.get("dataset") == reference.spec and seen != reference.fingerprint:
+        found.warnings.append(f"the reference {reference.spec} here differs (sha256) from the data the sampler used: check --data-root")
+    return _Inputs(relabel_by_class_names(sample_set, reference.classes), reference, splits)
 
 
-def _layers(extractor: Extractor, wanted: tuple[str, ...]) -> list[str]:
-    """The torch-fidelity feature layers a call with these metrics extracts."""
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+def _check_inputs(inputs: _Inputs, extractor: Extractor, found: _Findings) -> None:
+    samples, reference = inputs.samples, inputs.reference
+    _check_shapes(samples, reference, extractor)
+    if reference is not None and samples.labels is not None and int(samples.labels.max()) >= len(reference.classes):
+        raise RobustgenError(
+            f"{samples.source}: label {int(samples.labels.max())} but the reference {reference.spec} has classes 0..{len(reference.classes) - 1}: "
+            "score against the dataset the samples were drawn for"
+        )
+    _note_extractor_origin(extractor, samples, reference, found.warnings, found.notes)
 
-    cls = FEATURE_EXTRACTORS_REGISTRY[extractor.name]
-    return sorted({cls.get_default_feature_layer_for_metric({"is": "isc"}.get(m, m)) for m in wanted})
+
+def _can_memorise(inputs: _Inputs, requested: bool, found: _Findings) -> bool:
+    if not requested:
+        return False
+    if inputs.reference is None:
+        found.notes.append("memorisation not measured: it needs the reference dataset's training images (pass --ref DATASET)")
+        return False
+    missing = [split for split in ("train", "test") if split not in inputs.splits]
+    if missing:
+        role = "the real held-out images it is measured against" if missing == ["test"] else "the images it searches"
+        found.notes.append(f"memorisation not measured: {inputs.reference.spec} has no {' or '.join(missing)} split, {role}")
+        return False
+    return True
+
+
+def _cache_root(cache: bool, cache_dir) -> Path | None:
+    from samplers.scoring.cache import resolve_cache_dir
+
+    return resolve_cache_dir(cache_dir) if cache else None
+
+
+# --------------------------------------------------------------------------- features
+
+
+@dataclass(frozen=True, eq=False)
+class _Features:
+    samples: dict[str, torch.Tensor]  # layer -> (N, D)
+    reference: dict[str, ReferenceFeatures]  # split -> features of that split
+    layers: dict[str, str]  # metric ("is", "fid", ...) -> layer
+
+
+def _extract(inputs: _Inputs, extractor: Extractor, *, wanted, memorise: bool, cache_dir, batch_size: int, device, progress: bool) -> _Features:
+    """The one extraction stage: samples always, reference splits as the metrics and memorisation need them."""
+    from samplers.scoring.features import build_network, extract_features, metric_layer, reference_features
+
+    layers = {m: metric_layer(extractor, m) for m in ("is", "fid", "kid", "prc")}
+    sample_layers = {layers[m] for m in wanted} | ({layers["fid"]} if memorise else set())
+    per_split: dict[str, set[str]] = {split: set() for split in inputs.splits}
+    if inputs.reference is not None:
+        per_split[inputs.reference.split] |= {layers[m] for m in wanted if m != "is"}
+        if "fid" in wanted and "test" in per_split:
+            per_split["test"].add(layers["fid"])  # fid_test
+        if memorise:
+            per_split["train"].add(layers["fid"])
+            per_split["test"].add(layers["fid"])
+    network = build_network(extractor, layers=sorted(sample_layers.union(*per_split.values())), device=device, verbose=progress)
+    sample_feats = extract_features(network, inputs.samples.images, channels=extractor.channels, batch_size=batch_size, device=device, progress=progress)
+    reference = {
+        split: reference_features(inputs.splits[split], network=network, extractor=extractor, layers=sorted(needed), cache_dir=cache_dir,
+                                  batch_size=batch_size, device=device, progress=progress)
+        for split, needed in per_split.items() if needed
+    }
+    return _Features(sample_feats, reference, layers)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _metrics(inputs: _Inputs, feats: _Features, *, wanted, settings: MetricSettings, extractor: Extractor, found: _Findings) -> dict[str, float]:
+    """IS, FID (ref split and test split), KID, precision/recall, with torch-fidelity's functions."""
+    from samplers.scoring import metrics as fm
+
+    raw: dict[str, float] = {}
+    mine = feats.samples
+    if "is" in wanted:
+        raw.update(fm.inception_score(mine[feats.layers["is"]], settings))
+    binary = [m for m in wanted if m != "is"]
+    theirs = feats.reference[inputs.reference.split].features if binary else {}
+    if "fid" in wanted:
+        raw["frechet_inception_distance"] = fm.frechet_distance(mine[feats.layers["fid"]], theirs[feats.layers["fid"]], verbose=settings.verbose)
+    if "kid" in wanted:
+        raw.update(fm.kernel_distance(mine[feats.layers["kid"]], theirs[feats.layers["kid"]], settings))
+    if "prc" in wanted:
+        raw.update(fm.precision_recall(mine[feats.layers["prc"]], theirs[feats.layers["prc"]], settings))
+    values = {_FIDELITY_KEYS[k]: float(v) for k, v in raw.items() if k in _FIDELITY_KEYS}
+    if "kid" in wanted and values.get(KEY_KID_MEAN, 0.0) < 0:
+        found.notes.append("KID slightly below 0 is valid (unbiased estimator): the two sets are very similar")
+    if "fid" in wanted:
+        _fid_test(inputs, feats, values=values, extractor=extractor, found=found)
+    return values
+
+
+def _fid_test(inputs: _Inputs, feats: _Features, *, values: dict, extractor: Extractor, found: _Findings) -> None:
+    """FID against the test split beside the paper-comparable FID (the same number when --ref-split test)."""
+    test = inputs.splits.get("test")
+    if test is None:
+        found.notes.append(f"fid_test not computed: the reference {inputs.reference.spec} has no test split")
+        return
+    if inputs.reference.split == "test":
+        values[KEY_FID_TEST] = values[KEY_FID]
+        return
+    if len(test) < 2:
+        found.notes.append(f"fid_test not computed: the test split of {test.spec} has {len(test)} image (FID needs >= 2)")
+        return
+    from samplers.scoring.metrics import frechet_distance
+
+    layer = feats.layers["fid"]
+    values[KEY_FID_TEST] = frechet_distance(feats.samples[layer], feats.reference["test"].features[layer])
+    if len(test) <= extractor.feature_dim:
+        found.warnings.append(_rank_warning(len(test), "test-split images", extractor.feature_dim, metric="fid_test"))
+
+
+# --------------------------------------------------------------------------- per class, judge, memorisation
+
+
+def _class_fids(inputs: _Inputs, feats: _Features, *, wanted, per_class: bool, extractor: Extractor, values: dict, found: _Findings) -> dict[int, dict]:
+    """Class-conditional FID from the features already extracted: class index -> {n_reference, fid, note}."""
+    from samplers.scoring.per_class import class_fids_from_features
+
+    labels, reference = inputs.samples.labels, inputs.reference
+    if not (per_class and "fid" in wanted and reference is not None):
+        return {}
+    if labels is None:
+        found.notes.append("the samples carry no labels: per-class FID and judge accuracy need them (samples.npz `labels`, or one sub-folder per class)")
+        return {}
+    layer = feats.layers["fid"]
+    fids = class_fids_from_features(sample_features=feats.samples[layer], sample_labels=labels, ref_features=feats.reference[reference.split].features[layer],
+                                    ref_labels=reference.labels, classes=reference.classes)
+    computed = [fid for fid, _, _ in fids.values() if fid is not None]
+    if computed:
+        values[KEY_CLASS_FID_MEAN] = float(np.mean(computed))
+    rows, small = {}, []
+    for k, (fid, m, note) in fids.items():
+        rows[k] = {"n_reference": m, "fid": fid, "note": note}
+        if note:
+            found.notes.append(f"class-conditional FID for class {reference.classes[k]} {note}")
+        elif min(int((labels == k).sum()), m) <= extractor.feature_dim:
+            small.append(reference.classes[k])
+    if small:
+        found.warnings.append(
+            f"class-conditional FID for {len(small)} class(es) has <= {extractor.feature_dim} images on one side (rank-deficient covariance): "
+            "read it only relative to other sample sets of the same per-class size"
+        )
+    return rows
+
+
+def _judge(inputs: _Inputs, judge, *, batch_size: int, device, values: dict, found: _Findings) -> tuple[JudgeResult, dict] | None:
+    """Accuracy of an independent classifier on the samples w.r.t. their intended labels: (result, judge meta)."""
+    labels = inputs.samples.labels
+    if judge is None:
+        return None
+    if labels is None:
+        if not any("samples carry no labels" in n for n in found.notes):
+            found.notes.append("the samples carry no labels: per-class FID and judge accuracy need them (samples.npz `labels`, or one sub-folder per class)")
+        return None
+    from samplers.scoring.extractors import load_judge
+    from samplers.scoring.per_class import check_judge, judge_accuracy
+
+    model, meta, sha = load_judge(judge, device=device)
+    check_judge(meta, image_shape=inputs.samples.image_shape, labels=labels, path=str(judge))
+    if _sampling_checkpoint_sha(inputs.samples) == sha:
+        found.warnings.append("the judge is the classifier that generated the samples: its accuracy measures how far the sampler pushed its logits, "
+                              "not whether the images look like their class to another model; use an independent --judge")
+    result = judge_accuracy(model, images=inputs.samples.images, labels=labels, batch_size=batch_size, checkpoint=str(judge), sha256=sha)
+    values[KEY_JUDGE_ACCURACY] = result.accuracy
+    return result, meta
+
+
+def _memorise(inputs: _Inputs, feats: _Features, *, extractor: Extractor, cache_dir, device, found: _Findings):
+    """Nearest-training-image distances in pixels and FID features, against the real test images'."""
+    from samplers.scoring.cache import training_side_key
+    from samplers.scoring.memorisation import KMEANS_SEED, measure_memorisation, number_of_cells
+
+    train, test = inputs.splits["train"], inputs.splits["test"]
+    layer = feats.layers["fid"]
+    converted = f"-ch{extractor.channels}" if train.image_shape[0] != extractor.channels else ""
+    cells = number_of_cells(len(test))
+    keys = {space: training_side_key(train.fingerprint, space=name, n_cells=cells, seed=KMEANS_SEED)
+            for space, name in (("pixels", "pixels"), ("features", f"{extractor.name}{converted}"))}
+    memo = measure_memorisation(
+        sample_images=inputs.samples.images, sample_features=feats.samples[layer], train_images=train.images,
+        train_features=feats.reference["train"].features[layer], test_images=test.images, test_features=feats.reference["test"].features[layer],
+        keys=keys, cache_dir=cache_dir, device=device,
+    )
+    for name in memo.repaired:
+        found.notes.append(f"score cache entry {name} was unreadable: recomputed and replaced")
+    for space in memo.spaces.values():
+        if space.test_in_train:
+            found.warnings.append(f"{space.test_in_train} of {len(test)} test images of {test.spec} are at distance 0 from a training image in "
+                                  f"{space.space}: the splits share images, which weakens the memorisation yardstick")
+    return memo
+
+
+# --------------------------------------------------------------------------- the result
+
+
+def _assemble(inputs: _Inputs, extractor: Extractor, feats: _Features, *, values, class_rows, judged, memo, found: _Findings, run: dict) -> ScoreResult:
+    from robustgen.io import now_iso, versions
+
+    reference, settings = inputs.reference, run["settings"]
+    for split_features in feats.reference.values():
+        found.notes.extend(f"score cache entry {name} was unreadable: recomputed and replaced" for name in split_features.repaired)
+    judge_result, judge_meta = judged if judged else (None, {})
+    names = reference.classes if reference is not None else judge_meta.get("classes")
+    return ScoreResult(
+        metrics=values,
+        extractor=extractor,
+        samples=inputs.samples.source,
+        n_samples=len(inputs.samples),
+        reference=reference.spec if reference is not None else None,
+        reference_split=reference.split if reference is not None else None,
+        n_reference=len(reference) if reference is not None else 0,
+        reference_fingerprint=reference.fingerprint if reference is not None else None,
+        reference_cached=bool(reference is not None and reference.split in feats.reference and feats.reference[reference.split].cached),
+        per_class=_class_scores(inputs.samples.labels, class_rows, judge_result, names),
+        judge=judge_result,
+        warnings=tuple(found.warnings),
+        notes=tuple(found.notes),
+        settings={"metrics": list(run["wanted"]), "batch_size": run["batch_size"], "device": str(run["device"]), "rng_seed": RNG_SEED,
+                  "is_splits": settings.is_splits, "kid_subset_size": settings.kid_subset_size, "prc_neighborhood": PRC_NEIGHBORHOOD,
+                  "memorisation": run["memorisation"]},
+        created=now_iso(),
+        versions=versions(),
+        splits=_splits(values, reference),
+        n_reference_test=len(inputs.splits["test"]) if "test" in inputs.splits else None,
+        memorisation=memo,
+    )
+
+
+def _splits(values: dict, reference: Reference | None) -> dict[str, str]:
+    """Which reference split each reported number was measured against."""
+    if reference is None:
+        return {}
+    memorisation = {key for keys in MEMORISATION_KEYS.values() for key in keys}
+    out = {}
+    for key in values:
+        if key == KEY_FID_TEST:
+            out[key] = "test"
+        elif key in memorisation:
+            out[key] = "train (nearest neighbours), test (real held-out yardstick)"
+        elif key not in ("is_mean", "is_std", KEY_JUDGE_ACCURACY):
+            out[key] = reference.split
+    return out
+
+
+def _class_scores(labels, class_rows: dict, judge_result: JudgeResult | None, names) -> tuple[ClassScore, ...]:
+    if labels is None or not (class_rows or judge_result):
+        return ()
+    rows = []
+    for k in np.unique(labels).tolist():
+        info = class_rows.get(k, {})
+        rows.append(ClassScore(
+            class_index=k, class_name=str(names[k]) if names and k < len(names) else str(k), n_samples=int((labels == k).sum()),
+            n_reference=info.get("n_reference"), fid=info.get("fid"), judge_accuracy=judge_result.per_class.get(k) if judge_result else None,
+            note=info.get("note"),
+        ))
+    return tuple(rows)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _rank_warning(count: int, who: str, dim: int, *, metric: str = "FID") -> str:
+    return (f"{metric} with {count} {who} <= {dim} feature dims: the covariance is rank-deficient (rank <= {count - 1}), "
+            f"so FID is biased upward and only comparable between sets of the same size; use more than {dim} (papers: 10k-50k)")
 
 
 def _check_counts(wanted, *, n: int, n_ref: int, extractor: Extractor, is_splits: int, kid_subset_size: int | None, warnings: list[str]) -> int | None:
     """Refuse counts a metric cannot use; warn where a number needs reading with care. Returns the KID subset size."""
-    kid = None
     if "is" in wanted:
         if is_splits < 1 or n < is_splits:
             raise RobustgenError(f"IS on {n} samples in {is_splits} splits: it needs at least one sample per split; generate more samples or drop is from --metrics")
@@ -326,17 +441,12 @@ def _check_counts(wanted, *, n: int, n_ref: int, extractor: Extractor, is_splits
             if count < 2:
                 raise RobustgenError(f"FID on {count} {who}: it needs at least 2 (a covariance); generate more samples")
             if count <= extractor.feature_dim:
-                warnings.append(
-                    f"FID with {count} {who} <= {extractor.feature_dim} feature dims: the covariance is rank-deficient (rank <= {count - 1}), "
-                    f"so FID is biased upward and only comparable between sets of the same size; use more than {extractor.feature_dim} (papers: 10k-50k)"
-                )
-    if "kid" in wanted:
-        kid = _kid_subset(kid_subset_size, n, n_ref, warnings)
+                warnings.append(_rank_warning(count, who, extractor.feature_dim))
     if "prc" in wanted:
         for who, count in (("samples", n), ("reference images", n_ref)):
             if count <= PRC_NEIGHBORHOOD:
                 raise RobustgenError(f"precision/recall on {count} {who}: it needs more than {PRC_NEIGHBORHOOD} (k-NN radius); generate more samples or drop prc")
-    return kid
+    return _kid_subset(kid_subset_size, n, n_ref, warnings) if "kid" in wanted else None
 
 
 def _kid_subset(requested: int | None, n: int, n_ref: int, warnings: list[str]) -> int:
