@@ -2,7 +2,8 @@
 
 Works on any of:
 - a training run dir (config.json + metrics.jsonl [+ diagnose PNGs]),
-- a sample run dir (samples.npz + meta.json + grid.png [+ score.json]),
+- a sample run dir (samples.npz + meta.json + grid.png [+ score.json
+  [+ memorisation.npz: the closest (sample, nearest training image) pairs]]),
 - a directory holding several of those (e.g. the demo's combined dir).
 
 Everything is embedded (PNG as base64), so the page has no external
@@ -109,11 +110,16 @@ def _samples_section(sample_dirs: list[Path], root: Path) -> str:
         if score:
             score_rows.append((name, score))
     table = _score_table(score_rows) if score_rows else ""
-    return f"<section><h2>Samples</h2><div class='gallery'>{''.join(cards)}</div>{table}</section>"
+    memorisation = "".join(_memorisation_block(run, root) for run in sample_dirs)
+    return f"<section><h2>Samples</h2><div class='gallery'>{''.join(cards)}</div>{table}{memorisation}</section>"
 
 
 # Columns of the score table, in reading order; unknown numeric keys follow.
-_SCORE_COLUMNS = ("fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "f_score", "judge_accuracy", "class_fid_mean")
+_SCORE_COLUMNS = (
+    "fid", "fid_test", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "f_score", "judge_accuracy", "class_fid_mean",
+    "nn_ratio_pixel", "near_copy_fraction_pixel", "data_copying_ct_pixel", "nn_ratio_features", "near_copy_fraction_features",
+    "data_copying_ct_features",
+)
 
 
 def _score_table(rows: list[tuple[str, dict]]) -> str:
@@ -128,7 +134,74 @@ def _score_table(rows: list[tuple[str, dict]]) -> str:
         extractor = score.get("extractor")
         labels.add(str(score.get("label") or (extractor.get("description") if isinstance(extractor, dict) else extractor) or "unknown extractor"))
     return f"""<h3>Scores</h3><table class="scores"><tr><th>samples</th>{head}</tr>{body}</table>
-<p class="note">{html.escape("; ".join(sorted(labels)))}</p>"""
+<p class="note">{html.escape("; ".join(sorted(labels)))}</p>{_splits_note(rows, keys)}"""
+
+
+def _splits_note(rows: list[tuple[str, dict]], keys: list[str]) -> str:
+    """Which reference split each column was measured against (from score.json's `splits`)."""
+    seen: dict[str, set[str]] = {}
+    for _, score in rows:
+        for key, split in (score.get("splits") or {}).items():
+            if key in keys:
+                seen.setdefault(key, set()).add(str(split))
+    if not seen:
+        return ""
+    parts = [f"{k}: vs {' / '.join(sorted(seen[k]))}" for k in keys if k in seen]
+    return f'<p class="note">Reference split per column: {html.escape("; ".join(parts))}.</p>'
+
+
+def _memorisation_block(run: Path, root: Path) -> str:
+    """The memorisation numbers and the closest (sample | nearest training image) pairs of one sample run."""
+    score = _read_json(run / "score.json")
+    memo = score.get("memorisation") if isinstance(score, dict) else None
+    if not isinstance(memo, dict) or not isinstance(memo.get("spaces"), dict):
+        return ""
+    name = html.escape(str(run.relative_to(root)) if run != root else run.name)
+    head = "<tr><th>space</th><th>median NN dist (samples)</th><th>median NN dist (test)</th><th>ratio</th><th>near-copies</th><th>C_T (cells used)</th></tr>"
+    body, readings = "", []
+    for space, m in memo["spaces"].items():
+        copying = m.get("copying") or {}
+        near = m.get("near_copy_fraction")
+        body += (f"<tr><td>{html.escape(space)}</td><td>{_cell(m.get('median_nn_distance_samples'))}</td><td>{_cell(m.get('median_nn_distance_test'))}</td>"
+                 f"<td>{_cell(m.get('nn_ratio'))}</td><td>{_cell(100 * near if isinstance(near, (int, float)) else None)}%</td>"
+                 f"<td>{_cell(copying.get('C_T'))} ({_cell(copying.get('cells_used'))}/{_cell(copying.get('n_cells'))})</td></tr>")
+        readings.append(f"{space}: {copying.get('reading', '')}")
+    strip = _pairs_strip(run / Path(str(memo.get("file", "memorisation.npz"))).name)  # a name beside score.json, nothing else
+    caption = ("Closest pairs in pixel space: each sample (top) above its nearest training image (bottom), closest first."
+               if strip else "The closest pairs' images are missing (memorisation.npz not found or unreadable).")
+    note = (f"Each sample's distance to its nearest training image ({_cell(memo.get('n_train'))} train images) against the same distance for "
+            f"{_cell(memo.get('n_test'))} real test images: ratio 1 = as novel as held-out data, 0 = copies; near-copies: closer than 99% of "
+            "test images (real data: 1%). C_T: Meehan, Chaudhuri &amp; Dasgupta, AISTATS 2020 (&lt;&lt; 0 copying, &gt;&gt; 0 underfitting).")
+    return (f"<h3>Memorisation: {name}</h3><table class='scores'>{head}{body}</table><p class='note'>{note}</p>"
+            f"<p class='note'>{html.escape(' | '.join(readings))}</p>{strip}<p class='note'>{html.escape(caption)}</p>")
+
+
+def _pairs_strip(path: Path, tile: int = 64, gap: int = 4) -> str:
+    """An image strip of the pairs in memorisation.npz (samples on top, nearest training images below)."""
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return ""
+        with loaded as z:
+            top, bottom = z["pair_sample_images"], z["pair_train_images"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return ""
+    if top.ndim != 4 or top.shape != bottom.shape or top.dtype != np.uint8 or not len(top):
+        return ""
+    mode = "L" if top.shape[-1] == 1 else "RGB"
+    strip = Image.new(mode, (len(top) * (tile + gap) - gap, 2 * tile + gap), 255 if mode == "L" else (255, 255, 255))
+    for i, (a, b) in enumerate(zip(top, bottom)):
+        for row, img in enumerate((a, b)):
+            pixels = Image.fromarray(img[..., 0] if mode == "L" else img, mode).resize((tile, tile), Image.NEAREST)
+            strip.paste(pixels, (i * (tile + gap), row * (tile + gap)))
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG")
+    return _img(buf.getvalue(), "closest (sample, nearest training image) pairs", css="pairs")
 
 
 def _versions_section(root: Path, train_dirs: list[Path], sample_dirs: list[Path]) -> str:
@@ -259,7 +332,7 @@ table {{ border-collapse: collapse; font-size: 12.5px; }} caption {{ text-align:
 .scores th, .scores td {{ border-bottom: 1px solid #e4e6ea; padding: 4px 10px; text-align: right; }}
 .scores th:first-child, .scores td:first-child {{ text-align: left; }}
 .cols {{ display: flex; gap: 36px; flex-wrap: wrap; align-items: flex-start; }}
-img {{ max-width: 100%; }} img.grid {{ image-rendering: pixelated; width: 360px; border: 1px solid #dde; }}
+img {{ max-width: 100%; }} img.grid {{ image-rendering: pixelated; width: 360px; border: 1px solid #dde; }} img.pairs {{ image-rendering: pixelated; }}
 .gallery {{ display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }} .gallery h3 {{ margin-top: 0; }} .gallery figure {{ margin: 0; max-width: 1100px; }} .gallery figure figcaption {{ max-width: 360px; }}
 details summary {{ cursor: pointer; color: #445; margin: 6px 0; }}
 figcaption, .note {{ color: #667; font-size: 12px; }}

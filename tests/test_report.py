@@ -62,3 +62,42 @@ def test_report_rejects_a_dir_without_runs(tmp_path):
         build_report(tmp_path)
     with pytest.raises(RobustgenError, match="is not a directory"):
         build_report(tmp_path / "missing")
+
+
+def _memorisation_score(path, file="memorisation.npz"):
+    space = {"median_nn_distance_samples": 0.5, "median_nn_distance_test": 1.0, "nn_ratio": 0.5, "near_copy_fraction": 0.25,
+             "copying": {"C_T": -3.2, "cells_used": 5, "n_cells": 9, "reading": "C_T = -3.2 << 0: data-copying"}}
+    atomic_write_json(path / "score.json", {
+        "metrics": {"fid": 12.5, "fid_test": 14.0, "nn_ratio_pixel": 0.5}, "splits": {"fid": "train", "fid_test": "test"},
+        "label": "features: x", "memorisation": {"n_train": 100, "n_test": 20, "spaces": {"pixels": space, "features": space}, "file": file},
+    })
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_report_shows_memorisation_numbers_and_the_closest_pairs(tmp_path, channels):
+    run = tmp_path / "run"
+    _sample_dir(run, with_score=False)
+    _memorisation_score(run)
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, 256, (8, 8, 8, channels), dtype=np.uint8)
+    np.savez(run / "memorisation.npz", pair_sample_images=pairs, pair_train_images=pairs[::-1])
+    page = build_report(run).read_text()
+    assert "Memorisation: run" in page and "data-copying" in page and "-3.2" in page and "Meehan" in page
+    assert 'class="pairs"' in page and "Closest pairs in pixel space" in page
+    assert "fid: vs train; fid_test: vs test" in page
+    assert all(r.startswith("data:image/png;base64,") for r in _references(page))
+
+
+def test_report_without_or_with_a_damaged_memorisation_file_still_builds(tmp_path):
+    run = tmp_path / "run"
+    _sample_dir(run, with_score=False)
+    _memorisation_score(run, file="../../elsewhere.npz")  # only a name beside score.json is ever read
+    (tmp_path / "elsewhere.npz").write_bytes(b"")
+    page = build_report(run).read_text()
+    assert "Memorisation: run" in page and 'class="pairs"' not in page and "images are missing" in page
+    _memorisation_score(run)
+    np.save(run / "memorisation.npz", np.zeros(3))  # np.save appends .npy: make a real .npy under the .npz name
+    (run / "memorisation.npz.npy").rename(run / "memorisation.npz")
+    assert "images are missing" in build_report(run).read_text()
+    (run / "memorisation.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert "images are missing" in build_report(run).read_text()
