@@ -211,7 +211,7 @@ def test_features_to_metrics_equals_calculate_metrics(digits, digits_extractor, 
         rng_seed=2020, isc_splits=10, kid_subset_size=200, prc_neighborhood=3,
     )
     pairs = {KEY_IS_MEAN: "inception_score_mean", KEY_IS_STD: "inception_score_std", KEY_FID: "frechet_inception_distance",
-             KEY_KID_MEAN: "kernel_inception_distance_mean", KEY_PRECISION: "precision", KEY_RECALL: "recall", KEY_F_SCORE: "f_score"}
+             KEY_KID_MEAN: "kernel_inception_distance_mean", "kid_std": "kernel_inception_distance_std", KEY_PRECISION: "precision", KEY_RECALL: "recall", KEY_F_SCORE: "f_score"}
     assert 0 < theirs["precision"] < 1 and theirs["frechet_inception_distance"] > 0  # not a degenerate comparison
     for ours_key, theirs_key in pairs.items():
         assert ours.metrics[ours_key] == pytest.approx(theirs[theirs_key], rel=1e-6, abs=1e-9), ours_key
