@@ -11,12 +11,19 @@ Images stay uint8 in memory (CIFAR-10 is 180 MB) and are turned into float
 parse the original file formats themselves (CIFAR pickles, SVHN .mat, Tiny
 ImageNet folders) so they can be tested offline on small files in the real
 format; fetching uses torchvision's downloader.
+
+Third-party files are data, never code: CIFAR batches go through an unpickler
+that only builds dicts, lists, strings, numbers and plain numpy arrays; files
+found on disk are checked against their published MD5s first (`verify=True`,
+the default); .npz files are read with allow_pickle=False; images are decoded
+only by Pillow's plain raster plugins, with a pixel limit.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,7 +33,7 @@ import torch
 from torch import Tensor
 
 from robustgen.errors import RobustgenError
-from robustgen.io import sha256_arrays
+from robustgen.io import atomic_path, md5_file, sha256_arrays
 
 DEFAULT_ROOT = os.environ.get("ROBUSTGEN_DATA", str(Path("~/.cache/robustgen/data").expanduser()))
 
@@ -47,16 +54,24 @@ class ImageDataset:
     std: tuple[float, ...] = field(default=())
 
     def __post_init__(self):
+        if not self.classes:
+            raise RobustgenError(f"{self.name}: no classes: a dataset needs at least one class")
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.ndim != 4 or x.dtype != np.uint8:
-                raise RobustgenError(f"{self.name}: x_{split} must be uint8 images shaped (N, H, W, C), got {x.dtype} {x.shape}")
+                raise RobustgenError(f"{self.name}: x_{split} must be uint8 images shaped (N, H, W, C), got {x.dtype} {x.shape}: store pixels as uint8 0..255")
+            if len(x) == 0:
+                raise RobustgenError(f"{self.name}: the {split} split holds no images: a dataset needs at least one train and one test image")
             if len(x) != len(y):
-                raise RobustgenError(f"{self.name}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels")
-            if len(y) and (y.min() < 0 or y.max() >= len(self.classes)):
-                raise RobustgenError(f"{self.name}: y_{split} labels must be in 0..{len(self.classes) - 1}")
+                raise RobustgenError(f"{self.name}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels: store one class index per image")
+            if y.min() < 0 or y.max() >= len(self.classes):
+                raise RobustgenError(
+                    f"{self.name}: y_{split} holds labels {int(y.min())}..{int(y.max())} but there are {len(self.classes)} classes: labels must be class indices 0..{len(self.classes) - 1}"
+                )
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise RobustgenError(f"{self.name}: train images are {self.x_train.shape[1:]} but test images are {self.x_test.shape[1:]}")
+            raise RobustgenError(
+                f"{self.name}: train images are {self.x_train.shape[1:]} (H, W, C) but test images are {self.x_test.shape[1:]}: store both splits at one size and channel count"
+            )
         if not self.mean:
             pixels = self.x_train.reshape(-1, self.x_train.shape[-1]).astype(np.float64) / 255.0
             object.__setattr__(self, "mean", tuple(float(v) for v in pixels.mean(0)))
@@ -110,16 +125,27 @@ def dataset_names() -> list[str]:
     return sorted(_LOADERS) + ["npz:PATH", "folder:PATH"]
 
 
-def load_dataset(spec: str, *, root: str | os.PathLike | None = None, download: bool = True) -> ImageDataset:
-    """Load a dataset by registry name, `npz:PATH` or `folder:PATH`."""
-    root = Path(root if root is not None else DEFAULT_ROOT).expanduser()
+def load_dataset(
+    spec: str, *, root: str | os.PathLike | None = None, download: bool = True, verify: bool = True
+) -> ImageDataset:
+    """Load a dataset by registry name, `npz:PATH` or `folder:PATH`.
+
+    verify: check downloaded files found under `root` against their published
+    MD5s before reading them (CIFAR-10/100, SVHN). Turn it off only for files you
+    made yourself in the original format (tests do); anything else is refused.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise RobustgenError(f"no dataset given: choose one of {', '.join(dataset_names())}")
     if spec.startswith("npz:"):
         return _load_npz(spec)
     if spec.startswith("folder:"):
         return _load_folder(spec)
     if spec not in _LOADERS:
         raise RobustgenError(f"unknown dataset {spec!r}: choose one of {', '.join(dataset_names())}")
-    return _LOADERS[spec](root=root, download=download)
+    root = Path(root if root is not None else DEFAULT_ROOT).expanduser()
+    if root.exists() and not root.is_dir():
+        raise RobustgenError(f"data root {root} is a file: point --data-root at a directory")
+    return _LOADERS[spec](root=root, download=download, verify=verify)
 
 
 # --------------------------------------------------------------------------- batches on a device
@@ -176,7 +202,7 @@ def iterate_batches(
 
 
 @register_dataset("digits")
-def _load_digits(*, root: Path, download: bool) -> ImageDataset:
+def _load_digits(*, root: Path, download: bool, verify: bool) -> ImageDataset:
     """scikit-learn's 8x8 handwritten digits (ships with scikit-learn).
 
     Pixel values 0..16 are scaled to 0..255. Fixed stratified split: 1,437
@@ -213,6 +239,30 @@ _ARCHIVES = {
     "tiny-imagenet": ("http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de"),
 }
 
+# MD5 of every file the readers open, as published with the original releases. Copied from
+# torchvision 0.29 (torchvision/datasets/cifar.py: CIFAR10/CIFAR100 train_list, test_list, meta;
+# torchvision/datasets/svhn.py: SVHN.split_list). Tiny ImageNet publishes only the archive's MD5.
+FILE_MD5 = {
+    "cifar10": {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    },
+    "cifar100": {
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+        "meta": "7973b15100ade9c7d40fb424638fde48",
+    },
+    "svhn": {
+        "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
+        "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+    },
+}
+
 
 def _fetch(key: str, *, root: Path, download: bool, expected: Path, extract: bool) -> None:
     """Download (and extract) one archive into `root`, or explain what to put where."""
@@ -237,51 +287,185 @@ def _fetch(key: str, *, root: Path, download: bool, expected: Path, extract: boo
         raise RobustgenError(f"{key}: downloaded, but {expected} is still missing: {where}")
 
 
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="latin1")
+def _check_files(dataset: str, folder: Path, names: list[str], *, verify: bool) -> list[Path]:
+    """The files a reader opens: all present, and (verify) byte for byte the published ones."""
+    paths = [folder / name for name in names]
+    for path in paths:
+        if not path.is_file():
+            raise RobustgenError(
+                f"{dataset}: {path} is missing: the extracted dataset in {folder} is incomplete; delete {folder} so robustgen downloads it again"
+            )
+    for path in paths if verify else []:
+        expected = FILE_MD5[dataset][path.name]
+        actual = md5_file(path)
+        if actual != expected:
+            raise RobustgenError(
+                f"{dataset}: {path} is not the published file (md5 {actual}, expected {expected}): "
+                f"delete {folder} so robustgen downloads it again (for data of your own, convert it to npz:PATH)"
+            )
+    return paths
 
 
-def _cifar_batches(files: list[Path], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+class _RefusedPickle(pickle.UnpicklingError):
+    pass
+
+
+def _pickle_globals() -> dict[tuple[str, str], Callable]:
+    """The only globals a CIFAR python batch references (numpy arrays), each as the real numpy object.
+
+    The official files were written by Python 2 cPickle and name `numpy.core.multiarray._reconstruct`,
+    `numpy.ndarray` and `numpy.dtype`; numpy 2 writes `numpy._core.multiarray`. Numpy scalars
+    (`scalar`) and `_codecs.encode` (how Python 3 pickles bytes at protocol 2) appear in batches
+    re-written by Python 3; both are allowed for plain numeric data only.
+    """
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+
+    def plain_dtype(*args):
+        dtype = np.dtype(*args)
+        if dtype.hasobject:
+            raise _RefusedPickle("an object dtype")
+        return dtype
+
+    def plain_scalar(dtype, *data):
+        if not isinstance(dtype, np.dtype) or dtype.hasobject:
+            raise _RefusedPickle("an object scalar")
+        return scalar(dtype, *data)
+
+    def latin1_encode(text, encoding="utf-8"):
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise _RefusedPickle(f"_codecs.encode with {encoding!r}")
+        return text.encode("latin1")
+
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): plain_dtype, ("_codecs", "encode"): latin1_encode}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")] = _reconstruct
+        allowed[(module, "scalar")] = plain_scalar
+    return allowed
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Builds only dicts, lists, tuples, strings, bytes, numbers and plain numpy arrays; refuses every other global."""
+
+    _allowed = None
+
+    def find_class(self, module, name):
+        if _DataUnpickler._allowed is None:
+            _DataUnpickler._allowed = _pickle_globals()
+        found = self._allowed.get((module, name))
+        if found is None:
+            raise _RefusedPickle(f"{module}.{name}")
+        return found
+
+    def persistent_load(self, pid):
+        raise _RefusedPickle("a persistent id")
+
+
+def _unpickle(path: Path, dataset: str) -> dict:
+    """Read one CIFAR python batch safely (encoding latin1, as the Python 2 files need)."""
+    folder = path.parent
+    try:
+        with open(path, "rb") as fh:
+            entry = _DataUnpickler(fh, encoding="latin1").load()
+    except _RefusedPickle as exc:
+        raise RobustgenError(
+            f"{dataset}: {path} asks to build {exc}, which a CIFAR batch never holds (it may be crafted to run code), "
+            f"so robustgen refuses it: delete {folder} and download the dataset again"
+        ) from None
+    except Exception as exc:  # truncated or foreign bytes: EOFError, UnpicklingError, ValueError, ...
+        reason = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+        raise RobustgenError(f"{dataset}: cannot read {path} ({reason}): the file is damaged; delete {folder} so robustgen downloads it again") from None
+    if not isinstance(entry, dict):
+        raise RobustgenError(f"{dataset}: {path} holds a {type(entry).__name__}, not a CIFAR batch dict: delete {folder} so robustgen downloads it again")
+    return entry
+
+
+def _cifar_batches(files: list[Path], label_key: str, dataset: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for path in files:
-        entry = _unpickle(path)
-        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        ys.append(np.asarray(entry[label_key], dtype=np.int64))
+        entry = _unpickle(path, dataset)
+        data, labels = entry.get("data"), entry.get(label_key)
+        damaged = f"delete {path.parent} so robustgen downloads it again"
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise RobustgenError(f"{dataset}: {path} has no uint8 'data' array of 3072-byte rows: {damaged}")
+        if not isinstance(labels, (list, np.ndarray)) or len(labels) != len(data):
+            raise RobustgenError(f"{dataset}: {path} has no '{label_key}' list with one label per image: {damaged}")
+        y = np.asarray(labels)
+        if y.dtype.kind not in "iu" or (len(y) and (y.min() < 0 or y.max() >= num_classes)):
+            raise RobustgenError(f"{dataset}: {path} holds labels outside 0..{num_classes - 1}: {damaged}")
+        xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(y.astype(np.int64))
     return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
 
 
+def _class_names(path: Path, key: str, dataset: str, count: int) -> tuple[str, ...]:
+    names = _unpickle(path, dataset).get(key)
+    if not isinstance(names, list) or len(names) != count or not all(isinstance(n, str) for n in names):
+        raise RobustgenError(f"{dataset}: {path} has no list of {count} class names under '{key}': delete {path.parent} so robustgen downloads it again")
+    return tuple(names)
+
+
+_CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+
+
 @register_dataset("cifar10")
-def _load_cifar10(*, root: Path, download: bool) -> ImageDataset:
+def _load_cifar10(*, root: Path, download: bool, verify: bool) -> ImageDataset:
     base = root / "cifar-10-batches-py"
     _fetch("cifar10", root=root, download=download, expected=base / "batches.meta", extract=True)
-    x_tr, y_tr = _cifar_batches([base / f"data_batch_{i}" for i in range(1, 6)], "labels")
-    x_te, y_te = _cifar_batches([base / "test_batch"], "labels")
-    classes = tuple(_unpickle(base / "batches.meta")["label_names"])
+    *batches, test, meta = _check_files("cifar10", base, _CIFAR10_FILES, verify=verify)
+    classes = _class_names(meta, "label_names", "cifar10", 10)
+    x_tr, y_tr = _cifar_batches(batches, "labels", "cifar10", 10)
+    x_te, y_te = _cifar_batches([test], "labels", "cifar10", 10)
     return ImageDataset("cifar10", x_tr, y_tr, x_te, y_te, classes, crop_padding=4, flip=True, mean=_CIFAR_MEAN, std=_CIFAR_STD)
 
 
 @register_dataset("cifar100")
-def _load_cifar100(*, root: Path, download: bool) -> ImageDataset:
+def _load_cifar100(*, root: Path, download: bool, verify: bool) -> ImageDataset:
     base = root / "cifar-100-python"
     _fetch("cifar100", root=root, download=download, expected=base / "meta", extract=True)
-    x_tr, y_tr = _cifar_batches([base / "train"], "fine_labels")
-    x_te, y_te = _cifar_batches([base / "test"], "fine_labels")
-    classes = tuple(_unpickle(base / "meta")["fine_label_names"])
+    train, test, meta = _check_files("cifar100", base, ["train", "test", "meta"], verify=verify)
+    classes = _class_names(meta, "fine_label_names", "cifar100", 100)
+    x_tr, y_tr = _cifar_batches([train], "fine_labels", "cifar100", 100)
+    x_te, y_te = _cifar_batches([test], "fine_labels", "cifar100", 100)
     return ImageDataset("cifar100", x_tr, y_tr, x_te, y_te, classes, crop_padding=4, flip=True, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 
 
-@register_dataset("svhn")
-def _load_svhn(*, root: Path, download: bool) -> ImageDataset:
+def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """X (32, 32, 3, N) uint8 and y (N, 1) labels 1..10 from one SVHN .mat file.
+
+    scipy.io.loadmat parses MAT v4/v5 itself (no pickle, no eval: MATLAB objects and
+    function handles come back as inert arrays) and refuses v7.3/HDF5; only the two
+    variables are read, and their dtypes and shapes are checked.
+    """
     import scipy.io
 
+    damaged = f"delete {path} so robustgen downloads it again"
+    try:
+        mat = scipy.io.loadmat(str(path), variable_names=["X", "y"], squeeze_me=False)
+    except Exception as exc:  # MatReadError, ValueError, NotImplementedError (v7.3), zlib errors, ...
+        reason = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+        raise RobustgenError(f"svhn: cannot read {path} as a MATLAB file ({reason}): {damaged}") from None
+    x, y = mat.get("X"), mat.get("y")
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise RobustgenError(f"svhn: {path} has no uint8 X array shaped (32, 32, 3, N): {damaged}")
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iuf" or y.size != x.shape[3]:
+        raise RobustgenError(f"svhn: {path} has no numeric y array with one label per image: {damaged}")
+    y = y.reshape(-1)
+    if not np.isin(y, np.arange(1, 11)).all():
+        raise RobustgenError(f"svhn: {path} holds labels outside 1..10: {damaged}")
+    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), y.astype(np.int64)
+
+
+@register_dataset("svhn")
+def _load_svhn(*, root: Path, download: bool, verify: bool) -> ImageDataset:
     arrays = {}
     for split in ("train", "test"):
         path = root / f"{split}_32x32.mat"
         _fetch(f"svhn-{split}", root=root, download=download, expected=path, extract=False)
-        mat = scipy.io.loadmat(str(path))
-        x = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2))
-        y = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+        _check_files("svhn", root, [path.name], verify=verify)
+        x, y = _read_svhn_mat(path)
         arrays[split] = (x, np.where(y == 10, 0, y))  # SVHN stores digit 0 as label 10
     return ImageDataset(
         "svhn", *arrays["train"], *arrays["test"], classes=tuple(str(i) for i in range(10)),
@@ -290,64 +474,147 @@ def _load_svhn(*, root: Path, download: bool) -> ImageDataset:
 
 
 @register_dataset("tiny-imagenet")
-def _load_tiny_imagenet(*, root: Path, download: bool) -> ImageDataset:
-    """Tiny ImageNet-200 in its distributed layout; decoded once and cached as npz."""
+def _load_tiny_imagenet(*, root: Path, download: bool, verify: bool) -> ImageDataset:
+    """Tiny ImageNet-200 in its distributed layout; decoded once and cached as npz.
+
+    Only the archive has a published MD5 (checked on download); the JPEGs are
+    decoded by `read_images` (plain raster decoders, pixel limit) and the cache is
+    read with allow_pickle=False and checked, and rebuilt if it does not fit.
+    """
     base = root / "tiny-imagenet-200"
     _fetch("tiny-imagenet", root=root, download=download, expected=base / "wnids.txt", extract=True)
-    cache = base / "robustgen-cache.npz"
-    wnids = [w.strip() for w in (base / "wnids.txt").read_text().split() if w.strip()]
+    redownload = f"delete {base} so robustgen downloads it again"
+    wnids = [w.strip() for w in (base / "wnids.txt").read_text(errors="replace").split() if w.strip()]
+    if not wnids:
+        raise RobustgenError(f"tiny-imagenet: {base / 'wnids.txt'} lists no classes: {redownload}")
     words = {}
-    if (base / "words.txt").exists():
-        for line in (base / "words.txt").read_text().splitlines():
+    if (base / "words.txt").is_file():
+        for line in (base / "words.txt").read_text(errors="replace").splitlines():
             wnid, _, text = line.partition("\t")
             words[wnid] = text.split(",")[0].strip()
     classes = tuple(words.get(w, w) for w in wnids)
-    if cache.exists():
-        with np.load(cache) as z:
-            x_tr, y_tr, x_te, y_te = z["x_train"], z["y_train"], z["x_test"], z["y_test"]
-    else:
+    cache = base / "robustgen-cache.npz"
+    arrays = _read_tiny_cache(cache, len(wnids))
+    if arrays is None:
         index = {w: i for i, w in enumerate(wnids)}
         train = [(p, index[w]) for w in wnids for p in sorted((base / "train" / w / "images").glob("*.JPEG"))]
+        annotations = base / "val" / "val_annotations.txt"
+        if not annotations.is_file():
+            raise RobustgenError(f"tiny-imagenet: {annotations} is missing: {redownload}")
         val = []
-        for line in (base / "val" / "val_annotations.txt").read_text().splitlines():
+        for line in annotations.read_text(errors="replace").splitlines():
             parts = line.split("\t")
             if len(parts) >= 2:
+                if parts[1] not in index:
+                    raise RobustgenError(f"tiny-imagenet: {annotations} names class {parts[1]!r}, which wnids.txt does not list: {redownload}")
                 val.append((base / "val" / "images" / parts[0], index[parts[1]]))
-        x_tr, y_tr = _read_images(train, "tiny-imagenet")
-        x_te, y_te = _read_images(val, "tiny-imagenet")
-        from robustgen.io import atomic_path
-
+        arrays = (*_read_images(train, "tiny-imagenet"), *_read_images(val, "tiny-imagenet"))
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
-    return ImageDataset("tiny-imagenet", x_tr, y_tr, x_te, y_te, classes, crop_padding=4, flip=True)
+                np.savez(fh, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+    return ImageDataset("tiny-imagenet", *arrays, classes, crop_padding=4, flip=True)
 
 
-# --------------------------------------------------------------------------- user data
+def _read_tiny_cache(cache: Path, num_classes: int) -> tuple[np.ndarray, ...] | None:
+    """The decoded arrays from robustgen's own cache, or None if missing or not what robustgen writes."""
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            arrays = tuple(z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    except Exception:  # damaged, foreign, pickled: rebuild it from the JPEGs
+        return None
+    x_tr, y_tr, x_te, y_te = arrays
+    for x, y in ((x_tr, y_tr), (x_te, y_te)):
+        if x.dtype != np.uint8 or x.ndim != 4 or y.dtype != np.int64 or y.shape != (len(x),) or not len(x):
+            return None
+        if y.min() < 0 or y.max() >= num_classes:
+            return None
+    return arrays
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+# --------------------------------------------------------------------------- image files
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+_IMAGE_SUFFIXES = IMAGE_SUFFIXES  # old name
+# Pillow decoders allowed to open a file (by content, whatever its suffix): plain raster formats only.
+# This keeps out e.g. EPS, which Pillow renders by running Ghostscript.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+MAX_IMAGE_PIXELS = 4096 * 4096  # per image; far above any dataset here, far below a decompression bomb
+_GRAY_MODES = ("L", "1", "LA")
+_WIDE_GRAY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")  # 16/32-bit grayscale (16-bit PNG, TIFF)
+
+
+def read_images(paths: list[Path], *, source: str) -> np.ndarray:
+    """Decode image files into one uint8 NHWC array: (N, H, W, 1) if grayscale, else (N, H, W, 3).
+
+    Grayscale means modes L, 1, LA, I;16*/I (16-bit: scaled to 0..255) and palette
+    images whose palette is gray; everything else becomes RGB (alpha dropped).
+    All images must have one size. `source` names where they came from in messages.
+    """
+    from PIL import Image
+
+    if not paths:
+        raise RobustgenError(f"{source}: no images found: put PNG/JPEG files there")
+    arrays, first = [], None
+    for path in paths:
+        arr = _read_image(Path(path), source, Image)
+        if first is None:
+            first = (Path(path), arr.shape)
+        elif arr.shape != first[1]:
+            (h, w, c), (h0, w0, c0) = arr.shape, first[1]
+            raise RobustgenError(
+                f"{source}: {path} is {w}x{h}x{c} but {first[0]} is {w0}x{h0}x{c0}: resize all images to one size (and one channel count)"
+            )
+        arrays.append(arr)
+    return np.stack(arrays)
+
+
+def _read_image(path: Path, source: str, Image) -> np.ndarray:
+    from PIL import UnidentifiedImageError
+
+    unreadable = f"{source}: {path} is not a readable image: remove it or convert it to PNG/JPEG"
+    too_large = f"larger than robustgen decodes ({MAX_IMAGE_PIXELS} pixels; a decompression bomb?): resize it or remove it"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise RobustgenError(f"{source}: {path} is {width}x{height} pixels, {too_large}")
+                arr = _image_array(img)
+    except RobustgenError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's own, larger limit
+        raise RobustgenError(f"{source}: {path} claims a huge size, {too_large}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        raise RobustgenError(unreadable) from None
+    if arr is None:
+        raise RobustgenError(f"{source}: {path} is a floating-point image: convert it to 8-bit PNG")
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _image_array(img) -> np.ndarray | None:
+    if img.mode in _WIDE_GRAY_MODES:
+        wide = np.asarray(img).astype(np.int64)
+        return ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)  # 0..65535 -> 0..255
+    if img.mode == "F":
+        return None
+    gray = img.mode in _GRAY_MODES or (img.mode in ("P", "PA") and _palette_is_gray(img))
+    return np.asarray(img.convert("L" if gray else "RGB"), dtype=np.uint8)
+
+
+def _palette_is_gray(img) -> bool:
+    palette = img.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
 
 
 def _read_images(items: list[tuple[Path, int]], what: str) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
+    """(images, labels) for (path, label) pairs: `read_images` plus the labels."""
+    return read_images([p for p, _ in items], source=what), np.asarray([label for _, label in items], dtype=np.int64)
 
-    if not items:
-        raise RobustgenError(f"{what}: no images found")
-    images, labels, first_shape = [], [], None
-    for path, label in items:
-        try:
-            with Image.open(path) as img:
-                arr = np.asarray(img.convert("L" if img.mode in ("L", "1", "I;16") else "RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError):
-            raise RobustgenError(f"{what}: {path} is not a readable image: remove it or convert it to PNG/JPEG") from None
-        arr = arr[..., None] if arr.ndim == 2 else arr
-        if first_shape is None:
-            first_shape = arr.shape
-        elif arr.shape != first_shape:
-            raise RobustgenError(f"{what}: {path} is {arr.shape[1]}x{arr.shape[0]}x{arr.shape[2]} but earlier images are {first_shape[1]}x{first_shape[0]}x{first_shape[2]}: resize all images to one size")
-        images.append(arr)
-        labels.append(label)
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+# --------------------------------------------------------------------------- user data
 
 
 def _load_folder(spec: str) -> ImageDataset:
@@ -380,35 +647,123 @@ def _load_folder(spec: str) -> ImageDataset:
     return ImageDataset(spec, x_tr, y_tr, x_te, y_te, tuple(classes), crop_padding=max(1, x_tr.shape[1] // 8), flip=channels == 3)
 
 
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_NPZ_HOWTO = "save it with numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)"
+
+
 def _load_npz(spec: str) -> ImageDataset:
-    """A .npz with uint8 NHWC x_train/x_test, integer y_train/y_test, optional classes."""
+    """A .npz with uint8 NHWC x_train/x_test, integer y_train/y_test, optional classes (names).
+
+    Labels are class indices: integers, or floats holding whole numbers (3.0 is read as 3;
+    2.5 or NaN is refused). Without a `classes` array the labels must be 0..K-1 with every
+    class present (5..14 is refused, not silently made into 15 classes).
+    """
     path = Path(spec[len("npz:"):]).expanduser()
+    if path.is_dir():
+        raise RobustgenError(f"{spec}: {path} is a directory: give npz:PATH to a .npz file holding x_train, y_train, x_test, y_test")
     if not path.is_file():
         raise RobustgenError(f"{spec}: file {path} not found: give npz:PATH to a .npz holding x_train, y_train, x_test, y_test")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
-            if missing:
-                raise RobustgenError(f"{spec}: missing arrays {', '.join(missing)}: the .npz needs x_train, y_train, x_test, y_test (uint8 NHWC images, integer labels)")
-            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-            classes = [str(c) for c in z["classes"]] if "classes" in z.files else None
-    except (OSError, ValueError) as exc:
-        raise RobustgenError(f"{spec}: cannot read {path} as .npz ({exc}): save it with numpy.savez") from None
+    arrays, classes = _read_npz(spec, path)
     for key in ("x_train", "x_test"):
-        x = arrays[key]
-        if x.ndim == 3:  # grayscale without a channel axis
-            x = x[..., None]
-        if x.dtype != np.uint8:
-            raise RobustgenError(f"{spec}: {key} is {x.dtype}; store images as uint8 in 0..255 (NHWC)")
-        if x.ndim != 4 or x.shape[-1] not in (1, 3):
-            raise RobustgenError(f"{spec}: {key} has shape {x.shape}; expected (N, H, W, C) with C = 1 or 3")
-        arrays[key] = np.ascontiguousarray(x)
+        arrays[key] = _npz_images(spec, key, arrays[key])
     for key in ("y_train", "y_test"):
-        arrays[key] = np.asarray(arrays[key]).astype(np.int64).reshape(-1)
-    n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
-    classes = tuple(classes) if classes else tuple(str(i) for i in range(n_classes))
+        arrays[key] = _npz_labels(spec, key, arrays[key])
+    classes = _npz_classes(spec, classes, np.concatenate([arrays["y_train"], arrays["y_test"]]))
     channels = arrays["x_train"].shape[-1]
     return ImageDataset(
         spec, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes,
         crop_padding=max(1, arrays["x_train"].shape[1] // 8), flip=channels == 3,
     )
+
+
+def _read_npz(spec: str, path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The four arrays (and classes) of an .npz, refusing anything else with one line."""
+    import zipfile
+
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head.startswith(b"\x93NUMPY"):
+        raise RobustgenError(f"{spec}: {path} is a single .npy array, not an .npz: {_NPZ_HOWTO}")
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise RobustgenError(f"{spec}: {path} is not an .npz file (not a zip archive): {_NPZ_HOWTO}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _NPZ_KEYS if k not in z.files]
+            if missing:
+                raise RobustgenError(
+                    f"{spec}: missing arrays {', '.join(missing)}: the .npz needs x_train, y_train, x_test, y_test (uint8 NHWC images, integer labels)"
+                )
+            arrays = {k: z[k] for k in _NPZ_KEYS}
+            classes = z["classes"] if "classes" in z.files else None
+    except RobustgenError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc) or "Object arrays" in str(exc):  # numpy's advice to allow pickles is not ours to give
+            raise RobustgenError(f"{spec}: {path} holds Python objects (dtype=object): store numeric arrays and a string classes array") from None
+        raise RobustgenError(f"{spec}: cannot read {path} ({_first_line(exc)}): the file is damaged; {_NPZ_HOWTO}") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError, NotImplementedError, MemoryError) as exc:
+        raise RobustgenError(f"{spec}: cannot read {path} ({_first_line(exc)}): the file is truncated or damaged; {_NPZ_HOWTO}") from None
+    except Exception as exc:  # zlib.error and other decoder errors of a damaged archive
+        raise RobustgenError(f"{spec}: cannot read {path} ({_first_line(exc)}): the file is truncated or damaged; {_NPZ_HOWTO}") from None
+    return arrays, classes
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:80] if text else type(exc).__name__
+
+
+def _npz_images(spec: str, key: str, x: np.ndarray) -> np.ndarray:
+    if x.ndim == 3:  # grayscale without a channel axis
+        x = x[..., None]
+    if x.dtype != np.uint8:
+        raise RobustgenError(f"{spec}: {key} is {x.dtype}; store images as uint8 in 0..255 (NHWC)")
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise RobustgenError(f"{spec}: {key} has shape {x.shape}; expected (N, H, W, C) with C = 1 or 3")
+    if len(x) == 0:
+        raise RobustgenError(f"{spec}: {key} holds no images: the .npz needs at least one train and one test image")
+    if 0 in x.shape[1:3]:
+        raise RobustgenError(f"{spec}: {key} has shape {x.shape}: images need at least 1x1 pixels")
+    return np.ascontiguousarray(x)
+
+
+def _npz_labels(spec: str, key: str, y: np.ndarray) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise RobustgenError(f"{spec}: {key} has shape {y.shape}; store one class index per image, shape (N,) (one-hot labels: use y.argmax(1))")
+    if y.dtype.kind == "b":
+        y = y.astype(np.int64)
+    elif y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise RobustgenError(f"{spec}: {key} holds non-integer labels (e.g. {y[bad][0]!r}): store class indices as integers 0..K-1")
+    elif y.dtype.kind not in "iu":
+        raise RobustgenError(f"{spec}: {key} is {y.dtype}; store class indices as integers 0..K-1 (names go in a classes array)")
+    if len(y) and (y.min() < 0 or y.max() > np.iinfo(np.int32).max):
+        raise RobustgenError(f"{spec}: {key} holds label {y.min() if y.min() < 0 else y.max()}: labels are class indices 0..K-1")
+    return y.astype(np.int64)
+
+
+def _npz_classes(spec: str, classes: np.ndarray | None, labels: np.ndarray) -> tuple[str, ...]:
+    if classes is None:
+        present = np.unique(labels)
+        if len(present) and present[-1] != len(present) - 1:
+            absent = sorted(set(range(int(present[-1]) + 1)) - set(present.tolist()))
+            shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+            raise RobustgenError(
+                f"{spec}: labels run {present[0]}..{present[-1]} but classes {shown} never occur and there is no classes array: "
+                "relabel to 0..K-1 or add a classes array naming every class"
+            )
+        return tuple(str(i) for i in range(len(present)))
+    if classes.ndim != 1 or classes.dtype.kind not in "USiu" or len(classes) == 0:
+        raise RobustgenError(f"{spec}: classes must be a 1-D array of class names (strings), got {classes.dtype} {classes.shape}")
+    names = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes.tolist()]
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise RobustgenError(f"{spec}: class name {duplicate!r} appears twice in classes: give every class a distinct name")
+    if labels.max() >= len(names):
+        raise RobustgenError(
+            f"{spec}: labels go up to {labels.max()} but classes names only {len(names)} classes: give one name per class index 0..{labels.max()}"
+        )
+    return tuple(names)

@@ -1,72 +1,279 @@
-"""Small file-system helpers: atomic writes, hashes, run records, eps parsing.
+"""Small file-system helpers: atomic writes, locks, hashes, run records, eps parsing, names.
 
 Every file robustgen writes goes through `atomic_write_*` or `atomic_path`:
-the data lands under a temporary name in the same folder and is renamed into
-place, so an interrupted run never leaves a half-written file behind.
+the data lands under a temporary name `.<name>.<random>.tmp` in the same
+folder and is renamed into place (flushed to disk first for checkpoints and
+run records), so an interrupted run never leaves a half-written file behind. A kill at the wrong moment can leave the
+temporary file itself; `clean_stale_temps` removes those (call it while holding
+`run_dir_lock`, so no live writer's temp file is touched). Write errors (a full
+disk, a read-only folder) become one-line `RobustgenError`s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
+import enum
+import errno
 import hashlib
 import json
+import math
 import os
 import platform
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
 from robustgen.errors import RobustgenError
 
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# --------------------------------------------------------------------------- write errors
 
 
-_UMASK = _current_umask()
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _where_fix(path: Path) -> str:
+    """What the user changes to write elsewhere: the cache location or the output dir."""
+    if _inside(path, default_cache_dir()):
+        return "set ROBUSTGEN_CACHE to a writable directory with free space (score also takes --cache-dir or --no-cache)"
+    return "choose another --out"
+
+
+def write_error(exc: OSError, path: str | os.PathLike) -> RobustgenError:
+    """One line for an OSError raised while writing `path` (full disk, read-only folder, ...)."""
+    path = Path(path)
+    fix = _where_fix(path)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return RobustgenError(f"{what} while writing {path}: free space or {fix}")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return RobustgenError(f"cannot write {path} ({exc.strerror}): fix the permissions or {fix}")
+    return RobustgenError(f"cannot write {path} ({exc.strerror or type(exc).__name__}): {fix}")
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _create_temp(path: Path) -> Path:
+    """Create `.<name>.<random>.tmp` next to `path`, with the usual mode (0666 minus the umask).
+
+    os.open applies the process umask itself, so robustgen never reads or changes it.
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` on success."""
+def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` on success.
+
+    fsync: flush the data to disk before the rename, so even a power cut leaves the old
+    or the new file (checkpoints and run records; not worth it for thousands of PNGs).
+    An OSError while writing (ENOSPC, EACCES, ...) removes the temporary file and
+    becomes one RobustgenError naming `path`; `path` itself is untouched.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp: Path | None = None
     try:
-        yield tmp_path
-        if tmp_path.exists():
-            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
-        os.replace(tmp_path, path)
+        tmp = _create_temp(path)
+        yield tmp
+        if tmp.exists():
+            if fsync:
+                _fsync(tmp)
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(exc, path) from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> None:
+    with atomic_path(path, fsync=fsync) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """JSON run records (config.json, run.json, meta.json...): few and small, so always fsynced."""
+    atomic_write_text(path, dumps_json(obj) + "\n", fsync=True)
+
+
+_TEMP_NAME = re.compile(r"^\..+\.[0-9A-Za-z_]+\.tmp$")  # .<name>.<random>.tmp (also tempfile.mkstemp's names)
+
+
+def clean_stale_temps(directory: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Remove `.<name>.*.tmp` files a killed atomic write left in `directory`; returns what was removed.
+
+    Call it on start and on resume while holding `run_dir_lock(directory)`:
+    then no other robustgen process is writing there and every temp file is stale.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    candidates = directory.rglob(".*.tmp") if recursive else directory.glob(".*.tmp")
+    removed = []
+    for path in candidates:
+        if _TEMP_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+# --------------------------------------------------------------------------- run-dir lock
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_dir_lock(directory: str | os.PathLike) -> Iterator[Path]:
+    """Exclusive, non-blocking lock on a run dir (flock on DIR/.lock; the OS drops it when the process dies).
+
+        with run_dir_lock(out):
+            clean_stale_temps(out)
+            ...write into out...
+
+    A second writer gets one RobustgenError naming the holder's pid. Creates the
+    directory if needed; on exit removes the lock file (and the directory, if
+    this call created it and nothing else was written there).
+    """
+    directory = Path(directory)
+    created = not directory.exists()
+    ensure_writable_dir(directory)
+    lock_path = directory / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unlocked rather than not at all
+        yield directory
+        return
+    fd = _acquire(lock_path, fcntl)
+    try:
+        yield directory
+    finally:
+        # Unlink while still holding the lock; a waiter that opened the old file notices (inode check in _acquire).
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only succeeds if empty
+
+
+def _acquire(lock_path: Path, fcntl) -> int:
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(exc, lock_path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RobustgenError(
+                    f"another robustgen process is writing {lock_path.parent}{f' (pid {holder})' if holder else ''}: "
+                    "wait for it or choose another --out"
+                ) from None
+            raise write_error(exc, lock_path) from None
+        try:
+            same_file = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if not same_file:  # the previous holder removed the file between our open and our flock: retry
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def json_default(obj: Any) -> Any:
+    """The one JSON encoder hook: paths, numpy/torch scalars and arrays, sets, tuples, dataclasses, enums, devices."""
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):  # sorted, so files do not change from run to run
+        try:
+            return sorted(obj)
+        except TypeError:
+            return sorted(obj, key=repr)
+    if isinstance(obj, tuple):
+        return list(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if type(obj).__module__.split(".")[0] in ("torch", "numpy"):  # torch.device, torch.dtype, numpy.dtype
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
+    """json.dumps with sorted keys and `json_default`: how robustgen writes and prints JSON."""
+    return json.dumps(obj, indent=indent, sort_keys=True, default=json_default)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """`obj` as plain JSON types (what reading it back from a JSON file gives)."""
+    return json.loads(dumps_json(obj, indent=None))
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line and fsync it (a crash loses at most the line being written)."""
-    line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one JSON line and fsync it; on a write error the file is cut back to its previous end."""
+    data = (dumps_json(record, indent=None) + "\n").encode("utf-8")
+    try:
+        with open(path, "ab", buffering=0) as fh:
+            start = os.fstat(fh.fileno()).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += fh.write(data[written:])
+                os.fsync(fh.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fh.fileno(), start)
+                raise
+    except OSError as exc:
+        raise write_error(exc, path) from None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -84,18 +291,19 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+# --------------------------------------------------------------------------- hashes and records
 
 
 def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+    return _hash_file(path, hashlib.sha256(), chunk_bytes)
+
+
+def md5_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
+    """MD5 of a file: only to compare downloads with their published checksums."""
+    return _hash_file(path, hashlib.md5(usedforsecurity=False), chunk_bytes)
+
+
+def _hash_file(path, digest, chunk_bytes: int) -> str:
     with open(path, "rb") as fh:
         while chunk := fh.read(chunk_bytes):
             digest.update(chunk)
@@ -128,31 +336,63 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-_FRACTION = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)\s*(/\s*(\d+(\.\d*)?|\.\d+)\s*)?$")
+# --------------------------------------------------------------------------- eps / radii
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_EPS = re.compile(rf"^\s*({_NUMBER})\s*(?:/\s*({_NUMBER})\s*)?$")
 
 
-def parse_eps(text: str | float) -> float:
-    """Parse an eps given as `0.031` or `8/255`: a float in pixel space [0, 1].
+def parse_eps(text: str | float, *, norm: str | None = "Linf", name: str = "eps") -> float:
+    """Parse an eps or ball radius in pixel units: `0.031`, `8/255`, `1e-3`.
+
+    norm "Linf": a value in [0, 1] (pixels are in [0, 1], so 8/255 not 8).
+    norm "L2" or None (not known yet): any finite value >= 0 (L2 radii may exceed 1).
+    `name` is the option the value came from, for the message.
 
     >>> parse_eps("8/255") == 8 / 255
     True
     """
+    if isinstance(text, bool):
+        raise RobustgenError(f"cannot read {name} {text!r}: give a number such as 0.031 or a fraction such as 8/255")
     if isinstance(text, (int, float)):
         value = float(text)
     else:
-        match = _FRACTION.match(text)
+        match = _EPS.match(str(text))
         if not match:
             raise RobustgenError(
-                f"cannot read eps {text!r}: give a number in pixel space [0, 1] such as 0.031 or a fraction such as 8/255"
+                f"cannot read {name} {text!r}: give a number in pixel units such as 0.031, 1e-3 or a fraction such as 8/255"
             )
         num = float(match.group(1))
-        den = float(match.group(4)) if match.group(4) else 1.0
+        den = float(match.group(2)) if match.group(2) else 1.0
         if den == 0:
-            raise RobustgenError(f"eps {text!r} divides by zero: write it like 8/255")
+            raise RobustgenError(f"{name} {text!r} divides by zero: write it like 8/255")
         value = num / den
-    if not 0 <= value <= 1:
-        raise RobustgenError(f"eps {text!r} = {value:.4g} is outside pixel space [0, 1]: pixel values are in [0, 1], so 8/255 not 8")
+    if not math.isfinite(value):
+        raise RobustgenError(f"{name} {text!r} is not a finite number: give a value such as 8/255")
+    if value < 0:
+        raise RobustgenError(f"{name} {text!r} is negative: give a value >= 0 such as 8/255")
+    if norm == "Linf" and value > 1:
+        raise RobustgenError(
+            f"{name} {text!r} = {value:.4g} is outside pixel space [0, 1]: pixel values are in [0, 1], so write 8/255 not 8"
+        )
+    if norm not in ("Linf", "L2", None):
+        raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
     return value
+
+
+# --------------------------------------------------------------------------- names and folders
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_name(name: str, *, fallback: str = "_") -> str:
+    """A file or folder name made of [A-Za-z0-9_.-] only ("cat food" -> "cat_food").
+
+    Leading/trailing dots and underscores are dropped (no hidden files, no "..");
+    `fallback` is returned when nothing is left.
+    """
+    safe = _UNSAFE.sub("_", str(name)).strip("._")
+    return safe or fallback
 
 
 def default_cache_dir() -> Path:
@@ -161,13 +401,30 @@ def default_cache_dir() -> Path:
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` (and parents) and check we can write into it."""
+    """Create `path` (and parents) and check we can write into it.
+
+    The message names the fix that applies: another --out, or another
+    ROBUSTGEN_CACHE when `path` lies in the cache.
+    """
     path = Path(path)
+    probe = path / f".write-probe-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise RobustgenError(f"cannot write to output directory {str(path)!r} ({exc.strerror}): choose another --out") from None
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        if path.exists() and not path.is_dir():
+            reason = "it is a file"
+        elif isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a parent is a file"
+        else:
+            reason = exc.strerror or type(exc).__name__
+        if _inside(path, default_cache_dir()):
+            raise RobustgenError(
+                f"cannot write to the robustgen cache {str(path)!r} ({reason}): set ROBUSTGEN_CACHE to a writable directory "
+                "(score also takes --cache-dir or --no-cache)"
+            ) from None
+        raise RobustgenError(f"cannot write to output directory {str(path)!r} ({reason}): choose another --out") from None
     return path

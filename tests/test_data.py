@@ -39,7 +39,7 @@ def _write_cifar10(root: Path, rng, per_batch=6):
 def test_cifar10_reader_parses_the_original_python_batches(tmp_path):
     rng = np.random.default_rng(0)
     names = _write_cifar10(tmp_path, rng)
-    data = load_dataset("cifar10", root=tmp_path, download=False)
+    data = load_dataset("cifar10", root=tmp_path, download=False, verify=False)  # made-up files: not the published MD5s
     assert data.x_train.shape == (30, 32, 32, 3) and data.x_test.shape == (6, 32, 32, 3)
     assert list(data.classes) == names and data.flip
     # Channel-planar rows become HWC: pixel (0, 0) of image 0 takes bytes 0, 1024, 2048.
@@ -52,7 +52,7 @@ def test_svhn_reader_maps_label_10_to_digit_0(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in (("train", 7), ("test", 3)):
         scipy_io.savemat(tmp_path / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8), "y": np.array([[10], [1], [2], [3], [4], [5], [6]][:n])})
-    data = load_dataset("svhn", root=tmp_path, download=False)
+    data = load_dataset("svhn", root=tmp_path, download=False, verify=False)
     assert data.x_train.shape == (7, 32, 32, 3) and data.y_train[0] == 0 and data.y_train[1] == 1
 
 
@@ -157,3 +157,157 @@ def test_augment_keeps_pixels_and_shape():
 def test_uint8_float_round_trip_is_exact():
     x = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
     assert np.array_equal(to_uint8(to_float(x)), x)
+
+
+# --------------------------------------------------------------------------- third-party files are checked, never trusted
+
+
+def test_cifar10_files_on_disk_must_match_the_published_md5s(tmp_path):
+    _write_cifar10(tmp_path, np.random.default_rng(0))
+    with pytest.raises(RobustgenError, match=r"data_batch_1 is not the published file \(md5 .*expected c99cafc1.*delete .*cifar-10-batches-py"):
+        load_dataset("cifar10", root=tmp_path, download=False)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(RobustgenError, match="data_batch_3 is missing: .*delete"):
+        load_dataset("cifar10", root=tmp_path, download=False, verify=False)
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 `str` (BINSTRING), as the cPickle that made the CIFAR files did."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_bytes(self, obj):
+        self.write(pickle.BINSTRING + len(obj).to_bytes(4, "little") + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+
+def _py2_pickle(obj) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    _Py2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")  # numpy 1 module path
+
+
+def test_python2_cifar_batches_load_through_the_restricted_unpickler(tmp_path):
+    import pickletools
+
+    rng = np.random.default_rng(1)
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    names = [f"class{i}" for i in range(10)]
+    (base / "batches.meta").write_bytes(_py2_pickle({"label_names": names, "num_cases_per_batch": 4, "num_vis": 3072}))
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, 4)], "filenames": ["a.png"] * 4,
+                 "data": rng.integers(0, 256, (4, 3072), dtype=np.uint8)}
+        (base / name).write_bytes(_py2_pickle(entry))
+    raw = (base / "data_batch_1").read_bytes()
+    found = {arg for op, arg, _ in pickletools.genops(raw) if op.name == "GLOBAL"}
+    assert found == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}  # what the real batches name
+    data = load_dataset("cifar10", root=tmp_path, download=False, verify=False)
+    assert data.x_train.shape == (20, 32, 32, 3) and data.classes[9] == "class9"
+
+
+def test_cifar100_reader_and_a_refused_global(tmp_path):
+    rng = np.random.default_rng(2)
+    base = tmp_path / "cifar-100-python"
+    base.mkdir()
+    (base / "meta").write_bytes(_py2_pickle({"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": ["c"] * 20}))
+    for split, n in (("train", 5), ("test", 3)):
+        entry = {"fine_labels": [int(v) for v in rng.integers(0, 100, n)], "coarse_labels": [0] * n,
+                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        (base / split).write_bytes(_py2_pickle(entry))
+    data = load_dataset("cifar100", root=tmp_path, download=False, verify=False)
+    assert data.num_classes == 100 and data.x_test.shape == (3, 32, 32, 3)
+    (base / "test").write_bytes(pickle.dumps({"data": np.zeros(3, dtype=object)}, protocol=2))  # object array
+    with pytest.raises(RobustgenError, match="asks to build an object dtype.*refuses it"):
+        load_dataset("cifar100", root=tmp_path, download=False, verify=False)
+    (base / "test").write_bytes(b"\x80\x02}q\x00(X\x04")  # truncated
+    with pytest.raises(RobustgenError, match="cannot read .*test .*damaged"):
+        load_dataset("cifar100", root=tmp_path, download=False, verify=False)
+
+
+def test_svhn_files_are_checked(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    for split in ("train", "test"):
+        scipy_io.savemat(tmp_path / f"{split}_32x32.mat", {"X": np.zeros((32, 32, 3, 2), dtype=np.float64), "y": np.array([[1], [2]])})
+    with pytest.raises(RobustgenError, match="train_32x32.mat is not the published file"):
+        load_dataset("svhn", root=tmp_path, download=False)
+    with pytest.raises(RobustgenError, match="no uint8 X array"):
+        load_dataset("svhn", root=tmp_path, download=False, verify=False)
+    (tmp_path / "train_32x32.mat").write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(RobustgenError, match="cannot read .* as a MATLAB file"):
+        load_dataset("svhn", root=tmp_path, download=False, verify=False)
+
+
+def test_tiny_imagenet_cache_that_does_not_fit_is_rebuilt(tmp_path):
+    test_tiny_imagenet_reader_follows_the_distributed_layout(tmp_path)
+    cache = tmp_path / "tiny-imagenet-200" / "robustgen-cache.npz"
+    expected = load_dataset("tiny-imagenet", root=tmp_path, download=False).fingerprint()
+    np.savez(cache, x_train=np.zeros(2, dtype=object), y_train=np.zeros(2), x_test=np.zeros(2), y_test=np.zeros(2))
+    assert load_dataset("tiny-imagenet", root=tmp_path, download=False).fingerprint() == expected
+    cache.write_bytes(b"PK\x03\x04 truncated")
+    assert load_dataset("tiny-imagenet", root=tmp_path, download=False).fingerprint() == expected
+
+
+# --------------------------------------------------------------------------- the one image reader
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height (a decompression bomb's first bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b""))
+
+
+def test_read_images_handles_grayscale_modes_like_the_scorer(tmp_path):
+    from PIL import Image
+
+    from robustgen.data import read_images
+
+    gray = np.arange(16, dtype=np.uint8).reshape(4, 4) * 16
+    Image.fromarray(gray, "L").save(tmp_path / "l.png")
+    Image.fromarray(gray, "L").convert("LA").save(tmp_path / "la.png")
+    Image.fromarray(gray, "L").convert("P").save(tmp_path / "p.png")  # palette of grays
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "i16.png")  # 16-bit PNG: scaled, not clipped
+    stack = read_images([tmp_path / n for n in ("l.png", "la.png", "p.png", "i16.png")], source="test")
+    assert stack.shape == (4, 4, 4, 1)
+    assert all(np.array_equal(img[..., 0], gray) for img in stack)
+    Image.new("RGBA", (4, 4), (10, 20, 30, 40)).save(tmp_path / "rgba.png")
+    Image.new("RGB", (4, 4), (200, 0, 0)).convert("P").save(tmp_path / "color-p.png")
+    color = read_images([tmp_path / "rgba.png", tmp_path / "color-p.png"], source="test")
+    assert color.shape == (2, 4, 4, 3) and tuple(color[0, 0, 0]) == (10, 20, 30)
+
+
+def test_read_images_refuses_bombs_and_non_raster_formats(tmp_path):
+    from robustgen.data import read_images
+
+    _png_header_only(tmp_path / "big.png", 5000, 5000)  # above robustgen's limit, below Pillow's
+    with pytest.raises(RobustgenError, match="5000x5000 pixels, larger than robustgen decodes.*resize it"):
+        read_images([tmp_path / "big.png"], source="test")
+    _png_header_only(tmp_path / "bomb.png", 50_000, 50_000)  # above Pillow's limit too
+    with pytest.raises(RobustgenError, match="bomb.png claims a huge size, larger than robustgen decodes"):
+        read_images([tmp_path / "bomb.png"], source="test")
+    # EPS is decoded by running Ghostscript; content sniffing must not reach that plugin, whatever the suffix.
+    (tmp_path / "eps.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    with pytest.raises(RobustgenError, match="eps.png is not a readable image"):
+        read_images([tmp_path / "eps.png"], source="test")
+    with pytest.raises(RobustgenError, match="no images found"):
+        read_images([], source="test")
+
+
+def test_npz_labels_accept_whole_floats_and_classes_allow_gaps(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 4, 4, 1), dtype=np.uint8)
+    np.savez(tmp_path / "f.npz", x_train=x, y_train=np.array([0.0, 1.0, 2.0, 0.0, 1.0, 2.0]), x_test=x[:2], y_test=np.array([1.0, 2.0]))
+    data = load_dataset(f"npz:{tmp_path / 'f.npz'}")
+    assert data.y_train.dtype == np.int64 and data.y_train.tolist() == [0, 1, 2, 0, 1, 2] and data.num_classes == 3
+    names = np.array([f"c{i}" for i in range(15)])
+    np.savez(tmp_path / "g.npz", x_train=x, y_train=np.arange(5, 11), x_test=x[:2], y_test=np.array([14, 5]), classes=names)
+    assert load_dataset(f"npz:{tmp_path / 'g.npz'}").num_classes == 15  # a classes array names the gaps

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 import click
+
+from robustgen.cli.common import fail, interrupted, sigterm_as_interrupt, usage_error_message
+from robustgen.errors import RobustgenError
 
 # command name -> (module, attribute, one-line help shown by `robustgen --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -24,6 +28,35 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 class LazyGroup(click.Group):
+    """Imports each command's module on use, and owns the error contract for all of them."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's main, but every error is ONE line `Error: ...` on stderr and exit 1 (usage errors too).
+
+        SIGTERM is handled like Ctrl-C while a command runs (installed here, not at import).
+        With standalone_mode=False, click's own behaviour (exceptions propagate) is kept.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        args = list(sys.argv[1:] if args is None else args)
+        as_json = "--json" in args
+        command = next((arg for arg in args if arg in COMMANDS), None)
+        with sigterm_as_interrupt():
+            try:
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click.UsageError as exc:
+                if type(exc).__name__ == "NoArgsIsHelpError":  # bare `robustgen`: show the help, it is not an error
+                    click.echo(exc.ctx.get_help())
+                    sys.exit(0)
+                fail(usage_error_message(exc, command=command), as_json=as_json)
+            except click.ClickException as exc:
+                fail(usage_error_message(exc, command=command), as_json=as_json)
+            except RobustgenError as exc:  # raised outside a command's own handler (e.g. while importing it)
+                fail(str(exc), as_json=as_json)
+            except (click.Abort, KeyboardInterrupt):
+                interrupted()
+        sys.exit(code if isinstance(code, int) else 0)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name, (module, _, _) in COMMANDS.items() if _module_exists(module)]
 
@@ -55,5 +88,11 @@ def main() -> None:
       robustgen sample --checkpoint runs/digits-fgsm-rs-der/best.pt --class 3 --n 100
       robustgen score runs/samples --ref digits --features runs/ref/best.pt
     Run `robustgen COMMAND --help` for each command's options.
+
+    \b
+    Errors: one line `Error: <problem>: <fix>` on stderr, exit status 1, for bad
+    options too. With --json a command also prints {"error": "<message>"} on
+    stdout, so scripts can parse failures. Ctrl-C or SIGTERM: finished files are
+    kept, one `Interrupted` line, exit status 130; rerun with --resume.
     """
 

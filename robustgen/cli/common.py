@@ -1,45 +1,131 @@
-"""Pieces every CLI command shares: error handling, eps parsing, JSON output (tables: robustgen.tables)."""
+"""Pieces every CLI command shares: error handling, eps parsing, JSON output, tables.
+
+Error contract (README, `robustgen --help`): every failure prints exactly one line
+`Error: <problem>: <fix>` on stderr and exits 1, with no traceback; with `--json`
+the same message is also printed on stdout as `{"error": "<message>"}`. Ctrl-C and
+SIGTERM print one `Interrupted: ...` line and exit 130.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
-import json
 import sys
 
 import click
 
 from robustgen.errors import RobustgenError
-from robustgen.io import parse_eps
-from robustgen.tables import format_table  # noqa: F401  (re-exported: commands import it from here)
+from robustgen.io import dumps_json, parse_eps, write_error
+
+INTERRUPTED = "Interrupted: finished files are kept; rerun with --resume to continue."
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+def fail(message: str, *, as_json: bool = False) -> None:
+    """Print one `Error:` line on stderr (and `{"error": ...}` on stdout with --json); exit 1."""
+    message = " ".join(str(message).split())
+    if as_json:
+        click.echo(dumps_json({"error": message}, indent=None))
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def interrupted() -> None:
+    click.echo(INTERRUPTED, err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for the OSErrors a user can fix (full disk, permissions); None for the rest (bugs)."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+        return None
+    if exc.filename:
+        return str(write_error(exc, exc.filename))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device: free space or choose another --out"
+    return f"{exc.strerror}: fix the permissions or choose another --out"
 
 
 def user_errors(func):
-    """Turn a RobustgenError into one line on stderr and exit status 1 (no traceback)."""
+    """Turn a RobustgenError (or a full disk) into one line on stderr and exit status 1 (no traceback)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
         try:
             return func(*args, **kwargs)
         except RobustgenError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(1)
+            fail(str(exc), as_json=as_json)
         except KeyboardInterrupt:
-            click.echo("Interrupted: finished files are kept; rerun with --resume to continue.", err=True)
-            sys.exit(130)
+            interrupted()
+        except OSError as exc:
+            message = os_error_message(exc)
+            if message is None:
+                raise
+            fail(message, as_json=as_json)
 
     return wrapper
 
 
+def usage_error_message(exc: click.ClickException, *, command: str | None = None) -> str:
+    """click's own errors as one line that ends with where to look: `...; see robustgen train --help`.
+
+    `command` is the subcommand to point at when click does not say (some parser errors carry no context).
+    """
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    if not isinstance(exc, click.UsageError):
+        return message
+    names, ctx = [], getattr(exc, "ctx", None)
+    while ctx is not None and ctx.parent is not None:  # the root's name depends on how it was started
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    if not names and command:
+        names = [command]
+    return f"{message}; see {' '.join(['robustgen', *reversed(names)])} --help"
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While the CLI runs, SIGTERM raises KeyboardInterrupt (like Ctrl-C): atomic writes clean up, the user sees one line."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 class EpsType(click.ParamType):
-    """Accepts 0.031 or 8/255; returns a float in pixel space."""
+    """An eps or radius in pixel units: 8/255, 0.031, 1e-3 (robustgen.io.parse_eps).
+
+    norm "Linf" bounds it to [0, 1]; "L2" allows radii above 1. With norm=None the
+    command's own `--norm` decides if click has already read it (declare `--norm`
+    with is_eager=True to make sure); otherwise any finite value >= 0 passes here
+    and the API checks the bound.
+    """
 
     name = "EPS"
 
+    def __init__(self, norm: str | None = None):
+        self.norm = norm
+
     def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
+        norm = self.norm
+        if norm is None and ctx is not None:
+            norm = ctx.params.get("norm")
+        option = param.opts[0] if param is not None and param.opts else "eps"
         try:
-            return parse_eps(value)
+            return parse_eps(value, norm=norm if norm in ("Linf", "L2") else None, name=option)
         except RobustgenError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -48,4 +134,19 @@ EPS = EpsType()
 
 
 def echo_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    click.echo(dumps_json(obj))
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """A plain aligned text table."""
+    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -31,7 +31,7 @@ import numpy as np
 
 from robustgen.cli.common import echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_write_json, ensure_writable_dir, now_iso, versions
+from robustgen.io import LOCK_NAME, atomic_write_json, clean_stale_temps, now_iso, read_jsonl, run_dir_lock, versions
 from robustgen.report import build_report
 
 DATASET = "digits"
@@ -56,28 +56,66 @@ SAMPLERS = (
 
 def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = False, log=click.echo) -> dict:
     """Train, sample, score, report. Returns the demo summary (also written to demo.json)."""
-    from samplers import InitConfig, SamplerConfig, sample_from_checkpoint
-    from samplers.scoring import score
-    from training import TrainConfig, train
-
     out = Path(config.out)
-    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+    _check_out(out, resume=resume, overwrite=overwrite)
+    with run_dir_lock(out):  # a second demo on this --out gets one clear line
+        clean_stale_temps(out)
+        if overwrite:
+            _empty(out)
+        timings: dict[str, float] = {}
+
+        def stage(name: str, done: bool, work):
+            if done:
+                log(f"[{name}] already done, skipped")
+                return
+            log(f"[{name}] ...")
+            start = time.perf_counter()
+            work()
+            timings[name] = time.perf_counter() - start
+
+        robust_dir, reference_ckpt = _train_stages(config, out, stage)
+        scored = _score_stages(config, out, stage, _sample_stages(config, out, stage, robust_dir), reference_ckpt)
+        summary = _summary(config, out, robust_dir, scored, timings)
+        atomic_write_json(out / "demo.json", summary)
+        summary["report"] = str(build_report(out))
+    return summary
+
+
+def _demo_entries(out: Path) -> list[Path]:
+    names = ["robust", "reference", "real-test", "demo.json"] + [f"samples-{name}" for name, _, _ in SAMPLERS]
+    return [out / name for name in names if (out / name).exists()]
+
+
+def _check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse contradictory flags, resuming what is not a demo, and deleting what is not a demo."""
+    if resume and overwrite:
+        raise RobustgenError("--resume and --overwrite contradict each other: pass --resume to continue the demo or --overwrite to start again")
+    if out.exists() and not out.is_dir():
+        raise RobustgenError(f"{out} is a file: choose a directory with --out")
+    holds_files = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())
+    holds_demo = bool(_demo_entries(out)) if out.is_dir() else False
+    if resume and not holds_demo:
+        raise RobustgenError(f"cannot resume {out}: it holds no demo: drop --resume to start one there, or give the --out of an earlier demo")
+    if holds_files and not holds_demo:
+        raise RobustgenError(f"{out} holds files that are not a robustgen demo: choose another --out (the demo never deletes them)")
+    if holds_demo and not (resume or overwrite):
         raise RobustgenError(f"{out} already holds a demo: pass --resume to continue it, --overwrite to start again, or --out elsewhere")
-    if overwrite and out.is_dir():
-        import shutil
 
-        shutil.rmtree(out)
-    ensure_writable_dir(out)
-    timings: dict[str, float] = {}
 
-    def stage(name: str, done: bool, work):
-        if done:
-            log(f"[{name}] already done, skipped")
-            return
-        log(f"[{name}] ...")
-        start = time.perf_counter()
-        work()
-        timings[name] = time.perf_counter() - start
+def _empty(out: Path) -> None:
+    """Delete what an earlier demo wrote in `out` (and only that)."""
+    import shutil
+
+    for path in _demo_entries(out) + ([out / "report.html"] if (out / "report.html").exists() else []):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _train_stages(config: DemoConfig, out: Path, stage) -> tuple[Path, Path]:
+    """The robust model and the reference classifier; returns (robust run dir, reference best.pt)."""
+    from training import TrainConfig, train
 
     def train_stage(run: Path, cfg: TrainConfig):
         def work():
@@ -98,7 +136,12 @@ def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = Fals
     )
     stage("train robust model (fgsm-rs + DER)", _finished(robust_dir), train_stage(robust_dir, robust_cfg))
     stage("train reference classifier (standard)", _finished(reference_dir), train_stage(reference_dir, reference_cfg))
-    reference_ckpt = reference_dir / "best.pt"
+    return robust_dir, reference_dir / "best.pt"
+
+
+def _sample_stages(config: DemoConfig, out: Path, stage, robust_dir: Path) -> list[Path]:
+    """Every sampler of SAMPLERS, plus the real test split; returns the dirs to score."""
+    from samplers import InitConfig, SamplerConfig, sample_from_checkpoint
 
     n = config.samples_per_class * 10
     for name, init, kind in SAMPLERS:
@@ -111,13 +154,17 @@ def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = Fals
             )
 
         stage(f"sample {name}", (sample_dir / "samples.npz").exists(), sample_work)
-
     real_dir = out / "real-test"
     stage("real test images (calibration)", (real_dir / "samples.npz").exists(), lambda: _write_real_test(real_dir))
+    return [out / f"samples-{name}" for name, _, _ in SAMPLERS] + [real_dir]
+
+
+def _score_stages(config: DemoConfig, out: Path, stage, scored_dirs: list[Path], reference_ckpt: Path) -> dict[str, dict]:
+    """Score every set with the reference classifier as extractor and judge; returns score.json of each."""
+    from samplers.scoring import score
 
     # One KID subset size for every row, small enough for the smallest set, so rows compare.
-    scored_dirs = [out / f"samples-{name}" for name, _, _ in SAMPLERS] + [real_dir]
-    smallest = min(len(np.load(d / "samples.npz")["labels"]) for d in scored_dirs)
+    smallest = min(_count(d / "samples.npz") for d in scored_dirs)
     kid_subset_size = max(2, min(1000, smallest // 2))
     scored = {}
     for sample_dir in scored_dirs:
@@ -126,11 +173,15 @@ def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = Fals
                            judge=reference_ckpt, device=config.device, kid_subset_size=kid_subset_size)
             result.save(sample_dir / "score.json")
 
-        stage(f"score {sample_dir.name}", (sample_dir / "score.json").exists(), score_work)
-        scored[sample_dir.name] = json.loads((sample_dir / "score.json").read_text())
+        stage(f"score {sample_dir.name}", _readable_json(sample_dir / "score.json") is not None, score_work)
+        scored[sample_dir.name] = _readable_json(sample_dir / "score.json")
+    return scored
 
-    robust_final = json.loads((robust_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    previous = json.loads((out / "demo.json").read_text()) if (out / "demo.json").exists() else {}
+
+def _summary(config: DemoConfig, out: Path, robust_dir: Path, scored: dict[str, dict], timings: dict[str, float]) -> dict:
+    records = read_jsonl(robust_dir / "metrics.jsonl")
+    robust_final = records[-1] if records else {}
+    previous = _readable_json(out / "demo.json") or {}
     headline = [  # a list of pairs: JSON objects are written with sorted keys, this keeps the reading order
         ["robust model clean acc (test)", robust_final.get("test_clean_acc")],
         [f"robust model PGD-{robust_final.get('eval_pgd_steps')} acc (test, eps {_eps(robust_dir)})", robust_final.get("test_pgd_acc")],
@@ -140,7 +191,7 @@ def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = Fals
         headline.append([f"{name}: FID / IS / judge acc", " / ".join(
             f"{metrics[k]:.3g}" if isinstance(metrics.get(k), (int, float)) else "-" for k in ("fid", "is_mean", "judge_accuracy")
         )])
-    summary = {
+    return {
         "config": asdict(config),
         "headline": headline,
         "scores": {k: v["metrics"] for k, v in scored.items()},
@@ -151,23 +202,35 @@ def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = Fals
         "created": now_iso(),
         "versions": versions(),
     }
-    atomic_write_json(out / "demo.json", summary)
-    summary["report"] = str(build_report(out))
-    return summary
+
+
+def _readable_json(path: Path) -> dict | None:
+    """A JSON object from `path`, or None if it is missing or unreadable (the stage then runs again)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _count(samples_npz: Path) -> int:
+    with np.load(samples_npz, allow_pickle=False) as z:
+        return len(z["labels"])
 
 
 def _finished(run_dir: Path) -> bool:
     """A training run is finished when its last epoch is recorded and last.pt exists."""
     if not (run_dir / "last.pt").exists() or not (run_dir / "metrics.jsonl").exists():
         return False
-    config = json.loads((run_dir / "config.json").read_text())["config"]
-    lines = (run_dir / "metrics.jsonl").read_text().strip().splitlines()
-    return len(lines) >= config["epochs"]
+    config = (_readable_json(run_dir / "config.json") or {}).get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("epochs"), int):
+        return False  # unreadable: let `train --resume` say what is wrong
+    return len(read_jsonl(run_dir / "metrics.jsonl")) >= config["epochs"]
 
 
 def _eps(run_dir: Path) -> str:
-    eps = json.loads((run_dir / "config.json").read_text())["config"]["eps"]
-    return f"{eps:.3g}"
+    eps = ((_readable_json(run_dir / "config.json") or {}).get("config") or {}).get("eps")
+    return f"{eps:.3g}" if isinstance(eps, (int, float)) else "?"
 
 
 def _write_real_test(real_dir: Path) -> None:
@@ -187,14 +250,14 @@ def _write_real_test(real_dir: Path) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted demo in --out (finished stages are kept).")
-@click.option("--overwrite", is_flag=True, help="Delete --out and start again.")
+@click.option("--overwrite", is_flag=True, help="Delete the demo in --out and start again (refused for dirs that hold no demo).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @user_errors
 def demo(out, samples_per_class, robust_epochs, reference_epochs, seed, device, resume, overwrite, as_json):
     """Train a DER-robust model on digits, sample every class, score, and write report.html.
 
     \b
-    Takes about 5-10 minutes on a 2-core laptop CPU. Produces, under --out:
+    Takes about a minute on a 2-core laptop CPU. Produces, under --out:
       robust/ reference/                  training runs (metrics.jsonl, best.pt, plots)
       samples-local-pca-sgld/             the default sampler (grid.png, samples.npz, score.json)
       samples-gaussian-pgd/               the Santurkar et al. 2019 baseline
