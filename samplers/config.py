@@ -107,6 +107,7 @@ class StopConfig:
 
     rule: str = "adaptive"  # adaptive | fixed
     quantile: float = 0.2  # stop once E(x, y) <= this quantile of E(x, y) over real training images of the class
+    marginal_quantile: float | None = None  # ... and (if set) E(x) <= this quantile of real E(x) of the class
     patience: int = 10  # ... or once the best E(x, y) has not improved by min_delta for this many steps
     min_delta: float = 0.01  # energy units (logits) counted as an improvement
 
@@ -114,6 +115,8 @@ class StopConfig:
         _choice("stop rule", self.rule, STOP_RULES)
         if not 0 <= self.quantile <= 1:
             raise RobustgenError(f"--quantile {self.quantile} must be in [0, 1]")
+        if self.marginal_quantile is not None and not 0 <= self.marginal_quantile <= 1:
+            raise RobustgenError(f"--marginal-quantile {self.marginal_quantile} must be in [0, 1]")
         if self.patience < 1:
             raise RobustgenError(f"--patience {self.patience} must be at least 1 step")
 

@@ -14,7 +14,6 @@ runs every chain for all steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,30 +54,36 @@ def reference_energies(
     return cached_arrays(directory, f"energies-{key}", compute)
 
 
+def stop_thresholds(reference: dict[str, np.ndarray] | None, config: StopConfig) -> tuple[float, float]:
+    """(E(x, y) threshold, E(x) threshold) a chain must reach to stop under the band rule.
+
+    `fixed` never stops early (-inf). Without `marginal_quantile` the E(x) band is
+    open (+inf); with it a chain must also have E(x) within that quantile of real data.
+    """
+    if config.rule == "fixed" or reference is None:
+        return float("-inf"), float("inf")
+    joint = float(np.quantile(reference["joint"], config.quantile))
+    marginal = float(np.quantile(reference["marginal"], config.marginal_quantile)) if config.marginal_quantile is not None else float("inf")
+    return joint, marginal
+
+
 def stop_threshold(reference_joint: np.ndarray, config: StopConfig) -> float:
-    """E(x, y) a chain must reach to stop under the band rule (+inf for `fixed`: never)."""
+    """E(x, y) a chain must reach to stop under the band rule (-inf for `fixed`: never)."""
+    return stop_thresholds({"joint": reference_joint, "marginal": reference_joint}, config)[0]
+
+
+def stop_now(
+    energy_joint: Tensor, energy_marginal: Tensor, threshold: Tensor, best: Tensor, since: Tensor, config: StopConfig
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Which chains stop now, and the updated patience state (best E(x, y), steps since it improved).
+
+    A chain stops once its energies are inside the band of real data (E(x, y) <= threshold[:, 0]
+    and E(x) <= threshold[:, 1]) or its best E(x, y) has not improved by min_delta for `patience` steps.
+    """
     if config.rule == "fixed":
-        return float("-inf")  # unreachable: every chain runs all steps
-    return float(np.quantile(reference_joint, config.quantile))
-
-
-@dataclass
-class StopState:
-    """Per-chain bookkeeping for the patience rule (tensors over the chains of one batch)."""
-
-    best: Tensor  # best E(x, y) so far
-    since_improved: Tensor  # steps since best improved by min_delta
-
-    @classmethod
-    def start(cls, n: int, device) -> "StopState":
-        return cls(torch.full((n,), float("inf"), device=device), torch.zeros(n, dtype=torch.long, device=device))
-
-
-def should_stop(energy_joint: Tensor, threshold: Tensor, state: StopState, index: Tensor, config: StopConfig) -> Tensor:
-    """Update the patience state of chains `index` with their current E(x, y); return which stop now."""
-    if config.rule == "fixed":
-        return torch.zeros_like(energy_joint, dtype=torch.bool)
-    improved = energy_joint < state.best[index] - config.min_delta
-    state.best[index] = torch.minimum(state.best[index], energy_joint)
-    state.since_improved[index] = torch.where(improved, torch.zeros_like(index), state.since_improved[index] + 1)
-    return (energy_joint <= threshold) | (state.since_improved[index] >= config.patience)
+        return torch.zeros_like(energy_joint, dtype=torch.bool), best, since
+    improved = energy_joint < best - config.min_delta
+    best = torch.minimum(best, energy_joint)
+    since = torch.where(improved, torch.zeros_like(since), since + 1)
+    in_band = (energy_joint <= threshold[:, 0]) & (energy_marginal <= threshold[:, 1])
+    return in_band | (since >= config.patience), best, since

@@ -135,29 +135,55 @@ def test_resume_equals_uninterrupted(robust, digits, tmp_path, monkeypatch):
     kwargs = dict(classes=[0, 4, 9], n=30, batch_size=7, seed=3, progress=False, sampler=SamplerConfig(steps=10))
     straight = samplers.sample(robust, digits, out=tmp_path / "a", **kwargs)
 
-    real_batch, calls = sample_module._sample_batch, []
+    from samplers import rundir
+
+    real_write, calls = rundir.write_shard, []
 
     def flaky(*args, **kw):
         calls.append(1)
         if len(calls) == 3:
-            raise KeyboardInterrupt  # the user pressed Ctrl-C during batch 2
-        return real_batch(*args, **kw)
+            raise KeyboardInterrupt  # the user pressed Ctrl-C while the third block was being saved
+        return real_write(*args, **kw)
 
-    monkeypatch.setattr(sample_module, "_sample_batch", flaky)
+    monkeypatch.setattr(rundir, "write_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
         samplers.sample(robust, digits, out=tmp_path / "b", **kwargs)
     assert len(list((tmp_path / "b" / "shards").glob("*.npz"))) == 2 and not (tmp_path / "b" / "samples.npz").exists()
     with pytest.raises(RobustgenError, match="options differ"):
         samplers.sample(robust, digits, out=tmp_path / "b", resume=True, **{**kwargs, "seed": 4})
     calls.clear()
-    monkeypatch.setattr(sample_module, "_sample_batch", lambda *a, **kw: (calls.append(1), real_batch(*a, **kw))[1])
-    resumed = samplers.sample(robust, digits, out=tmp_path / "b", resume=True, **kwargs)
-    assert len(calls) == 3  # batches 2, 3, 4 of 5; 0 and 1 came from their shards
+    monkeypatch.setattr(rundir, "write_shard", lambda *a, **kw: (calls.append(1), real_write(*a, **kw))[1])
+    resumed = samplers.sample(robust, digits, out=tmp_path / "b", resume=True, **{**kwargs, "batch_size": 7})
+    assert len(calls) == 3  # the 3 blocks of 5 without a shard; the other 2 came from their shards
     for key in ("images", "labels", "energy_joint", "energy_marginal", "steps"):
         assert np.array_equal(getattr(resumed, key), getattr(straight, key)), key
     assert resumed.grad_evals == straight.grad_evals
     with np.load(tmp_path / "b" / "samples.npz") as z:
         assert np.array_equal(z["images"], straight.images)
+
+
+@pytest.mark.parametrize("stop", ["adaptive", "fixed"])
+def test_refill_and_batch_size_do_not_change_the_images(robust, digits, stop):
+    """Continuous batching: each chain draws from its own streams, so refilling freed slots (or any batch
+    size) gives bit-identical images, energies and step counts."""
+    kwargs = dict(classes=[2, 5], n=23, seed=5, progress=False, sampler=SamplerConfig(steps=12), stop=StopConfig(rule=stop))
+    refilled = samplers.sample(robust, digits, batch_size=6, refill=True, **kwargs)
+    drained = samplers.sample(robust, digits, batch_size=6, refill=False, **kwargs)
+    one_batch = samplers.sample(robust, digits, batch_size=23, refill=False, **kwargs)
+    for other in (drained, one_batch):
+        for key in ("images", "labels", "energy_joint", "energy_marginal", "steps"):
+            assert np.array_equal(getattr(refilled, key), getattr(other, key)), key
+        assert refilled.grad_evals == other.grad_evals
+    if stop == "adaptive":
+        assert len(set(refilled.steps.tolist())) > 1  # chains really stopped at different times, so slots were refilled
+
+
+def test_init_only_control_costs_nothing_and_returns_the_starts(robust, digits):
+    start = samplers.sample(robust, digits, classes=[4], n=10, seed=2, progress=False, sampler=SamplerConfig(steps=0))
+    moved = samplers.sample(robust, digits, classes=[4], n=10, seed=2, progress=False, sampler=SamplerConfig(steps=5), stop=StopConfig(rule="fixed"))
+    assert start.grad_evals == 0 and np.all(start.steps == 0)
+    assert np.array_equal(start.strip_frames[:, 0], moved.strip_frames[:, 0])  # same chains, same starts
+    assert not np.array_equal(start.images, moved.images)
 
 
 def test_sample_rejects_bad_requests(robust, digits, tmp_path):

@@ -15,6 +15,7 @@ statistic is all-reduced, and rank 0 alone writes files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ from robustgen.checkpoint import load_weights, read_checkpoint
 from robustgen.data import load_dataset
 from robustgen.device import resolve_precision
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_write_json, atomic_write_text, ensure_writable_dir, now_iso, read_jsonl, versions
+from robustgen.io import LOCK_NAME, atomic_write_json, atomic_write_text, clean_stale_temps, ensure_writable_dir, now_iso, read_jsonl, run_dir_lock, versions
 from training.config import TrainConfig, resolve_config
 from training.diagnostics import plot_curves
 from training.epoch import Session, build_session, run_epoch, save_epoch
@@ -68,11 +69,24 @@ def train(
         config = resolve_config(config if config is not None else TrainConfig())
         run_dir, recorded = Path(config.out), None
     dist = distributed.setup(config.device)
-    say = (log or (lambda message: None)) if dist.is_main else (lambda message: None)
-    precision = resolve_precision(config.precision, dist.device)
-    dataset = load_dataset(config.dataset, root=config.data_root)
+    dataset = load_dataset(config.dataset, root=config.data_root)  # before anything is written: a bad spec leaves no trace
     if recorded is not None and recorded.get("dataset", {}).get("sha256") not in (None, dataset.fingerprint()):
         raise RobustgenError(f"cannot resume {run_dir}: dataset {config.dataset} differs from the one the run started with (sha256 changed)")
+    with contextlib.ExitStack() as held:
+        if dist.is_main and (recorded is not None or _may_write(run_dir, overwrite)):
+            held.enter_context(run_dir_lock(run_dir))  # one writer per run dir
+            clean_stale_temps(run_dir)  # what a killed write left behind
+        return _train(config, dataset, run_dir, recorded, dist, overwrite=overwrite, progress=progress, log=log, on_epoch_end=on_epoch_end)
+
+
+def _may_write(run_dir: Path, overwrite: bool) -> bool:
+    """Lock only a dir this run may write into (a refused one must stay untouched)."""
+    return overwrite or not (run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir()))
+
+
+def _train(config, dataset, run_dir, recorded, dist, *, overwrite, progress, log, on_epoch_end) -> TrainResult:
+    say = (log or (lambda message: None)) if dist.is_main else (lambda message: None)
+    precision = resolve_precision(config.precision, dist.device)
     if recorded is None:
         config = replace(config, augment=config.augment or default_augment(dataset))
         if dist.is_main:
@@ -114,7 +128,7 @@ def _recorded_run(run_dir: Path) -> tuple[TrainConfig, Path, dict]:
 def _prepare_run_dir(run_dir: Path, *, overwrite: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise RobustgenError(f"output path {run_dir} is a file, not a directory: choose another --out")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         if not overwrite:
             raise RobustgenError(
                 f"output directory {run_dir} already holds files: pass --resume {run_dir} to continue that run, --overwrite to replace it, or --out elsewhere"
@@ -147,8 +161,11 @@ def _write_config(run_dir: Path, config: TrainConfig, dataset, dist, precision: 
 def _restore(session: Session) -> int:
     """Load last.pt into the session (every rank); returns the first epoch still to run."""
     run_dir = session.run_dir
-    if not (run_dir / "last.pt").is_file():
-        raise RobustgenError(f"cannot resume {run_dir}: no last.pt yet (the run stopped in its first epoch); start again with --overwrite")
+    if not (run_dir / "last.pt").is_file():  # killed in its first epoch: nothing finished, so start it again
+        session.say(f"{run_dir} has no finished epoch yet: starting it again from epoch 1")
+        for name in ("metrics.jsonl", "monitor.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
+        return 0
     payload = read_checkpoint(run_dir / "last.pt")
     extra = payload.get("extra") or {}
     if "optimizer" not in extra or "epoch" not in extra:

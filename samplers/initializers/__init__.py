@@ -2,23 +2,61 @@
 
     init = fit_initializer(InitConfig(kind="local-pca", k=20), dataset, cls=3, model=model)
     x0 = init.draw(64, generator)            # (64, C, H, W) float in [0, 1], CPU
+
+Each kind is a module with `fit(dataset, cls, config, model) -> arrays` (what is
+cached, and what one rank computes and shares with the others under torchrun)
+and `build(dataset, cls, config, arrays) -> Initializer`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from robustgen.data import ImageDataset
 from samplers.config import InitConfig
-from samplers.initializers.base import Initializer, cache_key, default_cache_dir, model_fingerprint
-from samplers.initializers.gaussian import GaussianInit, fit_gaussian
-from samplers.initializers.local_pca import LocalPCAInit, fit_local_pca
-from samplers.initializers.pca import PCAInit, fit_pca
-from samplers.initializers.uniform import UniformInit, fit_uniform
+from samplers.initializers import gaussian, local_pca, pca, uniform
+from samplers.initializers.base import Initializer, cache_key, cached_arrays, default_cache_dir, model_fingerprint
+from samplers.initializers.gaussian import GaussianInit
+from samplers.initializers.local_pca import LocalPCAInit
+from samplers.initializers.pca import PCAInit
+from samplers.initializers.uniform import UniformInit
 
-_FITTERS = {"uniform": fit_uniform, "gaussian": fit_gaussian, "pca": fit_pca, "local-pca": fit_local_pca}
+KINDS = {"uniform": uniform, "gaussian": gaussian, "pca": pca, "local-pca": local_pca}
+
+
+def uses_model(config: InitConfig) -> bool:
+    return config.kind == "local-pca" and config.neighbour_space == "features"
+
+
+def fitted_arrays(
+    config: InitConfig,
+    dataset: ImageDataset,
+    cls: int,
+    *,
+    model: nn.Module | None = None,
+    cache_dir: str | Path | None | bool = None,
+    dataset_fingerprint: str | None = None,
+    model_hash: str | None = None,
+) -> dict[str, np.ndarray]:
+    """The fitted arrays of class `cls`, from `<cache_dir>/init/` or computed (and cached).
+    cache_dir=None: the default cache; False: no cache."""
+    config.validate()
+    cls = dataset.class_index(cls)
+    if uses_model(config) and model is None:
+        raise ValueError("local-pca with neighbour_space='features' needs the model")
+    key = cache_key(
+        dataset=dataset_fingerprint or dataset.fingerprint(), cls=cls, kind=config.kind, options=config.fit_options(),
+        model=(model_hash or model_fingerprint(model)) if uses_model(config) else None,
+    )
+    directory = None if cache_dir is False else Path(cache_dir if cache_dir is not None else default_cache_dir()) / "init"
+    return cached_arrays(directory, f"{config.kind}-{key}", lambda: KINDS[config.kind].fit(dataset, cls, config, model))
+
+
+def build_initializer(config: InitConfig, dataset: ImageDataset, cls: int, arrays: dict[str, np.ndarray]) -> Initializer:
+    return KINDS[config.kind].build(dataset, dataset.class_index(cls), config, arrays)
 
 
 def fit_initializer(
@@ -27,31 +65,13 @@ def fit_initializer(
     cls: int,
     *,
     model: nn.Module | None = None,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | None | bool = None,
     dataset_fingerprint: str | None = None,
     model_hash: str | None = None,
 ) -> Initializer:
-    """Fit (or load from `<cache_dir>/init/`) the initialiser of class `cls`. cache_dir=None: default cache;
-    pass False to disable caching."""
-    config.validate()
-    cls = dataset.class_index(cls)
-    uses_model = config.kind == "local-pca" and config.neighbour_space == "features"
-    if uses_model and model is None:
-        raise ValueError("local-pca with neighbour_space='features' needs the model")
-    key = cache_key(
-        dataset=dataset_fingerprint or dataset.fingerprint(),
-        cls=cls,
-        kind=config.kind,
-        options=config.fit_options(),
-        model=(model_hash or model_fingerprint(model)) if uses_model else None,
-    )
-    if cache_dir is False:
-        directory = None
-    else:
-        directory = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "init"
-    return _FITTERS[config.kind](
-        dataset=dataset, cls=cls, image_shape=dataset.image_shape, config=config, cache_dir=directory, key=key, model=model
-    )
+    """Fit (or load from the cache) and build the initialiser of class `cls`."""
+    arrays = fitted_arrays(config, dataset, cls, model=model, cache_dir=cache_dir, dataset_fingerprint=dataset_fingerprint, model_hash=model_hash)
+    return build_initializer(config, dataset, cls, arrays)
 
 
-__all__ = ["GaussianInit", "Initializer", "LocalPCAInit", "PCAInit", "UniformInit", "fit_initializer", "model_fingerprint"]
+__all__ = ["GaussianInit", "Initializer", "LocalPCAInit", "PCAInit", "UniformInit", "build_initializer", "fit_initializer", "fitted_arrays", "model_fingerprint"]

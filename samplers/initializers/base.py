@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -85,15 +85,41 @@ def n_components_for(explained_variance: Tensor, *, variance: float, components:
     return (before < variance - 1e-9).sum(-1).clamp(min=1)
 
 
+MIN_ROWS = 8  # see Initializer.draw_chains
+
+
+def chain_generators(n: int, generator: torch.Generator) -> list[torch.Generator]:
+    """n independent CPU generators seeded from `generator` (one stream per chain)."""
+    seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
 class Initializer:
-    """A fitted initialiser for one class: `draw(n, generator) -> (n, C, H, W)` float in [0, 1] on the CPU."""
+    """A fitted initialiser for one class: one image per chain generator, float in [0, 1] on the CPU.
+
+    Each chain's start depends only on its own generator, never on which other
+    chains are drawn with it, so continuous batching (refilling freed slots)
+    and any split over ranks give the same images as one big batch.
+    """
 
     kind = "base"
 
     def __init__(self, image_shape: tuple[int, int, int]):
         self.image_shape = tuple(image_shape)
 
-    def draw(self, n: int, generator: torch.Generator) -> Tensor:  # pragma: no cover - abstract
+    def draw(self, n: int, generator: torch.Generator) -> Tensor:
+        """n starts from one generator (each gets its own stream seeded from it): (n, C, H, W)."""
+        return self.draw_chains(chain_generators(n, generator))
+
+    def draw_chains(self, generators: Sequence[torch.Generator]) -> Tensor:
+        """One start per generator. Fewer than MIN_ROWS are padded with throw-away streams: a matrix
+        product of one row takes another BLAS path whose last bits differ, and a chain's start must
+        not depend on how many chains are drawn with it."""
+        n = len(generators)
+        padding = [torch.Generator().manual_seed(0) for _ in range(max(0, MIN_ROWS - n))]
+        return self._draw(list(generators) + padding)[:n]
+
+    def _draw(self, generators: Sequence[torch.Generator]) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _images(self, flat: Tensor) -> Tensor:

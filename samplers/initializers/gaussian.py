@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from samplers.initializers.base import Initializer, cached_arrays, class_pixels
+from samplers.initializers.base import Initializer, class_pixels
 
 
 class GaussianInit(Initializer):
@@ -25,25 +25,25 @@ class GaussianInit(Initializer):
         self.factor = torch.as_tensor(factor, dtype=torch.float32)  # (r, D), F^T F = covariance (minus the extra noise)
         self.extra_std = float(extra_std)  # std of the isotropic ridge noise not already inside `factor`
 
-    def draw(self, n: int, generator: torch.Generator) -> Tensor:
-        z = torch.randn((n, self.factor.shape[0]), generator=generator)
+    def _draw(self, generators) -> Tensor:
+        z = torch.stack([torch.randn(self.factor.shape[0], generator=g) for g in generators])
         x = self.mean + z @ self.factor
         if self.extra_std > 0:
-            x = x + self.extra_std * torch.randn((n, self.mean.numel()), generator=generator)
+            x = x + self.extra_std * torch.stack([torch.randn(self.mean.numel(), generator=g) for g in generators])
         return self._images(x)
 
 
-def fit_gaussian(*, dataset, cls, image_shape, config, cache_dir, key, **_unused) -> GaussianInit:
-    def fit() -> dict:
-        x = torch.from_numpy(class_pixels(dataset, cls, minimum=2, what="--init gaussian")).double()
-        n, d = x.shape
-        mean = x.mean(0)
-        centred = x - mean
-        if n - 1 < d:
-            return {"mean": mean.float().numpy(), "factor": (centred / (n - 1) ** 0.5).float().numpy(), "extra_std": np.float32(config.ridge**0.5)}
-        cov = centred.T @ centred / (n - 1) + config.ridge * torch.eye(d, dtype=torch.float64)
-        chol = torch.linalg.cholesky(cov)  # cov = L L^T, so x = mu + z L^T
-        return {"mean": mean.float().numpy(), "factor": chol.T.float().numpy(), "extra_std": np.float32(0.0)}
+def fit(dataset, cls: int, config, model) -> dict:
+    x = torch.from_numpy(class_pixels(dataset, cls, minimum=2, what="--init gaussian")).double()
+    n, d = x.shape
+    mean = x.mean(0)
+    centred = x - mean
+    if n - 1 < d:
+        return {"mean": mean.float().numpy(), "factor": (centred / (n - 1) ** 0.5).float().numpy(), "extra_std": np.float32(config.ridge**0.5)}
+    cov = centred.T @ centred / (n - 1) + config.ridge * torch.eye(d, dtype=torch.float64)
+    chol = torch.linalg.cholesky(cov)  # cov = L L^T, so x = mu + z L^T
+    return {"mean": mean.float().numpy(), "factor": chol.T.float().numpy(), "extra_std": np.float32(0.0)}
 
-    arrays = cached_arrays(cache_dir, f"gaussian-{key}", fit)
-    return GaussianInit(image_shape, mean=arrays["mean"], factor=arrays["factor"], extra_std=float(arrays["extra_std"]))
+
+def build(dataset, cls: int, config, arrays: dict) -> GaussianInit:
+    return GaussianInit(dataset.image_shape, mean=arrays["mean"], factor=arrays["factor"], extra_std=float(arrays["extra_std"]))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from samplers.initializers.base import Initializer, cached_arrays, class_features, class_pixels, n_components_for
+from samplers.initializers.base import Initializer, chain_generators, class_features, class_pixels, n_components_for
 
 
 def knn_indices(points: np.ndarray, k: int) -> np.ndarray:
@@ -38,10 +38,8 @@ def knn_indices(points: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([own, rest], axis=1).astype(np.int64)
 
 
-def local_pca_draw(
-    neighbourhoods: Tensor, generator: torch.Generator, *, variance: float, components: int | None, scale: float
-) -> Tensor:
-    """One draw per neighbourhood (B, k, D) -> (B, D), batched.
+def local_pca_draw(neighbourhoods: Tensor, z: Tensor, *, variance: float, components: int | None, scale: float) -> Tensor:
+    """One draw per neighbourhood (B, k, D) -> (B, D), batched; z (B, k) float64 standard normal.
 
     With k << D the local PCA comes from the k x k Gram matrix: if C = centred
     neighbourhood (k, D) and C C^T = U diag(s^2) U^T, the components are
@@ -56,7 +54,7 @@ def local_pca_draw(
     eigvals, eigvecs = eigvals.flip(-1).clamp_min(0), eigvecs.flip(-1)
     keep = n_components_for(eigvals, variance=variance, components=components)  # (B,)
     mask = (torch.arange(k)[None, :] < keep[:, None]) & (eigvals > 1e-10 * eigvals[:, :1])
-    z = torch.randn((len(mean), k), generator=generator, dtype=torch.float64) * mask
+    z = z * mask
     coeffs = eigvecs @ (scale * z / max(k - 1, 1) ** 0.5)[..., None]  # (B, k, 1)
     return mean + (centred.transpose(1, 2) @ coeffs.to(centred.dtype)).squeeze(-1)
 
@@ -71,28 +69,36 @@ class LocalPCAInit(Initializer):
         self.variance, self.components, self.scale = variance, components, scale
 
     def draw(self, n: int, generator: torch.Generator, *, return_anchors: bool = False):
-        anchors = torch.randint(len(self.pixels), (n,), generator=generator)
-        x = local_pca_draw(
-            self.pixels[self.neighbours[anchors]], generator, variance=self.variance, components=self.components, scale=self.scale
-        )
-        images = self._images(x)
+        return self.draw_chains(chain_generators(n, generator), return_anchors=return_anchors)
+
+    def draw_chains(self, generators, *, return_anchors: bool = False):
+        anchors = self._anchors(generators) if return_anchors else None
+        images = super().draw_chains(generators)
         return (images, anchors) if return_anchors else images
 
+    def _anchors(self, generators) -> Tensor:
+        """Each chain's anchor: the first number its stream gives (a fresh copy of the stream is used)."""
+        copies = [torch.Generator().set_state(g.get_state()) for g in generators]
+        return torch.cat([torch.randint(len(self.pixels), (1,), generator=g) for g in copies])
 
-def fit_local_pca(*, dataset, cls, image_shape, config, cache_dir, key, model=None, **_unused) -> LocalPCAInit:
+    def _draw(self, generators) -> Tensor:
+        k = self.neighbours.shape[1]
+        anchors = torch.cat([torch.randint(len(self.pixels), (1,), generator=g) for g in generators])
+        z = torch.stack([torch.randn(k, generator=g, dtype=torch.float64) for g in generators])
+        x = local_pca_draw(self.pixels[self.neighbours[anchors]], z, variance=self.variance, components=self.components, scale=self.scale)
+        return self._images(x)
+
+
+def fit(dataset, cls: int, config, model) -> dict:
+    """The fitted (and cached) part: the k-NN graph of the class, in pixel or feature space."""
     pixels = class_pixels(dataset, cls, minimum=2, what="--init local-pca")
     k = min(config.k, len(pixels))
+    space = class_features(model, pixels, dataset.image_shape) if config.neighbour_space == "features" else pixels
+    return {"neighbours": knn_indices(space, k)}
 
-    def fit() -> dict:
-        if config.neighbour_space == "features":
-            if model is None:
-                raise ValueError("neighbour_space='features' needs the model")
-            space = class_features(model, pixels, image_shape)
-        else:
-            space = pixels
-        return {"neighbours": knn_indices(space, k)}
 
-    arrays = cached_arrays(cache_dir, f"local-pca-{key}", fit)
+def build(dataset, cls: int, config, arrays: dict) -> LocalPCAInit:
+    pixels = class_pixels(dataset, cls, minimum=2, what="--init local-pca")
     return LocalPCAInit(
-        image_shape, pixels=pixels, neighbours=arrays["neighbours"], variance=config.variance, components=config.components, scale=config.scale
+        dataset.image_shape, pixels=pixels, neighbours=arrays["neighbours"], variance=config.variance, components=config.components, scale=config.scale
     )

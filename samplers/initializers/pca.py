@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from samplers.initializers.base import Initializer, cached_arrays, class_pixels, n_components_for
+from samplers.initializers.base import Initializer, class_pixels, n_components_for
 
 
 def pca_fit(x: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
@@ -37,17 +37,17 @@ class PCAInit(Initializer):
         self.stds = torch.as_tensor(stds, dtype=torch.float32)  # (m,), std along each component, pixel units
         self.scale = scale
 
-    def draw(self, n: int, generator: torch.Generator) -> Tensor:
-        z = torch.randn((n, len(self.stds)), generator=generator)
+    def _draw(self, generators) -> Tensor:
+        z = torch.stack([torch.randn(len(self.stds), generator=g) for g in generators])
         return self._images(self.mean + (self.scale * z * self.stds) @ self.components)
 
 
-def fit_pca(*, dataset, cls, image_shape, config, cache_dir, key, **_unused) -> PCAInit:
-    def fit() -> dict:
-        x = class_pixels(dataset, cls, minimum=2, what="--init pca").astype(np.float64)
-        mean, comps, var = pca_fit(x)
-        m = int(n_components_for(var, variance=config.variance, components=config.components))
-        return {"mean": mean.float().numpy(), "components": comps[:m].float().numpy(), "stds": var[:m].sqrt().float().numpy()}
+def fit(dataset, cls: int, config, model) -> dict:
+    x = class_pixels(dataset, cls, minimum=2, what="--init pca").astype(np.float64)
+    mean, comps, var = pca_fit(x)
+    m = int(n_components_for(var, variance=config.variance, components=config.components))
+    return {"mean": mean.float().numpy(), "components": comps[:m].float().numpy(), "stds": var[:m].sqrt().float().numpy()}
 
-    arrays = cached_arrays(cache_dir, f"pca-{key}", fit)
-    return PCAInit(image_shape, mean=arrays["mean"], components=arrays["components"], stds=arrays["stds"], scale=config.scale)
+
+def build(dataset, cls: int, config, arrays: dict) -> PCAInit:
+    return PCAInit(dataset.image_shape, mean=arrays["mean"], components=arrays["components"], stds=arrays["stds"], scale=config.scale)

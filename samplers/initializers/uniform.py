@@ -11,9 +11,13 @@ from samplers.initializers.base import Initializer
 class UniformInit(Initializer):
     kind = "uniform"
 
-    def draw(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.rand((n, *self.image_shape), generator=generator)
+    def _draw(self, generators) -> Tensor:
+        return torch.stack([torch.rand(self.image_shape, generator=g) for g in generators])
 
 
-def fit_uniform(*, image_shape, **_unused) -> UniformInit:
-    return UniformInit(image_shape)
+def fit(dataset, cls: int, config, model) -> dict:
+    return {}  # nothing to fit
+
+
+def build(dataset, cls: int, config, arrays: dict) -> UniformInit:
+    return UniformInit(dataset.image_shape)
