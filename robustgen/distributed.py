@@ -84,7 +84,7 @@ class Dist:
         """Reassemble a row-sharded array: each rank holds `rows` for global indices `order`; returns all rows, sorted."""
         if not self.active:
             return rows[torch.argsort(order)]
-        parts = self.all_gather_objects((order.cpu(), rows.cpu()))
+        parts = [p for p in self.all_gather_objects((order.cpu(), rows.cpu())) if len(p[0])]  # a rank may have had no rows
         orders = torch.cat([p[0] for p in parts])
         values = torch.cat([p[1] for p in parts])
         return values[torch.argsort(orders)].to(rows.device)
@@ -127,6 +127,11 @@ def for_device(device: torch.device) -> Dist:
     if td.is_available() and td.is_initialized():
         return Dist(td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), device, td.get_backend())
     return Dist(0, 1, 0, device, None)
+
+
+def is_main() -> bool:
+    """True in a single process and on rank 0: the process that writes shared files (caches, results)."""
+    return not (td.is_available() and td.is_initialized()) or td.get_rank() == 0
 
 
 def teardown() -> None:

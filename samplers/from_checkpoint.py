@@ -9,14 +9,14 @@ model's classes when it holds only some of them (e.g. 2 ImageNet classes).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from robustgen.data import ImageDataset, load_dataset
-from robustgen.device import resolve_device
+from robustgen import distributed
+from robustgen.io import safe_name
 from robustgen.errors import RobustgenError
 from robustgen.models.sources import align_dataset, load_classifier
 from samplers.config import InitConfig, SamplerConfig, StopConfig
@@ -52,7 +52,7 @@ def default_out(dataset_name: str, class_names: Sequence[str] | None) -> Path:
     """runs/samples-<dataset>[-<class>...] with filesystem-safe names."""
     base = Path(dataset_name.split(":", 1)[-1]).stem if ":" in dataset_name else dataset_name
     parts = [base] + list(class_names or [])
-    return Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", "samples-" + "-".join(parts))
+    return Path("runs") / safe_name("samples-" + "-".join(parts))
 
 
 def sample_from_checkpoint(
@@ -65,6 +65,7 @@ def sample_from_checkpoint(
     stop: StopConfig = StopConfig(),
     seed: int = 0,
     batch_size: int = 250,
+    refill: bool = True,
     out: str | Path | None = None,
     png: bool = False,
     overwrite: bool = False,
@@ -81,8 +82,9 @@ def sample_from_checkpoint(
 ) -> SampleResult:
     """Sample from a classifier spec (see `load_classifier`); `out=None` writes to runs/samples-<dataset>[-<class>]."""
     if n < 1:
-        raise RobustgenError(f"--n {n}: ask for at least 1 image")
-    model, meta = load_classifier(checkpoint, device=resolve_device(device), model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=dataset)
+        raise RobustgenError(f"--num-images {n}: ask for at least 1 image")
+    dist = distributed.setup(device)  # under torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
+    model, meta = load_classifier(checkpoint, device=dist.device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=dataset)
     named = _load_named_dataset(meta, dataset=dataset, data_root=data_root)
     data = align_dataset(named, meta)  # same classes: as is; a subset of the model's classes: relabelled (one line if not)
     if not classes and data is not named:
@@ -94,6 +96,6 @@ def sample_from_checkpoint(
     if out is None:
         out = default_out(data.name, names)
     return sample(
-        model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size,
+        model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill,
         out=out, png=png, overwrite=overwrite, resume=resume, cache_dir=cache_dir, checkpoint=meta.get("weights_path") or checkpoint, progress=progress,
     )

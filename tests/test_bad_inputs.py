@@ -138,7 +138,7 @@ CASES = [
     usage("sample-missing-checkpoint", ["sample"], "Missing option '--checkpoint'", "see robustgen sample --help"),
     usage("sample-bad-choice", ["sample", "--checkpoint", "x.pt", "--init", "nope"], "Invalid value for '--init'", "see robustgen sample --help"),
     usage("sample-bad-eps", ["sample", "--checkpoint", "x.pt", "--eps", "2/0"], "divides by zero", "see robustgen sample --help"),
-    usage("sample-bad-n", ["sample", "--checkpoint", "x.pt", "--n", "many"], "Invalid value for '--n'"),
+    usage("sample-bad-n", ["sample", "--checkpoint", "x.pt", "--n", "many"], "Invalid value for '--num-images'"),
     usage("score-missing-argument", ["score"], "Missing argument 'SAMPLES'", "see robustgen score --help"),
     usage("score-zero-batch", ["score", "x", "--batch-size", "0"], "Invalid value for '--batch-size'", "see robustgen score --help"),
     usage("demo-zero-samples", ["demo", "--samples-per-class", "0", "--out", "{out}"], "Invalid value for '--samples-per-class'", "see robustgen demo --help"),

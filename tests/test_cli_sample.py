@@ -56,7 +56,7 @@ def test_errors_are_one_line_and_write_nothing(robust_digits_checkpoint, tmp_pat
     out = tmp_path / "never"
     _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--class", 10, "--out", out), "out of range")
     _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--class", "cat", "--out", out), "unknown class 'cat'")
-    _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--n", 0, "--out", out), "--n 0")
+    _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--n", 0, "--out", out), "--num-images 0")
     _one_line_error(_run("--checkpoint", tmp_path / "missing.pt", "--out", out), "not found")
     _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--variance", 2, "--out", out), "--variance")
     assert not out.exists()

@@ -6,7 +6,9 @@ Each subcommand lives in its own module and is imported only when used, so
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import importlib.util
 import sys
 
@@ -21,7 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("robustgen.cli.evaluate", "evaluate", "Clean and robust accuracy (PGD or AutoAttack) of any model source."),
     "diagnose": ("robustgen.cli.train", "diagnose", "Plot energy diagnostics of a training run."),
     "sample": ("robustgen.cli.sample", "sample", "Generate class-conditional images from a robust classifier."),
-    "score": ("robustgen.cli.score", "score", "IS, FID, KID, precision/recall of generated images."),
+    "score": ("robustgen.cli.score", "score", "IS, FID, KID, precision/recall and memorisation of generated images."),
+    "sweep": ("robustgen.cli.sweep", "sweep", "Vary one sampling knob, score each value, draw the quality-diversity frontier."),
     "demo": ("robustgen.cli.demo", "demo", "Train, sample, score and report on the embedded digits data."),
     "report": ("robustgen.cli.demo", "report", "Build a self-contained HTML report for run dirs."),
 }
@@ -41,7 +44,7 @@ class LazyGroup(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         as_json = "--json" in args
         command = next((arg for arg in args if arg in COMMANDS), None)
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), _one_rank_speaks():
             try:
                 code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             except click.UsageError as exc:
@@ -71,6 +74,22 @@ class LazyGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+@contextlib.contextmanager
+def _one_rank_speaks():
+    """Under torchrun only rank 0 prints results (errors still come from the rank that failed);
+    the process group is left at the end."""
+    quiet = int(os.environ.get("RANK", "0")) != 0
+    with open(os.devnull, "w") if quiet else contextlib.nullcontext() as sink:
+        with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
+            try:
+                yield
+            finally:
+                if "torch" in sys.modules:  # only a command that imported torch can have joined a group
+                    from robustgen.distributed import teardown
+
+                    teardown()
 
 
 def _module_exists(module: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import os
 import sys
 
 import click
@@ -25,6 +26,8 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 def fail(message: str, *, as_json: bool = False) -> None:
     """Print one `Error:` line on stderr (and `{"error": ...}` on stdout with --json); exit 1."""
     message = " ".join(str(message).split())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: say which rank failed
+        message = f"rank {os.environ.get('RANK', '?')}: {message}"
     if as_json:
         click.echo(dumps_json({"error": message}, indent=None))
     click.echo(f"Error: {message}", err=True)

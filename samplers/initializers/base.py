@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,7 +18,8 @@ from torch import Tensor, nn
 
 from robustgen.data import ImageDataset
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_path, default_cache_dir, ensure_writable_dir, sha256_arrays  # noqa: F401  (default_cache_dir re-exported)
+from robustgen.cache import cached_npz
+from robustgen.io import default_cache_dir, sha256_arrays  # noqa: F401  (default_cache_dir re-exported)
 
 
 def cache_key(**parts) -> str:
@@ -28,22 +28,8 @@ def cache_key(**parts) -> str:
 
 
 def cached_arrays(cache_dir: Path | None, name: str, fit: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Load `<cache_dir>/<name>.npz` or compute it with `fit()` and store it atomically."""
-    if cache_dir is None:
-        return fit()
-    path = Path(cache_dir) / f"{name}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError):
-            pass  # a foreign or damaged file: refit and replace it
-    arrays = fit()
-    ensure_writable_dir(path.parent)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    return arrays
+    """Load `<cache_dir>/<name>.npz` or compute it with `fit()` and store it (a damaged entry is refitted)."""
+    return cached_npz(Path(cache_dir) / f"{name}.npz" if cache_dir is not None else None, fit, what="sampler cache entry")
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_path, atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso
+from robustgen import distributed
+from robustgen.cache import read_npz, write_npz
+from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
@@ -65,38 +66,18 @@ def entry_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"{key}.npz"
 
 
-def read_arrays(path: Path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray] | None, bool]:
-    """(arrays, corrupt): the named arrays of a cache entry, or (None, False) if there is none.
-
-    An entry that exists but cannot be read, or lacks one of `names`, gives
-    (None, True): the caller recomputes it and `write_arrays` replaces it.
-    """
-    if not path.is_file():
-        return None, False
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array where an .npz belongs
-            return None, True
-        with loaded as z:
-            return {name: z[name] for name in names}, False
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
-        return None, True
+read_arrays = read_npz  # (arrays, corrupt) of an entry: robustgen.cache is the one home of the npz cache
 
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write a cache entry atomically (a reader never sees half an entry)."""
-    try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-    except OSError as exc:
-        raise RobustgenError(f"cannot write the score cache entry {path} ({exc.strerror}): free space, pass --cache-dir DIR, or --no-cache") from None
+    """Write a cache entry atomically; under torchrun rank 0 alone writes."""
+    write_npz(path, arrays, what="score cache entry")
 
 
 def describe(cache_dir: Path, key: str, **what) -> None:
     """Write `<key>.json` saying what the entry holds (once)."""
     path = cache_dir / f"{key}.json"
-    if not path.exists():
+    if not path.exists() and distributed.is_main():
         atomic_write_json(path, {"key": key, **what, "created": now_iso()})
 
 

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from robustgen import distributed
 from robustgen.errors import RobustgenError
 from samplers.scoring import cache as score_cache
 from samplers.scoring.extractors import Extractor
@@ -70,22 +71,27 @@ def extract_features(
     `channels` is what the network takes: grayscale images are repeated to 3
     channels for Inception (an RGB model). Batches are contiguous slices in
     order, like torch-fidelity's DataLoader, so features do not depend on how
-    a caller chunks the work beyond `batch_size`.
+    a caller chunks the work beyond `batch_size`. Under torchrun the batches are
+    dealt to ranks round-robin and gathered: every rank gets every feature, the
+    same numbers as one process (each batch is the same batch either way).
     """
     from tqdm.auto import tqdm
 
+    dist = distributed.for_device(device)
     images = torch.from_numpy(np.ascontiguousarray(images_nhwc)).permute(0, 3, 1, 2)
     if images.shape[1] != channels:
         images = images.expand(-1, channels, -1, -1)
+    starts = dist.shard(list(range(0, len(images), batch_size)))
     out: dict[str, list[torch.Tensor]] = {layer: [] for layer in network.get_requested_features_list()}
-    with torch.no_grad(), tqdm(total=len(images), unit="img", desc="features", leave=False, disable=not progress) as bar:
-        for start in range(0, len(images), batch_size):
+    with torch.no_grad(), tqdm(total=len(images), unit="img", desc="features", leave=False, disable=not (progress and dist.is_main)) as bar:
+        for start in starts:
             batch = images[start : start + batch_size].contiguous().to(device, non_blocking=device.type == "cuda")
             values = network.convert_features_tuple_to_dict(network(batch))
             for layer, value in values.items():
                 out[layer].append(value.detach().to("cpu", torch.float32))
-            bar.update(len(batch))
-    return {layer: torch.cat(parts) for layer, parts in out.items()}
+            bar.update(len(batch) * dist.world_size)
+    rows = torch.cat([torch.arange(s, min(s + batch_size, len(images))) for s in starts]) if starts else torch.zeros(0, dtype=torch.long)
+    return {layer: dist.gather_rows(torch.cat(parts) if parts else torch.zeros(0), rows) for layer, parts in out.items()}
 
 
 @dataclass(frozen=True, eq=False)

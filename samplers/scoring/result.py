@@ -114,10 +114,14 @@ class ScoreResult:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the result as JSON, atomically; with memorisation results, `memorisation_path(path)` beside it."""
+        """Write the result as JSON, atomically; with memorisation results, `memorisation_path(path)` beside it.
+        Under torchrun rank 0 alone writes (every rank holds the same result)."""
+        from robustgen import distributed
         from robustgen.io import atomic_path, atomic_write_json
 
         path = Path(path)
+        if not distributed.is_main():
+            return path
         if path.is_dir():
             raise RobustgenError(f"--out {path} is a directory: give a file name, e.g. --out {path / SCORE_FILE}")
         record = self.to_dict()

@@ -73,7 +73,7 @@ def score(
     memorisation: nearest-training-image distances, near-copies and C_T (needs the reference's
         train and test splits; see samplers.scoring.memorisation).
     """
-    from robustgen.device import resolve_device
+    from robustgen import distributed
 
     wanted = parse_metrics(metrics)
     if batch_size < 1:
@@ -81,7 +81,7 @@ def score(
     found = _Findings()
     sample_set = load_samples(samples, labels=labels)
     extractor = resolve_extractor(features, inception_weights=inception_weights)  # fails fast (e.g. offline Inception)
-    dev = resolve_device(device)
+    dev = distributed.setup(device).device  # under torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
     inputs = _resolve_inputs(sample_set, ref=ref, ref_split=ref_split, data_root=data_root, wanted=wanted, found=found)
     _check_inputs(inputs, extractor, found)
     memorise = _can_memorise(inputs, memorisation, found)

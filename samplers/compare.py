@@ -1,0 +1,185 @@
+"""Sampler configurations side by side, always with their controls: init-only, the Santurkar baseline, real data.
+
+    rows = compare(checkpoint, {"default": (InitConfig(), SamplerConfig(), StopConfig())},
+                   out="runs/cmp", features="runs/ref/best.pt", judge="runs/ref/best.pt", n=1000)
+
+Each configuration and each control is a sample run dir under `out` (resumable:
+finished runs and scores are reused). Every row is scored twice with the same
+extractor: against the training split (FID comparable with papers, memorisation:
+distance of every image to its nearest training image) and against the test split
+(FID, precision and recall that a start built from training images cannot game).
+"Gain over init" = what the gradient steps changed relative to the row's own
+init-only control (same initialiser, `--steps 0`).
+
+Controls (DESIGN.md section 3): `init-only:<init>` for every initialiser used,
+`santurkar` (class Gaussian + PGD, 60 fixed steps, Santurkar et al. 2019),
+`real-test` (the real test images: memorisation 1.0 / 1% by definition) and
+`real-train` (as many real training images as samples, scored against the test split).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.scoring import result as keys
+
+Configs = tuple[InitConfig, SamplerConfig, StopConfig]
+SANTURKAR: Configs = (InitConfig(kind="gaussian"), SamplerConfig(kind="pgd", steps=60), StopConfig(rule="fixed"))
+GAIN_KEYS = ("fid_test", "judge_accuracy", "precision_test", "recall_test")
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # "sampler" | "init-only" | "baseline" | "real"
+    run: Path
+    metrics: dict = field(default_factory=dict)
+    init_only: str | None = None  # name of the row's init-only control
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "run": str(self.run), "init_only": self.init_only, **self.metrics}
+
+
+def compare(
+    checkpoint: str | Path, configs: dict[str, Configs], *, out: str | Path, features: str | Path, judge: str | Path | None,
+    n: int = 1000, seed: int = 0, classes=None, controls: bool = True, sample_options: dict | None = None, log: Callable[[str], None] = print,
+) -> list[Row]:
+    """Sample (or reuse) and score every configuration and control; returns the rows in order."""
+    from samplers.from_checkpoint import sample_from_checkpoint
+
+    out, options = Path(out), dict(sample_options or {})
+    rows, plans = [], dict(configs)
+    if controls:
+        for init in dict.fromkeys(c[0] for c in configs.values()):
+            plans.setdefault(init_only_name(init), (init, SamplerConfig(steps=0), StopConfig(rule="fixed")))
+        plans.setdefault("santurkar", SANTURKAR)
+    for name, (init, sampler, stop) in plans.items():
+        run = out / _safe(name)
+        if not (run / "samples.npz").is_file():
+            log(f"sampling {name}")
+            sample_from_checkpoint(checkpoint, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, out=run,
+                                   resume=run.exists(), progress=False, **options)
+        kind = "init-only" if name.startswith("init-only") else ("baseline" if name == "santurkar" else "sampler")
+        rows.append(Row(name, kind, run, init_only=init_only_name(init) if kind == "sampler" and controls else None))
+    if controls:
+        rows += _real_rows(checkpoint, out, n=n, seed=seed, options=options)
+    for row in rows:
+        row.metrics = score_row(row, features=features, judge=judge, options=options)
+        log(f"scored {row.name}")
+    add_gains(rows)
+    return rows
+
+
+def init_only_name(init: InitConfig) -> str:
+    """Name of the init-only control of an initialiser (its non-default options spelled out)."""
+    changed = {f.name: getattr(init, f.name) for f in dataclasses.fields(init) if f.name != "kind" and getattr(init, f.name) != getattr(InitConfig(), f.name)}
+    return "init-only:" + init.kind + "".join(f",{k}={v}" for k, v in sorted(changed.items()))
+
+
+def _safe(name: str) -> str:
+    from robustgen.io import safe_name
+
+    return "=".join(safe_name(part.replace(":", "-")) for part in name.split("="))  # "scale=1.5" stays readable
+
+
+def _real_rows(checkpoint, out: Path, *, n: int, seed: int, options: dict) -> list[Row]:
+    """Real test images, and n real training images (balanced), written like sample runs."""
+    from robustgen.models.sources import load_classifier
+    from samplers.from_checkpoint import load_checkpoint_dataset
+    from samplers.sample import balanced_labels
+    from samplers.scoring.inputs import write_image_set
+
+    rows = []
+    for name, split in (("real-test", "test"), ("real-train", "train")):
+        run = out / name
+        if not (run / "samples.npz").is_file():
+            _, meta = load_classifier(str(checkpoint), device="cpu", **{k: options[k] for k in ("model_dir", "trust_checkpoint", "mean", "std") if k in options})
+            data = load_checkpoint_dataset(meta, dataset=options.get("dataset"), data_root=options.get("data_root"))
+            x, y = data.split(split)
+            if split == "train":  # n images, as balanced as the samples, drawn with the run's seed
+                rng = np.random.default_rng(seed)
+                counts = np.bincount(balanced_labels(sorted(set(y.tolist())), min(n, len(y))), minlength=data.num_classes)
+                pick = np.concatenate([rng.choice(np.flatnonzero(y == c), min(k, int((y == c).sum())), replace=False) for c, k in enumerate(counts) if k])
+                x, y = x[np.sort(pick)], y[np.sort(pick)]
+            write_image_set(run, x, y, classes=data.classes, meta={"dataset": data.name, "split": split, "note": "real images"})
+        rows.append(Row(name, "real", run))
+    return rows
+
+
+def score_row(row: Row, *, features, judge, options: dict) -> dict:
+    """Scores of one row (cached in score.json / score-test.json beside the samples)."""
+    from samplers.scoring import score
+
+    device = options.get("device", "auto")
+    common = dict(features=features, device=device, data_root=options.get("data_root"), ref=_reference(row.run, options))
+    train_file, test_file = row.run / "score.json", row.run / "score-test.json"
+    if not train_file.is_file():
+        memorise = row.name != "real-train"  # training images are their own nearest neighbours
+        score(row.run, metrics=("is", "fid", "prc"), judge=judge, memorisation=memorise, **common).save(train_file)
+    if not test_file.is_file() and row.name != "real-test":  # the test split against itself says nothing
+        score(row.run, metrics=("fid", "prc"), ref_split="test", memorisation=False, per_class=False, **common).save(test_file)
+    return row_metrics(row.run)
+
+
+def _reference(run: Path, options: dict) -> str | None:
+    return options.get("dataset") or json.loads((run / "meta.json").read_text()).get("dataset")
+
+
+def row_metrics(run: Path) -> dict:
+    """The numbers a comparison table shows, from a run dir's meta.json, score.json and score-test.json."""
+    meta = json.loads((run / "meta.json").read_text())
+    train = json.loads((run / "score.json").read_text())["metrics"]
+    test_path = run / "score-test.json"
+    test = json.loads(test_path.read_text())["metrics"] if test_path.is_file() else {}
+    return {
+        "grad_evals_per_image": meta.get("grad_evals_per_image", 0.0),
+        "judge_accuracy": train.get(keys.KEY_JUDGE_ACCURACY),
+        "is": train.get(keys.KEY_IS_MEAN),
+        "fid_train": train.get(keys.KEY_FID),
+        "fid_test": test.get(keys.KEY_FID),
+        "precision_train": train.get(keys.KEY_PRECISION),
+        "recall_train": train.get(keys.KEY_RECALL),
+        "precision_test": test.get(keys.KEY_PRECISION),
+        "recall_test": test.get(keys.KEY_RECALL),
+        "nn_ratio_pixel": train.get(keys.KEY_NN_RATIO_PIXEL),
+        "near_copies_pixel": train.get(keys.KEY_NEAR_COPY_FRACTION_PIXEL),
+        "nn_ratio_features": train.get(keys.KEY_NN_RATIO_FEATURES),
+        "near_copies_features": train.get(keys.KEY_NEAR_COPY_FRACTION_FEATURES),
+        "ct_features": train.get(keys.KEY_DATA_COPYING_FEATURES),
+    }
+
+
+def add_gains(rows: list[Row]) -> None:
+    """gain_<key> = row - its init-only control, for the sampler rows."""
+    by_name = {r.name: r for r in rows}
+    for row in rows:
+        base = by_name.get(row.init_only) if row.init_only else None
+        for key in GAIN_KEYS:
+            if base is not None and row.metrics.get(key) is not None and base.metrics.get(key) is not None:
+                row.metrics[f"gain_{key}"] = row.metrics[key] - base.metrics[key]
+
+
+TABLE = (  # (column title, key, format)
+    ("samples", "name", "{}"), ("grad evals / image", "grad_evals_per_image", "{:.1f}"), ("judge acc", "judge_accuracy", "{:.3f}"),
+    ("FID (train)", "fid_train", "{:.3g}"), ("FID (test)", "fid_test", "{:.3g}"), ("precision (test)", "precision_test", "{:.3f}"),
+    ("recall (test)", "recall_test", "{:.3f}"), ("NN ratio px", "nn_ratio_pixel", "{:.2f}"), ("near-copies px", "near_copies_pixel", "{:.1%}"),
+    ("NN ratio feat", "nn_ratio_features", "{:.2f}"), ("near-copies feat", "near_copies_features", "{:.1%}"), ("C_T feat", "ct_features", "{:.1f}"),
+    ("gain FID (test)", "gain_fid_test", "{:+.3g}"), ("gain judge", "gain_judge_accuracy", "{:+.3f}"), ("gain recall", "gain_recall_test", "{:+.3f}"),
+)
+
+
+def markdown(rows: list[Row]) -> str:
+    """The comparison as a markdown table (splits named in the column titles)."""
+    lines = ["| " + " | ".join(t for t, _, _ in TABLE) + " |", "|" + "---|" * len(TABLE)]
+    for row in rows:
+        values = {"name": row.name, **row.metrics}
+        cells = [fmt.format(values[key]) if isinstance(values.get(key), (int, float, str)) and values.get(key) is not None else "-" for _, key, fmt in TABLE]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
