@@ -277,17 +277,27 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON-lines file, ignoring a torn last line left by a crash."""
+    """Read a JSON-lines file robustgen wrote, ignoring a torn last line left by a crash.
+
+    Anything else that does not parse (a bad line before the last, bytes that are not
+    UTF-8, a line that is not a JSON object) is a damaged or foreign file: one error line.
+    """
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError:
+        raise RobustgenError(f"{path} is not a JSON-lines file (not UTF-8 text): restore it or start the run again") from None
+    lines = [line for line in lines if line]
     records = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and records:  # torn last line: the crash happened while it was written
                 break
+            raise RobustgenError(f"{path} line {number} is not JSON: the file is damaged; restore it or start the run again") from None
+        if not isinstance(record, dict):
+            raise RobustgenError(f"{path} line {number} is not a JSON object: the file is damaged; restore it or start the run again")
+        records.append(record)
     return records
 
 

@@ -7,7 +7,7 @@ notes at the end of this file): local-pca + sgld + adaptive stopping.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from robustgen.errors import RobustgenError
 
@@ -119,10 +119,6 @@ class StopConfig:
             raise RobustgenError(f"--marginal-quantile {self.marginal_quantile} must be in [0, 1]")
         if self.patience < 1:
             raise RobustgenError(f"--patience {self.patience} must be at least 1 step")
-
-
-def config_dict(config) -> dict:
-    return asdict(config)
 
 
 def _choice(what: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -75,7 +75,7 @@ def test_train_table_and_default_out_dir(tmp_path, monkeypatch):
     [
         (["train", "nosuchset"], "unknown dataset"),
         (["train", "digits", "--method", "pgdd"], "--method"),
-        (["train", "digits", "--eps", "8/256x"], "cannot read eps"),
+        (["train", "digits", "--eps", "8/256x"], "cannot read --eps"),
         (["train", "digits", "--eps", "8"], "outside pixel space"),
         (["train", "digits", "--epochs", "0"], "--epochs must be at least 1"),
         (["train", "digits", "--norm", "L1"], "--norm"),

@@ -64,6 +64,16 @@ def test_report_rejects_a_dir_without_runs(tmp_path):
         build_report(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("content", [b"\x89PNG not json at all\n", b'{"epoch": 0}\nnot json\n{"epoch": 1}\n', b"[1, 2]\n"])
+def test_report_refuses_an_unreadable_metrics_file(tmp_path, content):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_bytes(content)
+    with pytest.raises(RobustgenError, match="metrics.jsonl"):
+        build_report(run)
+    assert not (run / "report.html").exists()
+
+
 def _memorisation_score(path, file="memorisation.npz"):
     space = {"median_nn_distance_samples": 0.5, "median_nn_distance_test": 1.0, "nn_ratio": 0.5, "near_copy_fraction": 0.25,
              "copying": {"C_T": -3.2, "cells_used": 5, "n_cells": 9, "reading": "C_T = -3.2 << 0: data-copying"}}

@@ -415,7 +415,7 @@ def test_bad_sample_inputs_give_one_clear_line(tmp_path, synthetic):
     Image.fromarray(np.zeros((2, 10), np.uint8)).save(mixed / "b.png")
     with pytest.raises(RobustgenError) as exc:
         score(mixed, ref=ref, features=ckpt)
-    _assert_one_line(exc, "mixed image sizes", "resize")
+    _assert_one_line(exc, "resize all images to one size", "resize")
 
     run_dir = tmp_path / "unfinished"
     run_dir.mkdir()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from robustgen.errors import RobustgenError
+from robustgen.io import safe_name
 from robustgen.models import model_names
 from robustgen.threat import check_norm
 from training.methods import ATTACK_METHODS, METHODS, get_method
@@ -99,7 +99,7 @@ def default_out_dir(config: TrainConfig) -> str:
     name = config.dataset
     if ":" in name:  # npz:/a/b/cifar10-subset.npz -> cifar10-subset
         name = Path(name.split(":", 1)[1]).stem or "data"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    name = safe_name(name, fallback="data")
     return str(Path("runs") / f"{name}-{config.method}{'-der' if config.der else ''}")
 
 

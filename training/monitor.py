@@ -38,6 +38,7 @@ from robustgen.device import derived_seed
 from robustgen.distributed import Dist
 from training.attacks import fgsm, pgd
 from training.config import TrainConfig
+from training.methods import get_method
 from training.step import accumulate, zero_stats
 
 COLLAPSE_FRACTION = 0.5  # PGD-2 accuracy below this fraction of its best so far ...
@@ -99,7 +100,9 @@ class Monitor:
         accumulate(self.window, stats)
 
     def due(self, step: int) -> bool:
-        return self.config.co_check_every > 0 and step % self.config.co_check_every == 0
+        """Checks run every co_check_every steps, for methods with an attack (standard training cannot overfit catastrophically)."""
+        every = self.config.co_check_every
+        return every > 0 and step % every == 0 and get_method(self.config.method).attack is not None
 
     def check(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int, step: int, log) -> Check:
         """Measure, decide, act. Raises TrainingStopped when the run must end."""

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import echo_json, format_table, user_errors
+from robustgen.cli.common import EPS, echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
 from robustgen.device import PRECISIONS
-from robustgen.io import parse_eps
 from robustgen.models import model_names
 from robustgen.threat import NORMS
 from training.config import AUGMENTS, COMPILE, ON_CO, SCHEDULES, TrainConfig
 from training.methods import METHODS
-
-
-def _eps(value: str | None, norm: str | None = "Linf") -> float | None:
-    """8/255 or 0.031; under L2 a radius above 1 (e.g. 1.5) is fine too."""
-    if value is None:
-        return None
-    try:
-        return parse_eps(value)
-    except RobustgenError:
-        if norm == "L2":
-            try:
-                radius = float(value)
-            except ValueError:
-                radius = -1.0
-            if radius >= 0:
-                return radius
-        raise
 
 
 _CONFIG = TrainConfig()
@@ -37,9 +19,9 @@ _CONFIG = TrainConfig()
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("dataset", required=False, default=None)
 @click.option("--method", type=click.Choice(list(METHODS)), default=_CONFIG.method, show_default=True, help="Adversarial-training method.")
-@click.option("--norm", type=click.Choice(list(NORMS)), default=_CONFIG.norm, show_default=True, help="Threat model.")
-@click.option("--eps", default=None, metavar="EPS", help="Attack radius in pixel units, e.g. 8/255 or 0.031 [default: 8/255; digits 0.2]")
-@click.option("--step-size", default=None, metavar="EPS", help="Attack step in pixel units [default: method's rule: eps, 1.25 eps, 2.5 eps/steps]")
+@click.option("--norm", type=click.Choice(list(NORMS)), default=_CONFIG.norm, show_default=True, is_eager=True, help="Threat model.")
+@click.option("--eps", type=EPS, default=None, help="Attack radius in pixel units, e.g. 8/255, 0.031 or 1e-3 (L2: radii above 1 too) [default: 8/255; digits 0.2]")
+@click.option("--step-size", type=EPS, default=None, help="Attack step in pixel units [default: the method's rule: eps, 1.25 eps, 2.5 eps/steps]")
 @click.option("--steps", type=int, default=None, help="Attack steps for pgd/trades [default: 10]")
 @click.option("--restarts", type=int, default=_CONFIG.restarts, show_default=True, help="Attack restarts at train time (pgd).")
 @click.option("--der/--no-der", default=False, show_default=True, help="Add the Delta Energy Regularizer.")
@@ -98,7 +80,7 @@ def train(ctx, dataset, method, norm, eps, step_size, steps, restarts, der, der_
         result = run_training(resume=resume, progress=not as_json)
     else:
         config = TrainConfig(
-            dataset=dataset or "digits", data_root=data_root, method=method, norm=norm, eps=_eps(eps, norm), step_size=_eps(step_size, norm),
+            dataset=dataset or "digits", data_root=data_root, method=method, norm=norm, eps=eps, step_size=step_size,
             steps=steps, restarts=restarts, der=der, der_beta=der_beta, der_gamma=der_gamma, der_start=der_start, der_squared=der_squared,
             arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
             schedule=schedule, augment=augment, eval_pgd_steps=eval_pgd_steps, eval_subset=eval_subset, co_check_every=co_check_every,
@@ -155,8 +137,8 @@ def _print_training(result, *, as_json: bool) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_dir")
-@click.option("--checkpoint", default="best", show_default=True, help="best or last: whose batch goes into the quiver plot.")
-@click.option("--n", "n", type=int, default=64, show_default=True, help="Test images in the quiver plot.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Whose batch goes into the quiver plot.")
+@click.option("--num-images", "-n", "--n", "n", type=int, default=64, show_default=True, help="Test images in the quiver plot.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
@@ -166,7 +148,7 @@ def diagnose(run_dir, checkpoint, n, device, as_json):
     from training.diagnostics import diagnose_run
 
     if n < 1:
-        raise RobustgenError("--n must be at least 1")
+        raise RobustgenError(f"--num-images {n}: the quiver plot needs at least 1 image")
     result = diagnose_run(run_dir, checkpoint=checkpoint, n=n, device=device)
     if as_json:
         echo_json(result)

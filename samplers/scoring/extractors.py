@@ -151,6 +151,8 @@ def inception_state_dict(path: str | os.PathLike) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+        if reason.startswith("Weights only load failed"):
+            reason = "it holds pickled code, which is never loaded"
         raise RobustgenError(f"--inception-weights {path}: cannot read it ({reason}): give torch-fidelity's weights-inception-2015-12-05-6726825d.pth") from None
     fc = state.get("fc.weight") if isinstance(state, dict) else None
     if fc is None or tuple(fc.shape) != (1008, INCEPTION_FEATURE_DIM):
@@ -215,12 +217,9 @@ def classifier_extractor(path: str | os.PathLike) -> Extractor:
 
 
 def _build(payload: dict, path: Path) -> nn.Module:
-    from robustgen.checkpoint import load_weights
-    from robustgen.models import build_model
+    from robustgen.checkpoint import model_from_payload
 
-    meta = payload["meta"]
-    model = build_model(meta["arch"], **meta["arch_args"])
-    load_weights(model, payload["state_dict"], source=str(path))
+    model = model_from_payload(payload, source=str(path))
     if not hasattr(model, "features") or not hasattr(model, "head"):
         raise RobustgenError(f"{path}: the model has no features()/head, so it cannot serve as a feature extractor")
     return model.eval()

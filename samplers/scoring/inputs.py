@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustgen.data import read_images
 from robustgen.errors import RobustgenError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -192,57 +193,23 @@ def _load_folder(folder: Path) -> ImageSet:
             raise RobustgenError(
                 f"{folder} holds no images{other}: put PNG/JPEG samples there, or give a run dir with {SAMPLES_FILE} or an .npz"
             )
-        images = _read_image_files(images_here, folder)
+        images = read_images(images_here, source=str(folder))
         return ImageSet(str(folder), images, None)
     items = [(p, i) for i, d in enumerate(subdirs) for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not items:
         raise RobustgenError(f"{folder} has sub-folders but no images in them: put PNG/JPEG samples in {folder}/<class>/")
-    images = _read_image_files([p for p, _ in items], folder)
+    images = read_images([p for p, _ in items], source=str(folder))
     labels = np.asarray([i for _, i in items], dtype=np.int64)
     return ImageSet(str(folder), images, labels, class_names=tuple(d.name for d in subdirs))
-
-
-def _read_image_files(paths: list[Path], folder: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    arrays, first = [], None
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                gray = img.mode in ("L", "1", "I;16", "I", "LA") or (img.mode == "P" and _palette_is_gray(img))
-                arr = np.asarray(img.convert("L" if gray else "RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError):
-            raise RobustgenError(f"{path} is not a readable image: remove it from {folder} or convert it to PNG") from None
-        arr = arr[..., None] if arr.ndim == 2 else arr
-        if first is None:
-            first = (path, arr.shape)
-        elif arr.shape != first[1]:
-            h, w, c = arr.shape
-            h0, w0, c0 = first[1]
-            raise RobustgenError(
-                f"mixed image sizes in {folder}: {path.name} is {w}x{h}x{c} but {first[0].name} is {w0}x{h0}x{c0}: "
-                "resize all samples to one size (the reference's)"
-            )
-        arrays.append(arr)
-    return np.stack(arrays)
-
-
-def _palette_is_gray(img) -> bool:
-    palette = img.getpalette() or []
-    triples = [palette[i : i + 3] for i in range(0, len(palette), 3)]
-    return all(r == g == b for r, g, b in triples)
 
 
 def relabel_by_class_names(samples: ImageSet, classes: tuple[str, ...]) -> ImageSet:
     """Folder-per-class samples: map folder names onto the reference's class indices."""
     if samples.class_names is None or samples.labels is None:
         return samples
-    import re
+    from robustgen.io import safe_name
 
-    def safe(name: str) -> str:  # `robustgen sample --png` writes class folders with these names
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
-
-    safe_classes = [safe(c) for c in classes]
+    safe_classes = [safe_name(c, fallback=str(i)) for i, c in enumerate(classes)]  # `robustgen sample --png` writes these folder names
     mapping = []
     for name in samples.class_names:
         if name in classes:

@@ -88,11 +88,12 @@ def score(
     settings = MetricSettings(is_splits=is_splits, verbose=verbose, kid_subset_size=_check_counts(
         wanted, n=len(inputs.samples), n_ref=len(inputs.reference or ()), extractor=extractor, is_splits=is_splits,
         kid_subset_size=kid_subset_size, warnings=found.warnings))
+    judge_model = _load_judge(inputs, judge, device=dev, found=found)  # every checkpoint is read before anything is written
     cache_root = _cache_root(cache, cache_dir)
     feats = _extract(inputs, extractor, wanted=wanted, memorise=memorise, cache_dir=cache_root, batch_size=batch_size, device=dev, progress=verbose)
     values = _metrics(inputs, feats, wanted=wanted, settings=settings, extractor=extractor, found=found)
     class_rows = _class_fids(inputs, feats, wanted=wanted, per_class=per_class, extractor=extractor, values=values, found=found)
-    judged = _judge(inputs, judge, batch_size=batch_size, device=dev, values=values, found=found)
+    judged = _judge(inputs, judge, judge_model, batch_size=batch_size, values=values, found=found)
     memo = _memorise(inputs, feats, extractor=extractor, cache_dir=cache_root, device=dev, found=found) if memorise else None
     if memo is not None:
         values.update(memorisation_metrics(memo))
@@ -302,24 +303,33 @@ def _class_fids(inputs: _Inputs, feats: _Features, *, wanted, per_class: bool, e
     return rows
 
 
-def _judge(inputs: _Inputs, judge, *, batch_size: int, device, values: dict, found: _Findings) -> tuple[JudgeResult, dict] | None:
-    """Accuracy of an independent classifier on the samples w.r.t. their intended labels: (result, judge meta)."""
-    labels = inputs.samples.labels
+def _load_judge(inputs: _Inputs, judge, *, device, found: _Findings):
+    """(model, meta, sha256) of the judge, read and checked before any feature is extracted (a bad file fails first)."""
     if judge is None:
         return None
-    if labels is None:
+    if inputs.samples.labels is None:
         if not any("samples carry no labels" in n for n in found.notes):
             found.notes.append("the samples carry no labels: per-class FID and judge accuracy need them (samples.npz `labels`, or one sub-folder per class)")
         return None
     from samplers.scoring.extractors import load_judge
-    from samplers.scoring.per_class import check_judge, judge_accuracy
+    from samplers.scoring.per_class import check_judge
 
     model, meta, sha = load_judge(judge, device=device)
-    check_judge(meta, image_shape=inputs.samples.image_shape, labels=labels, path=str(judge))
+    check_judge(meta, image_shape=inputs.samples.image_shape, labels=inputs.samples.labels, path=str(judge))
+    return model, meta, sha
+
+
+def _judge(inputs: _Inputs, judge, loaded, *, batch_size: int, values: dict, found: _Findings) -> tuple[JudgeResult, dict] | None:
+    """Accuracy of an independent classifier on the samples w.r.t. their intended labels: (result, judge meta)."""
+    if loaded is None:
+        return None
+    from samplers.scoring.per_class import judge_accuracy
+
+    model, meta, sha = loaded
     if _sampling_checkpoint_sha(inputs.samples) == sha:
         found.warnings.append("the judge is the classifier that generated the samples: its accuracy measures how far the sampler pushed its logits, "
                               "not whether the images look like their class to another model; use an independent --judge")
-    result = judge_accuracy(model, images=inputs.samples.images, labels=labels, batch_size=batch_size, checkpoint=str(judge), sha256=sha)
+    result = judge_accuracy(model, images=inputs.samples.images, labels=inputs.samples.labels, batch_size=batch_size, checkpoint=str(judge), sha256=sha)
     values[KEY_JUDGE_ACCURACY] = result.accuracy
     return result, meta
 

@@ -1,0 +1,114 @@
+"""Robust overfitting (RO) with PGD-10 AT, without DER and with DER from the first lr decay, same seed and budget.
+
+CIFAR-10 subset (5,085 training images: RO comes early on small data), PreActResNet-18 width 8
+(the smallest width tried), 40 epochs, piecewise lr 0.1 -> 0.01 at epoch 20 -> 0.001 at epoch 30,
+PGD-10 (step 2/255) at 8/255, per-epoch test PGD-10 on 512 images. Afterwards best.pt and last.pt are
+evaluated with PGD-50-10 on all 1,017 test images (and AutoAttack, if `robustgen eval --attack
+autoattack` is available): the best - last gap is the RO measure; the seed paper says DER closes it.
+
+    OMP_NUM_THREADS=1 python experiments/robust_overfitting.py --shard 0/2 &
+    OMP_NUM_THREADS=1 python experiments/robust_overfitting.py --shard 1/2 &
+    python experiments/robust_overfitting.py --summarise          # PGD-50-10 of best/last, table, curves
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from grid import grid_arguments, markdown_table, read_cell, run_cells
+
+EPOCHS, DECAY, WIDTH = 40, 20, 8
+RUNS = {"plain": False, "der-from-decay": True}
+
+
+def cells(data: str, seed: int) -> dict:
+    from training import TrainConfig
+
+    return {
+        f"pgd10-w{WIDTH}-{name}-s{seed}": TrainConfig(
+            dataset=data, method="pgd", steps=10, eps=8 / 255, width=WIDTH, epochs=EPOCHS, batch_size=128, lr=0.1, schedule="piecewise",
+            der=der, der_start=DECAY, eval_pgd_steps=10, eval_subset=512, co_check_every=0, device="cpu", seed=seed,
+        )
+        for name, der in RUNS.items()
+    }
+
+
+def final_evaluations(work: Path, results: Path, names: list[str]) -> dict:
+    """PGD-50-10 (and AutoAttack if available) of best.pt and last.pt on the whole test split, cached in results."""
+    from robustgen.checkpoint import load_checkpoint
+    from training import evaluate_robustness
+
+    path = results / "final-eval.json"
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    for name in names:
+        for which in ("best", "last"):
+            key = f"{name}/{which}"
+            ckpt = work / name / f"{which}.pt"
+            if key in done or not ckpt.is_file():
+                continue
+            model, meta = load_checkpoint(ckpt)
+            from robustgen.data import load_dataset
+
+            dataset = load_dataset(meta["dataset"])
+            result = evaluate_robustness(model, dataset, eps=8 / 255, steps=50, restarts=10)
+            done[key] = {"epoch": meta["epoch"] + 1, "clean": result["clean_acc"], "pgd50_10": result["robust_acc"], "n": result["n"]}
+            path.write_text(json.dumps(done, indent=2) + "\n")
+    return done
+
+
+def plot(results: Path, names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    for name, color in zip(names, ("C3", "C0")):
+        found = read_cell(results, name)
+        if not found:
+            continue
+        _, metrics, _ = found
+        epochs = [r["epoch"] + 1 for r in metrics]
+        axes[0].plot(epochs, [r["test_pgd_acc"] for r in metrics], color=color, label=f"{name}: test PGD-10")
+        axes[0].plot(epochs, [r["train_adv_acc"] for r in metrics], color=color, ls="--", label=f"{name}: train PGD-10")
+        axes[1].plot(epochs, [r["de_x_mean"] for r in metrics], color=color, label=f"{name}: dE(x)")
+        axes[1].plot(epochs, [r["de_xy_mean"] for r in metrics], color=color, ls="--", label=f"{name}: dE(x,y)")
+        axes[2].plot(epochs, [r["de_norm_mean"] for r in metrics], color=color, label=f"{name}: mean ||dE||")
+    for ax, title in zip(axes, ("robust accuracy", "delta energies (training batches)", "delta-energy norm")):
+        ax.axvline(DECAY + 0.5, color="grey", ls=":", lw=1)
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Robust overfitting: PGD-10 AT on the CIFAR-10 subset, width 8, piecewise lr (dotted: first decay, DER starts)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = grid_arguments(__doc__, work="robust-overfitting")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    grid = cells(args.data, args.seed)
+    if args.list:
+        print("\n".join(sorted(grid)))
+        return
+    if not args.summarise:
+        run_cells(grid, args)
+    results, names = Path(args.results), sorted(grid)
+    finals = final_evaluations(Path(args.work), results, names)
+    rows = []
+    for name in names:
+        best, last = finals.get(f"{name}/best"), finals.get(f"{name}/last")
+        if best and last:
+            rows.append({"run": name, "best epoch": best["epoch"], "best PGD-50-10": best["pgd50_10"], "last PGD-50-10": last["pgd50_10"],
+                         "gap (best - last)": best["pgd50_10"] - last["pgd50_10"], "best clean": best["clean"], "last clean": last["clean"]})
+    if rows:
+        table = markdown_table(rows, list(rows[0]))
+        (results / "summary.md").write_text(table + "\n")
+        print(table)
+    plot(results, names, results / "robust-overfitting.png")
+
+
+if __name__ == "__main__":
+    main()
