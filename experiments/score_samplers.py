@@ -1,84 +1,78 @@
-"""IS / FID / KID / precision / recall of the samplers on the CIFAR-10 subset (issue 4, must-show 2).
+"""The sampler table of the README (issue 8): the default against its controls, on digits or the CIFAR-10 subset.
 
-Samples each configuration into its own run dir (skipped if already there), scores it with
-`samplers.score` against the training split, with a non-robust classifier as feature extractor and
-judge, and prints a markdown table. Real test images are scored the same way: the best achievable.
+Rows: the default sampler (samplers/config.py), the previous default (local PCA with k=20, which copied its
+training images), and every control of samplers.compare: init-only (`--steps 0`) per initialiser, the
+Santurkar et al. 2019 baseline, real test images and real training images. 1,000 images per row
+(balanced over the classes), scored with an *independent standard* classifier as extractor and judge,
+against both splits (FID / precision / recall vs test are the fair columns for starts built from training
+images), with memorisation (distance to the nearest training image vs real test images'). The default is
+also run with --seeds and reported as mean +- std.
 
-    python experiments/score_samplers.py --checkpoint runs/shared/cifar-robust/best.pt \
-        --extractor runs/shared/cifar-standard/best.pt --ref npz:../shared/data/cifar10-subset.npz
-
-Numbers use a classifier extractor: comparable with each other, not with Inception numbers in papers.
+    python experiments/score_samplers.py --checkpoint runs/shared/cifar-robust/best.pt \\
+        --judge runs/shared/cifar-standard/best.pt --out runs/score-samplers-cifar --seeds 0,1,2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
-import numpy as np
+from samplers.compare import TABLE, compare, markdown
+from samplers.config import InitConfig, SamplerConfig, StopConfig
 
-from robustgen.data import load_dataset
-from robustgen.io import atomic_write_json
-from samplers import InitConfig, SamplerConfig, StopConfig, sample_from_checkpoint, score
-from samplers.scoring.inputs import write_image_set
-
-# (name, init, sampler, stop rule): the Santurkar baseline, the class-wise PCA and the local PCA.
-CONFIGS = (
-    ("gaussian-pgd-fixed", "gaussian", "pgd", "fixed"),
-    ("gaussian-pgd-adaptive", "gaussian", "pgd", "adaptive"),
-    ("pca-sgld-adaptive", "pca", "sgld", "adaptive"),
-    ("local-pca-sgld-fixed", "local-pca", "sgld", "fixed"),
-    ("local-pca-sgld-adaptive", "local-pca", "sgld", "adaptive"),
-)
-COLUMNS = ("is_mean", "fid", "kid_mean", "precision", "recall", "judge_accuracy", "class_fid_mean")
+CONFIGS = {
+    "default": (InitConfig(), SamplerConfig(), StopConfig()),
+    "previous default (local-pca k=20)": (InitConfig(k=20, scale=1.0), SamplerConfig(drift=0.01), StopConfig(quantile=0.2)),
+}
+TARGET_KEYS = ("grad_evals_per_image", "judge_accuracy", "fid_train", "fid_test", "precision_test", "recall_test",
+               "nn_ratio_pixel", "near_copies_pixel", "nn_ratio_features", "near_copies_features", "ct_features")
 
 
-def write_real_test(ref: str, out: Path) -> None:
-    data = load_dataset(ref)
-    write_image_set(out, data.x_test, data.y_test, classes=data.classes, meta={"dataset": ref, "split": "test"})
+def targets(rows) -> list[str]:
+    """Issue 8's four targets for the default, each with its measured margin."""
+    by = {r.name: r.metrics for r in rows}
+    d, init, base = by["default"], by[next(r.init_only for r in rows if r.name == "default")], by["santurkar"]
+    real = by["real-test"]
+    lines = [
+        f"beats its init-only control: FID (test) {d['fid_test']:.3g} vs {init['fid_test']:.3g}, judge {d['judge_accuracy']:.3f} vs "
+        f"{init['judge_accuracy']:.3f}, precision (test) {d['precision_test']:.3f} vs {init['precision_test']:.3f}",
+        f"near-copies {d['near_copies_pixel']:.1%} (pixels) / {d['near_copies_features']:.1%} (features) vs real {real['near_copies_pixel']:.1%}; "
+        f"NN ratio {d['nn_ratio_pixel']:.2f} / {d['nn_ratio_features']:.2f} (target >= 0.9)",
+        f"recall (test) {d['recall_test']:.3f} = {d['recall_test'] / max(base['recall_test'], 1e-9):.1f}x Santurkar's {base['recall_test']:.3f} (target >= 5x)",
+        f"gradient evaluations {d['grad_evals_per_image']:.1f} / image = {d['grad_evals_per_image'] / base['grad_evals_per_image']:.0%} of Santurkar's 60 (target <= 25%)",
+    ]
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="robust checkpoint to sample from")
-    parser.add_argument("--extractor", required=True, help="non-robust checkpoint: feature extractor and judge")
-    parser.add_argument("--ref", required=True, help="dataset spec of the reference (its training split)")
-    parser.add_argument("--n-per-class", type=int, default=100)
-    parser.add_argument("--out", default="runs/score-samplers")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, help="also write the table rows here")
-    args = parser.parse_args()
-
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="the robust model to sample from")
+    p.add_argument("--judge", required=True, help="an independent standard classifier: feature extractor and judge")
+    p.add_argument("--data", default=None, help="dataset spec if not the checkpoint's own")
+    p.add_argument("--out", required=True)
+    p.add_argument("-n", "--num-images", dest="n", type=int, default=1000)
+    p.add_argument("--seeds", default="0", help="seeds for the default's mean +- std (the table uses the first)")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    options = {"device": args.device, "dataset": args.data}
     out = Path(args.out)
-    rows = []
-    for name, init, kind, rule in CONFIGS:
-        run = out / name
-        if not (run / "samples.npz").exists():
-            result = sample_from_checkpoint(
-                args.checkpoint, n=10 * args.n_per_class, init=InitConfig(kind=init), sampler=SamplerConfig(kind=kind),
-                stop=StopConfig(rule=rule), seed=args.seed, out=run, resume=run.exists(), dataset=args.ref,
-            )
-            print(f"{name}: {result.grad_evals_per_image:.1f} grad evals/image, {result.seconds:.0f} s")
-        rows.append((name, run))
-    write_real_test(args.ref, out / "real-test")
-    rows.append(("real test images", out / "real-test"))
-
-    smallest = min(len(np.load(run / "samples.npz")["labels"]) for _, run in rows)
-    table = []
-    for name, run in rows:
-        result = score(run, ref=args.ref, metrics=("is", "fid", "kid", "prc"), features=args.extractor,
-                       judge=args.extractor, kid_subset_size=min(1000, smallest // 2))
-        result.save(run / "score.json")
-        meta = json.loads((run / "meta.json").read_text())
-        table.append({"samples": name, "evals/img": meta.get("grad_evals_per_image", "-"), **{k: result.metrics.get(k) for k in COLUMNS}})
-    print(f"\n{result.label}\n")
-    header = ["samples", "evals/img", *COLUMNS]
-    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for row in table:
-        print("| " + " | ".join(f"{row[k]:.3g}" if isinstance(row[k], float) else str(row[k]) for k in header) + " |")
-    if args.json:
-        atomic_write_json(args.json, table)
+    rows = compare(args.checkpoint, CONFIGS, out=out / f"seed{seeds[0]}", features=args.judge, judge=args.judge, n=args.n, seed=seeds[0],
+                   sample_options=options)
+    text = [markdown(rows), "", *[f"- {line}" for line in targets(rows)]]
+    if len(seeds) > 1:
+        runs = [rows] + [compare(args.checkpoint, {"default": CONFIGS["default"]}, out=out / f"seed{s}", features=args.judge, judge=args.judge,
+                                 n=args.n, seed=s, controls=False, sample_options=options) for s in seeds[1:]]
+        defaults = [next(r for r in rs if r.name == "default").metrics for rs in runs]
+        titles = {key: title for title, key, _ in TABLE}
+        text += ["", f"default over seeds {args.seeds} (mean +- std):"]
+        text += [f"- {titles.get(k, k)}: {statistics.mean(d[k] for d in defaults):.4g} +- {statistics.stdev(d[k] for d in defaults):.2g}"
+                 for k in TARGET_KEYS if all(d.get(k) is not None for d in defaults)]
+    (out / "summary.md").write_text("\n".join(text) + "\n")
+    (out / "summary.json").write_text(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+    print("\n".join(text))
 
 
 if __name__ == "__main__":
