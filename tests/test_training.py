@@ -157,3 +157,22 @@ def test_schedules():
     assert learning_rate(4, schedule="cyclic", lr=0.2, epochs=10) == pytest.approx(0.2)
     assert learning_rate(10, schedule="cyclic", lr=0.2, epochs=10) == pytest.approx(0)
     assert [learning_rate(t, schedule="piecewise", lr=0.1, epochs=10) for t in (1, 6, 9)] == pytest.approx([0.1, 0.01, 0.001])
+
+
+def _check(step, pgd, fgsm, aae=0.05, de=0.2):
+    return {"epoch": 0, "step": step, "pgd_acc": pgd, "fgsm_acc": fgsm, "aae_rate": aae, "de_norm_mean": de, "train_adv_acc": 0.3}
+
+
+def test_in_epoch_alarm_needs_a_smoothed_collapse_with_masked_fgsm_or_an_energy_spike():
+    from training.monitor import replay_alarms
+
+    healthy = [_check(10 * i, 0.30 + 0.01 * (i % 2), 0.32) for i in range(6)]
+    assert replay_alarms(healthy) == [None] * 6
+    one_noisy_dip = healthy + [_check(60, 0.12, 0.33), _check(70, 0.30, 0.32)]
+    assert replay_alarms(one_noisy_dip)[-2:] == [None, None]  # averaged with its neighbour, one dip is not a collapse
+    collapse = healthy + [_check(60, 0.05, 0.50), _check(70, 0.02, 0.60)]
+    assert replay_alarms(collapse)[-2] is None and "collapsed" in replay_alarms(collapse)[-1]
+    robust_drop = healthy + [_check(60, 0.05, 0.06), _check(70, 0.02, 0.03)]  # FGSM falls too: not masking, no CO alarm
+    assert replay_alarms(robust_drop)[-1] is None
+    spike = healthy + [_check(60, 0.30, 0.32, aae=0.40, de=0.9)]
+    assert "energy spike" in replay_alarms(spike)[-1]

@@ -47,6 +47,7 @@ MASKING_GAP = 0.10  # ... while FGSM accuracy is at least this much higher (sing
 SPIKE_FACTOR = 3.0  # window AAE rate and mean ||dE|| at this multiple of the median of earlier windows
 SPIKE_MIN_AAE_RATE = 0.05  # ... and at least this AAE rate (tiny rates spike by chance)
 SPIKE_HISTORY = 3  # earlier windows needed before a spike can be judged
+SMOOTHING = 2  # PGD/FGSM accuracies are averaged over this many consecutive checks
 MAX_INTERVENTIONS = 5  # rollbacks after which the run stops instead
 CHECK_PGD_STEPS = 2
 
@@ -85,8 +86,7 @@ class Monitor:
     der: bool  # DER state the run is in (an intervention may switch it on)
     der_beta: float
     interventions: int = 0
-    best_pgd: float = 0.0
-    windows: list = field(default_factory=list)  # (aae_rate, de_norm_mean) of earlier healthy windows
+    history: list = field(default_factory=list)  # every earlier check (Check.to_dict()), what the alarm rule reads
     window: dict = field(default_factory=dict)
     snapshot: dict | None = None
     snapshot_step: int = 0
@@ -107,10 +107,9 @@ class Monitor:
     def check(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int, step: int, log) -> Check:
         """Measure, decide, act. Raises TrainingStopped when the run must end."""
         result = self._measure(model, epoch=epoch, step=step)
-        result.alarm = self._alarm(result)
+        result.alarm = alarm_reason(self.history, result)
+        self.history.append(result.to_dict())
         if result.alarm is None:
-            self.best_pgd = max(self.best_pgd, result.pgd_acc)
-            self.windows.append((result.aae_rate, result.de_norm_mean))
             self._snapshot(model, optimizer, step)
         else:
             self._act(result, model, optimizer, log)
@@ -138,17 +137,6 @@ class Monitor:
             de_norm_mean=float(window["de_norm"]) / n, train_adv_acc=float(window["adv_correct"]) / n,
         )
 
-    def _alarm(self, c: Check) -> str | None:
-        reasons = []
-        if self.best_pgd >= COLLAPSE_FLOOR and c.pgd_acc < COLLAPSE_FRACTION * self.best_pgd and c.fgsm_acc - c.pgd_acc >= MASKING_GAP:
-            reasons.append(f"PGD-{CHECK_PGD_STEPS} accuracy collapsed to {c.pgd_acc:.3f} (best {self.best_pgd:.3f}) while FGSM accuracy is {c.fgsm_acc:.3f}")
-        if len(self.windows) >= SPIKE_HISTORY:
-            aae_base = statistics.median(w[0] for w in self.windows)
-            de_base = statistics.median(w[1] for w in self.windows)
-            if (c.aae_rate >= SPIKE_MIN_AAE_RATE and c.aae_rate > SPIKE_FACTOR * aae_base and de_base > 0 and c.de_norm_mean > SPIKE_FACTOR * de_base):
-                reasons.append(f"energy spike: AAE rate {c.aae_rate:.3f} ({c.aae_rate / max(aae_base, 1e-9):.1f}x) and mean ||dE|| {c.de_norm_mean:.3g} ({c.de_norm_mean / de_base:.1f}x)")
-        return "; ".join(reasons) or None
-
     def _act(self, c: Check, model: nn.Module, optimizer: torch.optim.Optimizer, log) -> None:
         action = self.config.on_co
         if action in ("rollback", "der") and self.interventions >= MAX_INTERVENTIONS:
@@ -175,10 +163,47 @@ class Monitor:
 
     def state(self) -> dict:
         """What a resumed run needs to take the same decisions (saved in last.pt)."""
-        return {"der": self.der, "der_beta": self.der_beta, "interventions": self.interventions, "best_pgd": self.best_pgd,
-                "windows": [list(w) for w in self.windows]}
+        return {"der": self.der, "der_beta": self.der_beta, "interventions": self.interventions, "history": self.history}
 
     def load_state(self, state: dict) -> None:
         self.der, self.der_beta = bool(state["der"]), float(state["der_beta"])
-        self.interventions, self.best_pgd = int(state["interventions"]), float(state["best_pgd"])
-        self.windows = [tuple(w) for w in state["windows"]]
+        self.interventions, self.history = int(state["interventions"]), list(state["history"])
+
+
+def _smoothed(checks: list[dict], key: str) -> float:
+    """Mean of `key` over the last SMOOTHING checks: a check attacks only co_check_images images, so one is noisy."""
+    recent = checks[-SMOOTHING:]
+    return sum(c[key] for c in recent) / len(recent)
+
+
+def alarm_reason(history: list[dict], current: Check | dict) -> str | None:
+    """Why `current` looks like catastrophic overfitting given the earlier checks (None if it does not).
+
+    A pure function of the recorded checks, so experiments replay it on monitor.jsonl and the live
+    run takes exactly the decisions they report. Alarmed checks do not raise the baselines.
+    """
+    current = current.to_dict() if isinstance(current, Check) else current
+    healthy = [c for c in history if not c.get("alarm")]
+    reasons = []
+    if len(healthy) >= SMOOTHING:
+        best = max(_smoothed(healthy[: i + 1], "pgd_acc") for i in range(SMOOTHING - 1, len(healthy)))
+        pgd, fgsm_acc = _smoothed(healthy[-(SMOOTHING - 1):] + [current], "pgd_acc"), _smoothed(healthy[-(SMOOTHING - 1):] + [current], "fgsm_acc")
+        if best >= COLLAPSE_FLOOR and pgd < COLLAPSE_FRACTION * best and fgsm_acc - pgd >= MASKING_GAP:
+            reasons.append(f"PGD-{CHECK_PGD_STEPS} accuracy collapsed to {pgd:.3f} (best {best:.3f}) while FGSM accuracy is {fgsm_acc:.3f}")
+    if len(healthy) >= SPIKE_HISTORY:
+        aae_base = statistics.median(c["aae_rate"] for c in healthy)
+        de_base = statistics.median(c["de_norm_mean"] for c in healthy)
+        aae, de = current["aae_rate"], current["de_norm_mean"]
+        if aae >= SPIKE_MIN_AAE_RATE and aae > SPIKE_FACTOR * aae_base and de_base > 0 and de > SPIKE_FACTOR * de_base:
+            reasons.append(f"energy spike: AAE rate {aae:.3f} ({aae / max(aae_base, 1e-9):.1f}x) and mean ||dE|| {de:.3g} ({de / de_base:.1f}x)")
+    return "; ".join(reasons) or None
+
+
+def replay_alarms(checks: list[dict]) -> list[str | None]:
+    """The alarm of every check of a run (monitor.jsonl records, in order) under the current rule."""
+    out, history = [], []
+    for check in checks:
+        reason = alarm_reason(history, check)
+        out.append(reason)
+        history.append({**check, "alarm": reason})
+    return out
