@@ -7,8 +7,9 @@ notes at the end of this file): local-pca + sgld + adaptive stopping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from robustgen.data import is_large
 from robustgen.errors import RobustgenError
 
 INITS = ("local-pca", "pca", "gaussian", "uniform")
@@ -16,7 +17,8 @@ SAMPLERS = ("sgld", "pgd")
 ENERGIES = ("joint", "ce", "mix")
 STOP_RULES = ("adaptive", "fixed")
 NORMS = ("L2", "Linf")
-NEIGHBOUR_SPACES = ("pixel", "features")
+NEIGHBOUR_SPACES = ("auto", "pixel", "features")
+SANTURKAR_GRAIN = 4  # gaussian at large sizes: fit at 1/4 of the height and width (224 -> 56), as Santurkar et al.'s code
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,9 @@ class InitConfig:
     components: int | None = None  # pca / local-pca: keep exactly this many components (overrides variance)
     scale: float = 1.0  # pca / local-pca: sample coefficients in units of each component's std
     k: int = 20  # local-pca: neighbourhood size (images of the class, anchor included)
-    neighbour_space: str = "pixel"  # local-pca: "pixel" or "features" (the model's penultimate features)
+    neighbour_space: str = "auto"  # local-pca: "pixel", "features" (the model's penultimate features) or "auto": pixels up to 64x64x3 values per image, features above
     ridge: float = 1e-3  # gaussian: added to the covariance diagonal, in pixel-value^2
+    resolution: int | None = None  # gaussian: fit at this height in pixels (width alike) and upsample; None = auto: full up to 64x64x3, height/4 above
 
     def validate(self) -> None:
         _choice("init", self.kind, INITS)
@@ -44,11 +47,32 @@ class InitConfig:
             raise RobustgenError(f"--k {self.k} must be at least 2: a neighbourhood needs two images to have a direction")
         if self.ridge < 0:
             raise RobustgenError(f"ridge {self.ridge} must be >= 0")
+        if self.resolution is not None and self.resolution < 1:
+            raise RobustgenError(f"--resolution {self.resolution} must be at least 1 pixel (or omitted: automatic)")
+
+    def resolved(self, image_shape: tuple[int, int, int], *, model_has_features: bool = True) -> InitConfig:
+        """The config with its automatic choices made for images of `image_shape` (C, H, W).
+
+        Small images (up to 64x64x3 values: digits, CIFAR, Tiny ImageNet) keep the choices
+        measured on CIFAR: pixel neighbours, full-resolution Gaussian (resolution None).
+        Larger ones (ImageNet's 224x224x3) search neighbours in the model's penultimate
+        features (pixel distances at that size mostly compare backgrounds and colours;
+        pixels if the model has no separable features) and fit the Gaussian at
+        height/4, Santurkar et al.'s recipe. An explicit resolution is capped at the height.
+        """
+        large = is_large(image_shape)
+        space = self.neighbour_space
+        if space == "auto":
+            space = "features" if large and model_has_features else "pixel"
+        resolution = self.resolution if self.resolution is not None else (max(1, image_shape[1] // SANTURKAR_GRAIN) if large else None)
+        if resolution is not None:
+            resolution = min(resolution, image_shape[1])
+        return replace(self, neighbour_space=space, resolution=resolution)
 
     def fit_options(self) -> dict:
         """The options that change what is fitted (and so the cache key)."""
         if self.kind == "gaussian":
-            return {"ridge": self.ridge}
+            return {"ridge": self.ridge, **({"resolution": self.resolution} if self.resolution is not None else {})}
         if self.kind == "pca":
             return {"variance": self.variance, "components": self.components}
         if self.kind == "local-pca":

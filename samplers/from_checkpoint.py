@@ -5,6 +5,8 @@ checkpoint or a robustbench:/robustness:/torchvision:/timm: spec. The data is
 needed to fit the initialiser and the reference energies; it is found from the
 model's meta (dataset, data_root) unless overridden, and relabelled into the
 model's classes when it holds only some of them (e.g. 2 ImageNet classes).
+A folder of large images stays a LazyImageFolder (read one class at a time),
+its images brought to the model's input size (ImageNet's evaluation crop).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from robustgen.data import ImageDataset, load_dataset
+from robustgen.data import ImageDataset, LazyImageFolder, load_dataset
 from robustgen import distributed
 from robustgen.io import safe_name
 from robustgen.errors import RobustgenError
@@ -25,7 +27,22 @@ from samplers.sample import SampleResult, sample
 
 def load_checkpoint_dataset(meta: dict, *, dataset: str | None = None, data_root: str | Path | None = None) -> ImageDataset:
     """The training data named in a model's meta (in the model's class indices), or a clear error saying how to provide it."""
-    return align_dataset(_load_named_dataset(meta, dataset=dataset, data_root=data_root), meta)
+    return _align(_load_named_dataset(meta, dataset=dataset, data_root=data_root), meta)
+
+
+def _align(data: ImageDataset | LazyImageFolder, meta: dict) -> ImageDataset | LazyImageFolder:
+    """`align_dataset` for both dataset types: a LazyImageFolder is relabelled without reading its images.
+
+    align_dataset rebuilds in-memory arrays, so for a lazy folder it is asked only for the
+    class mapping, on a one-pixel stand-in with the folder's classes (same rules, same errors).
+    """
+    if not isinstance(data, LazyImageFolder):
+        return align_dataset(data, meta)
+    n = data.num_classes
+    pixels, labels = np.zeros((n, 1, 1, 1), dtype=np.uint8), np.arange(n, dtype=np.int64)
+    stand_in = ImageDataset(data.name, pixels, labels, pixels, labels, data.classes, crop_padding=0, flip=False, mean=(0.5,), std=(0.25,))
+    aligned = align_dataset(stand_in, meta)
+    return data if aligned is stand_in else data.relabel(aligned.y_train, aligned.classes)
 
 
 def _load_named_dataset(meta: dict, *, dataset: str | None, data_root: str | Path | None) -> ImageDataset:
@@ -33,14 +50,15 @@ def _load_named_dataset(meta: dict, *, dataset: str | None, data_root: str | Pat
     if not spec:
         raise RobustgenError("the model does not name its dataset: pass --data (e.g. digits, cifar10, npz:PATH or folder:PATH)")
     root = data_root if data_root is not None else meta.get("data_root")
+    expected_shape = meta.get("input_shape")
+    size = {"image_size": tuple(expected_shape[1:])} if spec.startswith("folder:") and expected_shape else {}
     try:
-        data = load_dataset(spec, root=root)
+        data = load_dataset(spec, root=root, **size)
     except RobustgenError as exc:
         raise RobustgenError(
             f"sampling needs the training images of {spec!r} (to fit the initialiser and reference energies) "
             f"but they cannot be loaded ({str(exc).rstrip('.')}); point to them with --data-root DIR or --data npz:PATH / folder:PATH (--dataset npz:PATH works too)"
         ) from None
-    expected_shape = meta.get("input_shape")
     if expected_shape and list(data.image_shape) != list(expected_shape):
         raise RobustgenError(
             f"dataset {spec!r} has images shaped {list(data.image_shape)} but the model expects {list(expected_shape)}: pass the dataset it was trained on with --data"
@@ -86,7 +104,7 @@ def sample_from_checkpoint(
     dist = distributed.setup(device)  # under torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
     model, meta = load_classifier(checkpoint, device=dist.device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=dataset)
     named = _load_named_dataset(meta, dataset=dataset, data_root=data_root)
-    data = align_dataset(named, meta)  # same classes: as is; a subset of the model's classes: relabelled (one line if not)
+    data = _align(named, meta)  # same classes: as is; a subset of the model's classes: relabelled (one line if not)
     if not classes and data is not named:
         classes = [int(c) for c in np.unique(data.y_train)]  # the subset of the model's classes the data holds
     if classes:

@@ -34,8 +34,8 @@ from robustgen.io import clean_stale_temps, now_iso, run_dir_lock
 from samplers import rundir
 from samplers.chains import ChainBatch, run_queue
 from samplers.config import InitConfig, SamplerConfig, StopConfig
-from samplers.initializers import build_initializer, fitted_arrays, uses_model
-from samplers.initializers.base import model_fingerprint
+from samplers.initializers import build_initializer, fitted_arrays, resolve_init, uses_model
+from samplers.initializers.base import Initializer, model_fingerprint
 from samplers.rundir import SampleResult, load_result
 from samplers.stopping import reference_energies, stop_thresholds
 
@@ -55,10 +55,36 @@ def resolve_classes(dataset: ImageDataset, classes: Sequence[int | str] | None) 
     return list(dict.fromkeys(resolved))  # keep order, drop repeats
 
 
+HOLD_FITTED_BYTES = 256 * 2**20  # fitted arrays of all classes kept in memory up to this size; above, reloaded per class from the cache
+
+
+class ClassInitializers:
+    """Per-class initialisers, built when their class's chains are first drawn; one class held at a time.
+
+    Building is what reads class images (local-pca keeps its class's uint8 images:
+    196 MB for 1,300 ImageNet images), so it waits until the class is needed and the
+    previous class is dropped first. Chains are grouped by class and taken in order,
+    so each class is built once (a class seen again is simply rebuilt: same starts).
+    `arrays[c]` are the fitted arrays, or None to reload them from the cache (`reload(c)`).
+    """
+
+    def __init__(self, config: InitConfig, dataset: ImageDataset, arrays: dict[int, dict | None], *, reload):
+        self.config, self.dataset, self.arrays, self.reload = config, dataset, arrays, reload
+        self.image_shape = tuple(dataset.image_shape)
+        self.current: tuple[int, Initializer] | None = None
+
+    def __getitem__(self, cls: int) -> Initializer:
+        if self.current is None or self.current[0] != cls:
+            self.current = None  # drop the previous class's images before reading the next class's
+            arrays = self.arrays[cls] if self.arrays[cls] is not None else self.reload(cls)
+            self.current = (cls, build_initializer(self.config, self.dataset, cls, arrays))
+        return self.current[1]
+
+
 class ChainSource:
     """The queue of chains a rank still has to run: draws their starts on demand, in chain order."""
 
-    def __init__(self, ids: Sequence[int], labels: np.ndarray, inits: dict, thresholds: dict, *, seed: int, device: torch.device):
+    def __init__(self, ids: Sequence[int], labels: np.ndarray, inits: ClassInitializers, thresholds: dict, *, seed: int, device: torch.device):
         self.ids, self.next = list(ids), 0
         self.labels, self.inits, self.thresholds, self.seed, self.device = labels, inits, thresholds, seed, device
 
@@ -68,7 +94,7 @@ class ChainSource:
         if not ids:
             return None
         labels = self.labels[ids]
-        x0 = torch.empty((len(ids), *next(iter(self.inits.values())).image_shape))
+        x0 = torch.empty((len(ids), *self.inits.image_shape))
         for c in dict.fromkeys(labels.tolist()):
             rows = np.flatnonzero(labels == c)
             generators = [torch.Generator().manual_seed(derived_seed(self.seed, ids[r], 0)) for r in rows]
@@ -167,6 +193,7 @@ def sample(
     if batch_size < 1:
         raise RobustgenError(f"--batch-size {batch_size} must be at least 1")
     class_list = resolve_classes(dataset, classes)
+    init = resolve_init(init, dataset, model)  # automatic choices made for this image size (recorded in run.json / meta.json)
     model.eval()
     device = next(model.parameters()).device
     dist = distributed.for_device(device)
@@ -210,17 +237,35 @@ def _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, data
     }
 
 
-def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerprint, model_hash) -> tuple[dict, dict]:
-    """Fitted initialisers and stop thresholds per class: computed once (rank 0) and shared with every rank."""
+def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerprint, model_hash) -> tuple[ClassInitializers, dict]:
+    """Fitted initialisers and stop thresholds per class: computed once (rank 0) and shared with every rank.
+
+    Rank 0 fits (or loads from the cache) every class up front, one class at a time, so a
+    bad class fails before anything is written; the fitted arrays (k-NN indices, Gaussian
+    factors) travel to the other ranks, or, if together larger than HOLD_FITTED_BYTES and
+    cached on disk, are reloaded per class when that class is built. The heavy part
+    (class images) is read only when the class's chains are drawn (ClassInitializers).
+    """
+    options = dict(cache_dir=cache_dir, dataset_fingerprint=fingerprint, model_hash=model_hash)
+    fit_model = model if uses_model(init) else None
     fitted = None
     if dist.is_main:
-        options = dict(cache_dir=cache_dir, dataset_fingerprint=fingerprint, model_hash=model_hash)
-        arrays = {c: fitted_arrays(init, dataset, c, model=model if uses_model(init) else None, **options) for c in class_list}
-        references = {c: reference_energies(model, dataset, c, cache_dir=cache_dir, model_hash=model_hash, dataset_fingerprint=fingerprint)
-                      if stop.rule == "adaptive" else None for c in class_list}
-        fitted = (arrays, {c: stop_thresholds(references[c], stop) for c in class_list})
+        arrays, thresholds, held, spill = {}, {}, 0, False
+        for c in class_list:  # one class's images in memory at a time
+            fitted_c = fitted_arrays(init, dataset, c, model=fit_model, **options)
+            held += sum(a.nbytes for a in fitted_c.values())
+            spill = spill or (held > HOLD_FITTED_BYTES and cache_dir is not False)
+            arrays[c] = None if spill else fitted_c
+            reference = reference_energies(model, dataset, c, cache_dir=cache_dir, model_hash=model_hash, dataset_fingerprint=fingerprint) \
+                if stop.rule == "adaptive" else None
+            thresholds[c] = stop_thresholds(reference, stop)
+        fitted = (dict.fromkeys(arrays) if spill else arrays, thresholds)  # spilled: reloaded from the cache per class
     arrays, thresholds = dist.broadcast_object(fitted)
-    return {c: build_initializer(init, dataset, c, arrays[c]) for c in class_list}, thresholds
+
+    def reload(c: int) -> dict:
+        return fitted_arrays(init, dataset, c, model=fit_model, **options)
+
+    return ClassInitializers(init, dataset, arrays, reload=reload), thresholds
 
 
 def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_size, refill, out, dist, progress) -> BlockStore:

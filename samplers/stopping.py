@@ -20,10 +20,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustgen.data import ImageDataset
+from robustgen.data import ImageDataset, to_float
 from samplers.config import StopConfig
 from samplers.energies import energies
-from samplers.initializers.base import cache_key, cached_arrays, class_pixels, default_cache_dir, model_fingerprint
+from samplers.initializers.base import (
+    batch_for,
+    cache_key,
+    cached_arrays,
+    class_images,
+    default_cache_dir,
+    model_fingerprint,
+)
 
 
 def reference_energies(
@@ -36,16 +43,22 @@ def reference_energies(
     dataset_fingerprint: str | None = None,
     batch_size: int = 256,
 ) -> dict[str, np.ndarray]:
-    """{"joint": E(x, y), "marginal": E(x)} over the training images of class `cls` (cached)."""
+    """{"joint": E(x, y), "marginal": E(x)} over the training images of class `cls` (cached).
+
+    Reads only that class's images (`dataset.class_images`, uint8) and converts them to
+    float a batch at a time (`batch_size` up to CIFAR size, fewer at 224x224).
+    """
     key = cache_key(model=model_hash or model_fingerprint(model), dataset=dataset_fingerprint or dataset.fingerprint(), cls=cls)
 
+    @torch.no_grad()  # a lookup: no graph kept
     def compute() -> dict[str, np.ndarray]:
-        pixels = class_pixels(dataset, cls, minimum=1, what="adaptive stopping")
+        images = class_images(dataset, cls, minimum=1, what="adaptive stopping")
         device = next(model.parameters()).device
-        y_all, joint, marginal = torch.full((len(pixels),), cls, dtype=torch.long), [], []
-        for start in range(0, len(pixels), batch_size):
-            x = torch.from_numpy(pixels[start : start + batch_size]).view(-1, *dataset.image_shape).to(device)
-            e_joint, e_marginal = energies(model, x, y_all[start : start + batch_size].to(device))
+        step = batch_for(int(np.prod(dataset.image_shape)), batch_size)
+        y_all, joint, marginal = torch.full((len(images),), cls, dtype=torch.long), [], []
+        for start in range(0, len(images), step):
+            x = to_float(images[start : start + step], device)
+            e_joint, e_marginal = energies(model, x, y_all[start : start + step].to(device))
             joint.append(e_joint.cpu())
             marginal.append(e_marginal.cpu())
         return {"joint": torch.cat(joint).numpy(), "marginal": torch.cat(marginal).numpy()}

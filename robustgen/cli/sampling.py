@@ -48,7 +48,10 @@ KNOB_OPTIONS = (
     click.option("--variance", type=float, default=None, help=f"pca/local-pca: fraction of variance kept.  [default: {_I.variance:g}]"),
     click.option("--components", type=int, default=None, help="pca/local-pca: keep exactly this many components (overrides --variance)."),
     click.option("--scale", type=float, default=None, help=f"pca/local-pca: scale in units of each component's std.  [default: {_I.scale:g}]"),
-    click.option("--neighbour-space", type=click.Choice(NEIGHBOUR_SPACES), default=None, help=f"local-pca: space of the neighbour search.  [default: {_I.neighbour_space}]"),
+    click.option("--neighbour-space", type=click.Choice(NEIGHBOUR_SPACES), default=None,
+                 help=f"local-pca: space of the neighbour search (auto: pixels up to 64x64x3, the model's penultimate features above).  [default: {_I.neighbour_space}]"),
+    click.option("--resolution", type=int, default=None,
+                 help="gaussian: fit at this image height in pixels and upsample (Santurkar et al.).  [default: full up to 64x64x3, height/4 above (224 -> 56)]"),
     click.option("--batch-size", type=int, default=250, show_default=True, help="Chains on the device at once."),
     click.option("--refill/--no-refill", default=True, show_default=True, help="Continuous batching: new chains take the slots of stopped ones (same images either way)."),
     click.option("--seed", type=int, default=0, show_default=True),
@@ -71,7 +74,7 @@ knob_options = _apply(KNOB_OPTIONS)
 def configs(options: dict) -> tuple[InitConfig, SamplerConfig, StopConfig]:
     """The three sampling configs from the CLI options (unset options keep the dataclass defaults)."""
     init = _config(InitConfig, kind=options["init_kind"], k=options["k"], variance=options["variance"], components=options["components"],
-                   scale=options["scale"], neighbour_space=options["neighbour_space"])
+                   scale=options["scale"], neighbour_space=options["neighbour_space"], resolution=options["resolution"])
     sampler = _config(SamplerConfig, kind=options["sampler_kind"], steps=options["steps"], step_size=options["step_size"], drift=options["drift"],
                       noise=options["noise"], momentum=options["momentum"], eps=options["eps"], norm=options["norm"], energy=options["energy"])
     stop = _config(StopConfig, rule=options["stop_rule"], quantile=options["quantile"], marginal_quantile=options["marginal_quantile"],

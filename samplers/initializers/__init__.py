@@ -5,7 +5,9 @@
 
 Each kind is a module with `fit(dataset, cls, config, model) -> arrays` (what is
 cached, and what one rank computes and shares with the others under torchrun)
-and `build(dataset, cls, config, arrays) -> Initializer`.
+and `build(dataset, cls, config, arrays) -> Initializer`. The config's automatic
+choices (neighbour_space="auto", resolution=None) are made for the dataset's image
+size first (`InitConfig.resolved`); the cache key holds the resolved values.
 """
 
 from __future__ import annotations
@@ -28,7 +30,18 @@ KINDS = {"uniform": uniform, "gaussian": gaussian, "pca": pca, "local-pca": loca
 
 
 def uses_model(config: InitConfig) -> bool:
+    """Whether fitting needs the model (a resolved config: "auto" counts as pixels)."""
     return config.kind == "local-pca" and config.neighbour_space == "features"
+
+
+def model_has_features(model: nn.Module | None) -> bool:
+    """Whether `model.features(x)` gives penultimate features (third-party nets without a separable head do not)."""
+    return model is not None and callable(getattr(model, "features", None)) and getattr(model, "feature_dim", 1) is not None
+
+
+def resolve_init(config: InitConfig, dataset: ImageDataset, model: nn.Module | None = None) -> InitConfig:
+    """`config` with its automatic choices made for `dataset`'s images (and `model`'s features, if any)."""
+    return config.resolved(dataset.image_shape, model_has_features=model is None or model_has_features(model))
 
 
 def fitted_arrays(
@@ -44,6 +57,7 @@ def fitted_arrays(
     """The fitted arrays of class `cls`, from `<cache_dir>/init/` or computed (and cached).
     cache_dir=None: the default cache; False: no cache."""
     config.validate()
+    config = resolve_init(config, dataset, model)
     cls = dataset.class_index(cls)
     if uses_model(config) and model is None:
         raise ValueError("local-pca with neighbour_space='features' needs the model")
@@ -56,7 +70,8 @@ def fitted_arrays(
 
 
 def build_initializer(config: InitConfig, dataset: ImageDataset, cls: int, arrays: dict[str, np.ndarray]) -> Initializer:
-    return KINDS[config.kind].build(dataset, dataset.class_index(cls), config, arrays)
+    """The initialiser of class `cls` from its fitted arrays (local-pca: reads the class's images now)."""
+    return KINDS[config.kind].build(dataset, dataset.class_index(cls), resolve_init(config, dataset), arrays)
 
 
 def fit_initializer(
@@ -74,4 +89,5 @@ def fit_initializer(
     return build_initializer(config, dataset, cls, arrays)
 
 
-__all__ = ["GaussianInit", "Initializer", "LocalPCAInit", "PCAInit", "UniformInit", "build_initializer", "fit_initializer", "fitted_arrays", "model_fingerprint"]
+__all__ = ["GaussianInit", "Initializer", "LocalPCAInit", "PCAInit", "UniformInit", "build_initializer", "fit_initializer", "fitted_arrays", "model_fingerprint",
+           "model_has_features", "resolve_init", "uses_model"]

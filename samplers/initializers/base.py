@@ -3,6 +3,10 @@
 An initialiser is fitted once per (dataset, class, fit options[, model]) and the
 fitted arrays are cached as .npz under `<cache_dir>/init/`, keyed by a hash of
 exactly those inputs, so a second run (or a second process) reuses them.
+
+Class data comes from `dataset.class_images(cls)` (uint8 NHWC), which both the
+in-memory `ImageDataset` and the `LazyImageFolder` of ImageNet-size data
+implement; at 224x224 a class is converted to float only a batch at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustgen.data import ImageDataset
+from robustgen.data import ImageDataset, to_float
 from robustgen.errors import RobustgenError
 from robustgen.cache import cached_npz
 from robustgen.io import default_cache_dir, sha256_arrays  # noqa: F401  (default_cache_dir re-exported)
@@ -39,25 +43,41 @@ def model_fingerprint(model: nn.Module) -> str:
     return sha256_arrays(*arrays)
 
 
-def class_pixels(dataset: ImageDataset, cls: int, *, minimum: int = 1, what: str = "this init") -> np.ndarray:
-    """Training images of class `cls` as float32 (n_c, D) rows in [0, 1], in CHW order."""
-    x = dataset.x_train[dataset.y_train == cls]
+def class_images(dataset: ImageDataset, cls: int, *, minimum: int = 1, what: str = "this init") -> np.ndarray:
+    """Training images of class `cls`, uint8 NHWC, or one line if there are fewer than `minimum`."""
+    x = dataset.class_images(cls, "train")
     if len(x) < minimum:
         raise RobustgenError(
             f"class {cls} ({dataset.classes[cls]}) has {len(x)} training images in {dataset.name}: "
             f"{what} needs at least {minimum}; use --init uniform or add data"
         )
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(len(x), -1), dtype=np.float32) / np.float32(255.0)
+    return x
+
+
+def flat_pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 NHWC images -> float32 (n, D) rows in [0, 1], in CHW order."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), -1), dtype=np.float32) / np.float32(255.0)
+
+
+def class_pixels(dataset: ImageDataset, cls: int, *, minimum: int = 1, what: str = "this init") -> np.ndarray:
+    """Training images of class `cls` as float32 (n_c, D) rows in [0, 1], in CHW order (4 bytes per value:
+    for small images; at ImageNet size use `class_images` and convert per batch)."""
+    return flat_pixels(class_images(dataset, cls, minimum=minimum, what=what))
+
+
+def batch_for(values_per_image: int, batch_size: int = 256) -> int:
+    """Images per forward pass without gradients: `batch_size` up to CIFAR size, fewer for larger
+    images so one batch holds about as many values as 256 CIFAR images (224x224x3: 5)."""
+    return max(1, min(batch_size, (256 * 3 * 32 * 32) // int(values_per_image)))
 
 
 @torch.no_grad()
-def class_features(model: nn.Module, pixels: np.ndarray, image_shape: tuple[int, int, int], *, batch_size: int = 256) -> np.ndarray:
-    """Penultimate features of class images (no gradients needed: this is a lookup space)."""
+def class_features(model: nn.Module, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Penultimate features of uint8 NHWC class images, converted to float a batch at a time
+    (no gradients needed: this is a lookup space)."""
     device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(pixels), batch_size):
-        x = torch.from_numpy(pixels[start : start + batch_size]).view(-1, *image_shape).to(device)
-        out.append(model.features(x).float().cpu())
+    step = batch_for(int(np.prod(images.shape[1:])), batch_size)
+    out = [model.features(to_float(images[start : start + step], device)).float().cpu() for start in range(0, len(images), step)]
     return torch.cat(out).numpy()
 
 

@@ -23,7 +23,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from samplers.initializers.base import Initializer, chain_generators, class_features, class_pixels, n_components_for
+from samplers.initializers.base import (
+    MIN_ROWS,
+    Initializer,
+    chain_generators,
+    class_features,
+    class_images,
+    flat_pixels,
+    n_components_for,
+)
+
+DRAW_VALUES = 64 * 2**20  # float32 neighbourhood values drawn at once (256 MB): at 224x224, k=20, ~22 draws per chunk
 
 
 def knn_indices(points: np.ndarray, k: int) -> np.ndarray:
@@ -44,7 +54,9 @@ def local_pca_draw(neighbourhoods: Tensor, z: Tensor, *, variance: float, compon
     With k << D the local PCA comes from the k x k Gram matrix: if C = centred
     neighbourhood (k, D) and C C^T = U diag(s^2) U^T, the components are
     u_i^T C / s_i and their stds s_i / sqrt(k - 1), so the sample is
-    mean + C^T U (z / sqrt(k - 1)): one small eigh, no D x D work.
+    mean + C^T U (z / sqrt(k - 1)): one small eigh, no D x D work. This is
+    the SVD of C (C = U diag(s) V^T, V^T = diag(1/s) U^T C) without forming V:
+    O(k^2 D) time and O(k D) memory per draw, so D = 150,528 is fine.
     """
     k = neighbourhoods.shape[1]
     mean = neighbourhoods.mean(1)
@@ -62,11 +74,16 @@ def local_pca_draw(neighbourhoods: Tensor, z: Tensor, *, variance: float, compon
 class LocalPCAInit(Initializer):
     kind = "local-pca"
 
-    def __init__(self, image_shape, *, pixels: np.ndarray, neighbours: np.ndarray, variance, components, scale):
+    def __init__(self, image_shape, *, images: np.ndarray, neighbours: np.ndarray, variance, components, scale):
         super().__init__(image_shape)
-        self.pixels = torch.from_numpy(pixels)  # (n_c, D) class images in [0, 1]
+        self.images = torch.from_numpy(np.ascontiguousarray(images))  # (n_c, H, W, C) uint8 class images, never a float copy
         self.neighbours = torch.from_numpy(neighbours)  # (n_c, k) k-NN graph within the class
         self.variance, self.components, self.scale = variance, components, scale
+
+    @property
+    def pixels(self) -> Tensor:
+        """The class images as float32 (n_c, D) rows in [0, 1], CHW order: a new copy (4 bytes per value), for inspection."""
+        return torch.from_numpy(flat_pixels(self.images.numpy()))
 
     def draw(self, n: int, generator: torch.Generator, *, return_anchors: bool = False):
         return self.draw_chains(chain_generators(n, generator), return_anchors=return_anchors)
@@ -79,26 +96,44 @@ class LocalPCAInit(Initializer):
     def _anchors(self, generators) -> Tensor:
         """Each chain's anchor: the first number its stream gives (a fresh copy of the stream is used)."""
         copies = [torch.Generator().set_state(g.get_state()) for g in generators]
-        return torch.cat([torch.randint(len(self.pixels), (1,), generator=g) for g in copies])
+        return torch.cat([torch.randint(len(self.images), (1,), generator=g) for g in copies])
 
     def _draw(self, generators) -> Tensor:
         k = self.neighbours.shape[1]
-        anchors = torch.cat([torch.randint(len(self.pixels), (1,), generator=g) for g in generators])
+        anchors = torch.cat([torch.randint(len(self.images), (1,), generator=g) for g in generators])
         z = torch.stack([torch.randn(k, generator=g, dtype=torch.float64) for g in generators])
-        x = local_pca_draw(self.pixels[self.neighbours[anchors]], z, variance=self.variance, components=self.components, scale=self.scale)
-        return self._images(x)
+        out = [
+            local_pca_draw(self._neighbourhoods(anchors[rows]), z[rows], variance=self.variance, components=self.components, scale=self.scale)
+            for rows in _chunks(len(generators), max(MIN_ROWS, DRAW_VALUES // (k * self.images[0].numel())))
+        ]
+        return self._images(out[0] if len(out) == 1 else torch.cat(out))
+
+    def _neighbourhoods(self, anchors: Tensor) -> Tensor:
+        """(B, k, D) float32 in [0, 1], CHW order: the anchors' neighbourhoods, converted from uint8 only now."""
+        gathered = self.images[self.neighbours[anchors]]  # (B, k, H, W, C) uint8
+        b, k = gathered.shape[:2]
+        return gathered.permute(0, 1, 4, 2, 3).reshape(b, k, -1).float().div_(255.0)
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    """Row ranges of at most `size` (a short tail joins the previous range: every range has >= MIN_ROWS rows
+    when n does, so no row's draw takes the one-row BLAS path)."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] < MIN_ROWS:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, starts[1:] + [n])]
 
 
 def fit(dataset, cls: int, config, model) -> dict:
     """The fitted (and cached) part: the k-NN graph of the class, in pixel or feature space."""
-    pixels = class_pixels(dataset, cls, minimum=2, what="--init local-pca")
-    k = min(config.k, len(pixels))
-    space = class_features(model, pixels, dataset.image_shape) if config.neighbour_space == "features" else pixels
+    images = class_images(dataset, cls, minimum=2, what="--init local-pca")
+    k = min(config.k, len(images))
+    space = class_features(model, images) if config.neighbour_space == "features" else flat_pixels(images)
     return {"neighbours": knn_indices(space, k)}
 
 
 def build(dataset, cls: int, config, arrays: dict) -> LocalPCAInit:
-    pixels = class_pixels(dataset, cls, minimum=2, what="--init local-pca")
+    images = class_images(dataset, cls, minimum=2, what="--init local-pca")
     return LocalPCAInit(
-        dataset.image_shape, pixels=pixels, neighbours=arrays["neighbours"], variance=config.variance, components=config.components, scale=config.scale
+        dataset.image_shape, images=images, neighbours=arrays["neighbours"], variance=config.variance, components=config.components, scale=config.scale
     )
