@@ -10,7 +10,7 @@ from robustgen.io import parse_eps
 
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("spec", metavar="SPEC", required=False)
+@click.argument("spec", metavar="[SPEC]", required=False)
 @click.option("--checkpoint", "checkpoint_option", default=None, metavar="SPEC", help="Same as the SPEC argument.")
 @click.option("--attack", default="pgd", show_default=True, help="pgd | autoattack (standard: APGD-CE, APGD-T, FAB-T, Square) | a comma list of apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square.")
 @click.option("--steps", type=int, default=None, help="PGD steps [default: 50]; AutoAttack: APGD/FAB iterations [default: 100].")
@@ -23,7 +23,7 @@ from robustgen.io import parse_eps
 @click.option("--state", default=None, metavar="PATH", help="AutoAttack state file; rerunning resumes from it [default: one per evaluation under $ROBUSTGEN_CACHE/autoattack].")
 @click.option("--data", "--dataset", "data", default=None, metavar="SPEC", help="Dataset to evaluate on (e.g. npz:PATH, folder:PATH) [default: the model's own].")
 @click.option("--data-root", default=None, help="Where the model's dataset lives [default: as recorded].")
-@click.option("--model-dir", default=None, type=click.Path(file_okay=False), help="Where zoo files live [default: $ROBUSTGEN_MODEL_DIR or ~/.cache/robustgen/models].")
+@click.option("--model-dir", default=None, type=click.Path(file_okay=False), help="Where zoo files live (RobustBench layout DATASET/THREAT/NAME.pt) [default: $ROBUSTGEN_MODEL_DIR, else ~/.cache/robustgen/models].")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow fully unpickling a third-party file (only for files you trust: it can run code).")
 @click.option("--mean", default=None, metavar="M1,M2,M3", help="torchvision:/timm: input normalisation mean [default: ImageNet's].")
 @click.option("--std", default=None, metavar="S1,S2,S3", help="torchvision:/timm: input normalisation std [default: ImageNet's].")

@@ -28,7 +28,7 @@ from torch import nn
 
 from robustgen.errors import RobustgenError
 from robustgen.io import atomic_path, ensure_writable_dir
-from robustgen.models.foreign import fit_problem, read_weights_file
+from robustgen.models.foreign import fit_problem, read_weights_file, state_dict_of
 
 INSTALL = "pip install 'robustgen[zoo]'"
 GDRIVE_URL = "https://drive.google.com/uc?id={}"
@@ -185,7 +185,13 @@ def _robustbench_state_dict(payload: Any, model: RobustBenchModel, utils) -> dic
 def _where(model: RobustBenchModel) -> str:
     if model.gdrive_id:
         return f"{GDRIVE_URL.format(model.gdrive_id)} and save it as {model.path}"
-    return f"its weights (timm model {model.timm_name}) and save their state dict as {model.path}"
+    url = None
+    with contextlib.suppress(Exception):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(model.timm_name)
+        url = cfg.url or (f"https://huggingface.co/{cfg.hf_hub_id}" if cfg.hf_hub_id else None)
+    return f"{url or 'the weights of timm model ' + model.timm_name} and save it (or its state dict) as {model.path}"
 
 
 def fetch(model: RobustBenchModel, *, download: bool) -> None:
@@ -199,7 +205,7 @@ def fetch(model: RobustBenchModel, *, download: bool) -> None:
             try:
                 gdrive_download(model.gdrive_id, tmp)
             except Exception as exc:  # requests/gdown/socket errors all mean the same to the user
-                raise _DownloadFailed(str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__) from None
+                raise _DownloadFailed(_reason(exc)) from None
             if not tmp.is_file() or tmp.stat().st_size == 0:
                 raise _DownloadFailed("the download produced no file")
     except _DownloadFailed as exc:
@@ -210,6 +216,14 @@ def fetch(model: RobustBenchModel, *, download: bool) -> None:
 
 class _DownloadFailed(Exception):
     """A download error, kept apart from the OSErrors atomic_path reports as write errors."""
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a failed download: "no network" rather than a urllib3 retry message."""
+    text = str(exc).strip()
+    if any(s in text for s in ("Name or service not known", "Failed to resolve", "Temporary failure in name resolution", "nodename nor servname")):
+        return f"no network: {type(exc).__name__}, the host name does not resolve"
+    return text.splitlines()[0][:100] if text else type(exc).__name__
 
 
 def gdrive_download(gdrive_id: str, path: Path) -> None:
@@ -229,18 +243,18 @@ def _load_timm_hosted(model: RobustBenchModel, *, trust: bool, download: bool) -
         if not download:
             raise RobustgenError(f"RobustBench model {model.name} is not at {model.path} and downloads are off: download {_where(model)}")
         try:
-            pretrained = timm.create_model(model.timm_name, num_classes=NUM_CLASSES[model.dataset], pretrained=True)
-            import torch
-
-            ensure_writable_dir(model.path.parent)
-            with atomic_path(model.path) as tmp:
-                torch.save(pretrained.state_dict(), tmp)
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # torch.hub's progress lines
+                pretrained = timm.create_model(model.timm_name, num_classes=NUM_CLASSES[model.dataset], pretrained=True)
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
-            raise RobustgenError(f"RobustBench model {model.name} is not at {model.path} and the download failed ({reason}): download {_where(model)}") from None
+            raise RobustgenError(f"RobustBench model {model.name} is not at {model.path} and the download failed ({_reason(exc)}): download {_where(model)}") from None
+        import torch
+
+        ensure_writable_dir(model.path.parent)
+        with atomic_path(model.path) as tmp:
+            torch.save(pretrained.state_dict(), tmp)
     net = timm.create_model(model.timm_name, num_classes=NUM_CLASSES[model.dataset], pretrained=False)
-    state = read_weights_file(model.path, trust=trust)
-    problem = fit_problem(net, state) if isinstance(state, dict) else "not a state dict"
+    state = state_dict_of(read_weights_file(model.path, trust=trust), source=str(model.path))
+    problem = fit_problem(net, state)
     if problem:
         raise RobustgenError(f"{model.path} does not fit RobustBench's {model.name} ({problem}): delete it and get {_where(model)}")
     net.load_state_dict(state)
