@@ -45,6 +45,7 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
     summary = _read_json(root / "demo.json")
     if summary:
         sections.append(_summary_section(summary))
+    sections += [_comparison_section(path, root) for path in sorted(root.rglob("comparison.json"))]
     if sample_dirs:
         sections.append(_samples_section(sample_dirs, root))
     sections += [_training_section(d, root) for d in train_dirs]
@@ -106,12 +107,38 @@ def _samples_section(sample_dirs: list[Path], root: Path) -> str:
         score = _read_json(run / "score.json")
         name = html.escape(str(run.relative_to(root)) if run != root else run.name)
         grid = _img((run / "grid.png").read_bytes(), f"sample grid {name}", css="grid") if (run / "grid.png").exists() else ""
-        cards.append(f"<figure><h3>{name}</h3>{grid}<figcaption>{html.escape(_sampler_description(meta))}</figcaption></figure>")
+        strips = _img((run / "strips.png").read_bytes(), f"start, middle, final of a few chains {name}", css="grid") if (run / "strips.png").exists() else ""
+        cards.append(f"<figure><h3>{name}</h3>{grid}{strips}<figcaption>{html.escape(_sampler_description(meta))}"
+                     f"{' (right: start, middle and final image of a few chains)' if strips else ''}</figcaption></figure>")
         if score:
             score_rows.append((name, score))
     table = _score_table(score_rows) if score_rows else ""
     memorisation = "".join(_memorisation_block(run, root) for run in sample_dirs)
     return f"<section><h2>Samples</h2><div class='gallery'>{''.join(cards)}</div>{table}{memorisation}</section>"
+
+
+def _comparison_section(path: Path, root: Path) -> str:
+    """A samplers.compare table (comparison.json carries its own column spec) and a sweep's frontier.png."""
+    data = _read_json(path) or {}
+    columns, rows = data.get("columns") or [], data.get("rows") or []
+    head = "".join(f"<th>{html.escape(str(title))}</th>" for title, _, _ in columns)
+    body = ""
+    for row in rows:
+        cells = []
+        for _, key, fmt in columns:
+            value = row.get(key)
+            try:
+                text = fmt.format(value) if value is not None else "-"
+            except (ValueError, TypeError):
+                text = str(value)
+            cells.append(f"<td>{html.escape(text)}</td>")
+        body += "<tr>" + "".join(cells) + "</tr>"
+    name = html.escape(str(path.parent.relative_to(root)) if path.parent != root else path.parent.name)
+    frontier = path.parent / "frontier.png"
+    picture = _img(frontier.read_bytes(), "quality-diversity frontier", css="grid") if frontier.exists() else ""
+    note = html.escape(f"{data.get('note', '')}; extractor and judge: {data.get('features')} / {data.get('judge')}; n = {data.get('n')}, seed {data.get('seed')}")
+    return f"""<section><h2>Comparison: {name}</h2><table class="scores"><tr>{head}</tr>{body}</table>
+<p class="note">{note}</p>{picture}</section>"""
 
 
 # Columns of the score table, in reading order; unknown numeric keys follow.

@@ -74,7 +74,19 @@ def compare(
         row.metrics = score_row(row, features=features, judge=judge, options=options)
         log(f"scored {row.name}")
     add_gains(rows)
+    write_comparison(out, rows, features=features, judge=judge, n=n, seed=seed)
     return rows
+
+
+def write_comparison(out: Path, rows: list[Row], *, features, judge, n: int, seed: int) -> None:
+    """comparison.json (rows + the column spec, so `robustgen report` renders it without importing samplers) and comparison.md."""
+    from robustgen.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out / "comparison.json", {
+        "columns": [list(c) for c in TABLE], "rows": [r.to_dict() for r in rows], "features": str(features), "judge": str(judge) if judge else None,
+        "n": n, "seed": seed, "note": "FID/precision/recall '(test)' are against the test split; memorisation is against the training split",
+    })
+    atomic_write_text(out / "comparison.md", markdown(rows) + "\n")
 
 
 def init_only_name(init: InitConfig) -> str:

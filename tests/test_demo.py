@@ -23,18 +23,26 @@ def test_demo_trains_samples_scores_and_reports(demo_dir):
     out, summary = demo_dir
     for run in ("robust", "reference"):
         assert (out / run / "best.pt").exists() and (out / run / "metrics.jsonl").exists()
-    for name in ("samples-local-pca-sgld", "samples-gaussian-pgd"):
-        with np.load(out / name / "samples.npz") as z:
+    samples = out / "samples"
+    default = summary["scores"]["default"]
+    init_only = next(name for name in summary["scores"] if name.startswith("init-only:"))
+    assert set(summary["scores"]) == {"default", init_only, "santurkar", "real-test", "real-train"}  # the default and its controls
+    for name in ("default", "santurkar"):
+        with np.load(samples / name / "samples.npz") as z:
             assert z["images"].shape == (40, 8, 8, 1) and sorted(set(z["labels"].tolist())) == list(range(10))
-        scores = json.loads((out / name / "score.json").read_text())
+        scores = json.loads((samples / name / "score.json").read_text())
         assert scores["metrics"]["fid"] >= 0 and 1 <= scores["metrics"]["is_mean"] <= 10
+        assert json.loads((samples / name / "score-test.json").read_text())["splits"]["fid"] == "test"
         assert scores["comparable_with_papers"] is False  # a classifier extractor, and it says so
-    assert set(summary["scores"]) == {"samples-local-pca-sgld", "samples-gaussian-pgd", "real-test"}
-    assert "not comparable" in summary["extractor"]
+    assert summary["scores"][init_only]["grad_evals_per_image"] == 0 and summary["scores"]["santurkar"]["grad_evals_per_image"] == 60
+    assert default["gain_fid_test"] == pytest.approx(default["fid_test"] - summary["scores"][init_only]["fid_test"])
+    assert 0 <= default["near_copies_pixel"] <= 1 and summary["scores"]["real-test"]["nn_ratio_pixel"] == pytest.approx(1.0)
+    assert "reference classifier" in summary["extractor"]
     page = (out / "report.html").read_text()
     assert summary["report"] == str(out / "report.html")
     assert all(ref.startswith("data:image/png;base64,") for ref in re.findall(r'(?:src|href)="([^"]+)"', page))
-    assert page.count("<img") >= 5  # three grids, training curves
+    assert "Comparison" in page and "gain FID (test)" in page and "start, middle and final" in page
+    assert page.count("<img") >= 8  # grids, strips, training curves
 
 
 @pytest.mark.slow

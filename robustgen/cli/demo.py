@@ -2,18 +2,20 @@
 
 The demo is the one place (with the rest of the CLI) that uses all three
 packages: it trains a DER-robust model and a standard reference classifier,
-samples every class with the default sampler (local-pca + sgld + adaptive
-stop) and with the Santurkar et al. 2019 baseline (gaussian + pgd), scores
-both with the reference classifier as feature extractor and judge, and writes
-`demo.json` and a self-contained `report.html`.
+samples every class with the default sampler and with its controls (the
+init-only start, `--steps 0`; the Santurkar et al. 2019 baseline; real test
+and training images), scores every row with the reference classifier as
+feature extractor and judge against both splits, with memorisation and the
+gain over init (samplers.compare), and writes `demo.json` and `report.html`.
 
     runs/demo/
       robust/                    robustgen train digits --der
       reference/                 robustgen train digits --method standard (extractor + judge)
-      samples-local-pca-sgld/    samples.npz, grid.png, meta.json, score.json
-      samples-gaussian-pgd/
-      real-test/                 the real test split, scored the same way (the best achievable)
-      demo.json, report.html
+      samples/default/           samples.npz, grid.png, strips.png, meta.json, score.json, score-test.json
+      samples/init-only-.../     the default's start without a gradient step
+      samples/santurkar/         class Gaussian + PGD, 60 steps
+      samples/real-test/, samples/real-train/
+      samples/comparison.json    the table; demo.json, report.html
 
 Every stage is skipped on `--resume` once its outputs exist, so an interrupted
 demo continues where it stopped.
@@ -27,7 +29,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
-import numpy as np
 
 from robustgen.cli.common import echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
@@ -45,13 +46,6 @@ class DemoConfig:
     reference_epochs: int = 15
     seed: int = 0
     device: str = "auto"
-
-
-# (name, init, sampler) the demo compares; the first is the toolkit's default.
-SAMPLERS = (
-    ("local-pca-sgld", "local-pca", "sgld"),
-    ("gaussian-pgd", "gaussian", "pgd"),
-)
 
 
 def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = False, log=click.echo) -> dict:
@@ -74,15 +68,17 @@ def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = Fals
             timings[name] = time.perf_counter() - start
 
         robust_dir, reference_ckpt = _train_stages(config, out, stage)
-        scored = _score_stages(config, out, stage, _sample_stages(config, out, stage, robust_dir), reference_ckpt)
-        summary = _summary(config, out, robust_dir, scored, timings)
+        rows = []
+        stage("sample and score the default sampler and its controls", False,
+              lambda: rows.extend(_compare(config, out, robust_dir, reference_ckpt, log=log)))
+        summary = _summary(config, out, robust_dir, rows, timings)
         atomic_write_json(out / "demo.json", summary)
         summary["report"] = str(build_report(out))
     return summary
 
 
 def _demo_entries(out: Path) -> list[Path]:
-    names = ["robust", "reference", "real-test", "demo.json"] + [f"samples-{name}" for name, _, _ in SAMPLERS]
+    names = ["robust", "reference", "samples", "demo.json"]
     return [out / name for name in names if (out / name).exists()]
 
 
@@ -139,46 +135,21 @@ def _train_stages(config: DemoConfig, out: Path, stage) -> tuple[Path, Path]:
     return robust_dir, reference_dir / "best.pt"
 
 
-def _sample_stages(config: DemoConfig, out: Path, stage, robust_dir: Path) -> list[Path]:
-    """Every sampler of SAMPLERS, plus the real test split; returns the dirs to score."""
-    from samplers import InitConfig, SamplerConfig, sample_from_checkpoint
+def _compare(config: DemoConfig, out: Path, robust_dir: Path, reference_ckpt: Path, *, log) -> list:
+    """The default sampler and its controls, sampled (or reused) and scored by samplers.compare."""
+    from samplers import InitConfig, SamplerConfig, StopConfig
+    from samplers.compare import compare
 
-    n = config.samples_per_class * 10
-    for name, init, kind in SAMPLERS:
-        sample_dir = out / f"samples-{name}"
-
-        def sample_work(sample_dir=sample_dir, init=init, kind=kind):
-            sample_from_checkpoint(
-                robust_dir / "best.pt", n=n, init=InitConfig(kind=init), sampler=SamplerConfig(kind=kind),
-                seed=config.seed, out=sample_dir, resume=sample_dir.exists(), device=config.device,
-            )
-
-        stage(f"sample {name}", (sample_dir / "samples.npz").exists(), sample_work)
-    real_dir = out / "real-test"
-    stage("real test images (calibration)", (real_dir / "samples.npz").exists(), lambda: _write_real_test(real_dir))
-    return [out / f"samples-{name}" for name, _, _ in SAMPLERS] + [real_dir]
+    return compare(robust_dir / "best.pt", {"default": (InitConfig(), SamplerConfig(), StopConfig())}, out=out / "samples",
+                   features=reference_ckpt, judge=reference_ckpt, n=config.samples_per_class * 10, seed=config.seed,
+                   sample_options={"device": config.device}, log=lambda message: log(f"  {message}"))
 
 
-def _score_stages(config: DemoConfig, out: Path, stage, scored_dirs: list[Path], reference_ckpt: Path) -> dict[str, dict]:
-    """Score every set with the reference classifier as extractor and judge; returns score.json of each."""
-    from samplers.scoring import score
-
-    # One KID subset size for every row, small enough for the smallest set, so rows compare.
-    smallest = min(_count(d / "samples.npz") for d in scored_dirs)
-    kid_subset_size = max(2, min(1000, smallest // 2))
-    scored = {}
-    for sample_dir in scored_dirs:
-        def score_work(sample_dir=sample_dir):
-            result = score(sample_dir, ref=DATASET, metrics=("is", "fid", "kid", "prc"), features=reference_ckpt,
-                           judge=reference_ckpt, device=config.device, kid_subset_size=kid_subset_size)
-            result.save(sample_dir / "score.json")
-
-        stage(f"score {sample_dir.name}", _readable_json(sample_dir / "score.json") is not None, score_work)
-        scored[sample_dir.name] = _readable_json(sample_dir / "score.json")
-    return scored
+HEADLINE = (("FID (test)", "fid_test", "{:.3g}"), ("judge acc", "judge_accuracy", "{:.3f}"), ("recall (test)", "recall_test", "{:.3f}"),
+            ("near-copies", "near_copies_pixel", "{:.1%}"), ("grad evals / image", "grad_evals_per_image", "{:.1f}"))
 
 
-def _summary(config: DemoConfig, out: Path, robust_dir: Path, scored: dict[str, dict], timings: dict[str, float]) -> dict:
+def _summary(config: DemoConfig, out: Path, robust_dir: Path, rows: list, timings: dict[str, float]) -> dict:
     records = read_jsonl(robust_dir / "metrics.jsonl")
     robust_final = records[-1] if records else {}
     previous = _readable_json(out / "demo.json") or {}
@@ -186,19 +157,18 @@ def _summary(config: DemoConfig, out: Path, robust_dir: Path, scored: dict[str, 
         ["robust model clean acc (test)", robust_final.get("test_clean_acc")],
         [f"robust model PGD-{robust_final.get('eval_pgd_steps')} acc (test, eps {_eps(robust_dir)})", robust_final.get("test_pgd_acc")],
     ]
-    for name, result in scored.items():
-        metrics = result["metrics"]
-        headline.append([f"{name}: FID / IS / judge acc", " / ".join(
-            f"{metrics[k]:.3g}" if isinstance(metrics.get(k), (int, float)) else "-" for k in ("fid", "is_mean", "judge_accuracy")
-        )])
+    for row in rows:
+        values = [fmt.format(row.metrics[key]) if isinstance(row.metrics.get(key), (int, float)) else "-" for _, key, fmt in HEADLINE]
+        headline.append([f"{row.name}: " + " / ".join(title for title, _, _ in HEADLINE), " / ".join(values)])
     return {
         "config": asdict(config),
         "headline": headline,
-        "scores": {k: v["metrics"] for k, v in scored.items()},
-        "extractor": next(iter(scored.values()))["label"],
+        "scores": {row.name: row.metrics for row in rows},
+        "extractor": f"features and judge: the demo's reference classifier {out / 'reference' / 'best.pt'}",
         "timings_s": [[k, v] for k, v in {**dict(previous.get("timings_s", [])), **timings}.items()],  # in run order
-        "note": "FID/IS/KID/precision/recall use the demo's reference classifier (not Inception) as feature extractor: "
-        "compare rows with each other and with real-test, not with papers.",
+        "note": "Scores use the demo's standard reference classifier (not Inception) as feature extractor and judge: compare rows with "
+        "each other and with the real-data rows, not with papers. FID/precision/recall (test) are against the test split, which a "
+        "start built from training images cannot game; near-copies: samples closer to a training image than 99% of real test images are.",
         "created": now_iso(),
         "versions": versions(),
     }
@@ -211,11 +181,6 @@ def _readable_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def _count(samples_npz: Path) -> int:
-    with np.load(samples_npz, allow_pickle=False) as z:
-        return len(z["labels"])
 
 
 def _finished(run_dir: Path) -> bool:
@@ -231,15 +196,6 @@ def _finished(run_dir: Path) -> bool:
 def _eps(run_dir: Path) -> str:
     eps = ((_readable_json(run_dir / "config.json") or {}).get("config") or {}).get("eps")
     return f"{eps:.3g}" if isinstance(eps, (int, float)) else "?"
-
-
-def _write_real_test(real_dir: Path) -> None:
-    """The real test split as a sample set, scored exactly like the samples."""
-    from robustgen.data import load_dataset
-    from samplers.scoring.inputs import write_image_set
-
-    data = load_dataset(DATASET)
-    write_image_set(real_dir, data.x_test, data.y_test, classes=data.classes, meta={"dataset": DATASET, "split": "test", "note": "real images"})
 
 
 @click.command()
@@ -259,8 +215,9 @@ def demo(out, samples_per_class, robust_epochs, reference_epochs, seed, device, 
     \b
     Takes about a minute on a 2-core laptop CPU. Produces, under --out:
       robust/ reference/                  training runs (metrics.jsonl, best.pt, plots)
-      samples-local-pca-sgld/             the default sampler (grid.png, samples.npz, score.json)
-      samples-gaussian-pgd/               the Santurkar et al. 2019 baseline
+      samples/default/                    the default sampler (grid.png, strips.png, samples.npz, score.json)
+      samples/init-only-*/ santurkar/     its controls: the start alone, the Santurkar et al. 2019 baseline
+      samples/real-test/ real-train/      real images, scored the same way
       report.html                         open it in a browser
     """
     config = DemoConfig(out=out, samples_per_class=samples_per_class, robust_epochs=robust_epochs,
