@@ -127,3 +127,38 @@ def seed_everything(seed: int) -> torch.Generator:
 def derived_seed(*parts: int) -> int:
     """An independent 63-bit seed for a tuple of integers (seed, rank), (seed, chain), ..."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class PrecisionModel(torch.nn.Module):
+    """A classifier whose forward (and `features`) run under `precision` autocast in `memory_format`.
+
+    Samplers, reference energies and neighbour searches call it like the model itself, so one
+    wrapper sets the precision of everything a sampling run computes. The head still runs in
+    fp32 (robustgen.models.base.Classifier), so energies keep their precision.
+    """
+
+    def __init__(self, model: torch.nn.Module, precision: str):
+        super().__init__()
+        device = next(model.parameters()).device
+        self.inner = model.to(memory_format=memory_format(device, precision))
+        self.precision = precision
+        self.layout = memory_format(device, precision)
+
+    def forward(self, x):
+        with autocast(x.device, self.precision):
+            return self.inner(x.contiguous(memory_format=self.layout)).float()
+
+    def features(self, x):
+        with autocast(x.device, self.precision):
+            return self.inner.features(x.contiguous(memory_format=self.layout)).float()
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_modules"]["inner"], name)  # head, feature_dim, num_classes, ...
+
+
+def with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """`model` itself for fp32, else a PrecisionModel around it."""
+    return model if precision == "fp32" else PrecisionModel(model, precision)

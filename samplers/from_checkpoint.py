@@ -84,6 +84,7 @@ def sample_from_checkpoint(
     seed: int = 0,
     batch_size: int = 250,
     refill: bool = True,
+    precision: str = "fp32",
     out: str | Path | None = None,
     png: bool = False,
     overwrite: bool = False,
@@ -114,6 +115,6 @@ def sample_from_checkpoint(
     if out is None:
         out = default_out(data.name, names)
     return sample(
-        model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill,
+        model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill, precision=precision,
         out=out, png=png, overwrite=overwrite, resume=resume, cache_dir=cache_dir, checkpoint=meta.get("weights_path") or checkpoint, progress=progress,
     )

@@ -28,7 +28,7 @@ from torch import nn
 
 from robustgen import distributed
 from robustgen.data import ImageDataset, to_uint8
-from robustgen.device import derived_seed
+from robustgen.device import derived_seed, resolve_precision, with_precision
 from robustgen.errors import RobustgenError
 from robustgen.io import clean_stale_temps, now_iso, run_dir_lock
 from samplers import rundir
@@ -176,9 +176,12 @@ def sample(
     cache_dir: str | Path | None | bool = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> SampleResult:
     """Generate `n` images of `classes` (None = all, balanced) from a (robust) classifier.
 
+    `precision`: fp32, bf16 (autocast + channels_last; the head and energies stay fp32) or auto
+    (bf16 where the hardware has fast bf16, see robustgen.device.fast_bf16).
     `model` maps [0, 1] images to logits and is put in eval mode. `batch_size`: chains on the
     device at once; `refill`: new chains take the slots of stopped ones (same images either
     way). `out`: a run dir to write (refused if it exists, unless overwrite or resume).
@@ -196,9 +199,11 @@ def sample(
     init = resolve_init(init, dataset, model)  # automatic choices made for this image size (recorded in run.json / meta.json)
     model.eval()
     device = next(model.parameters()).device
+    model = with_precision(model, resolve_precision(precision, device))
     dist = distributed.for_device(device)
     fingerprint, model_hash = dataset.fingerprint(), model_fingerprint(model)
     settings = _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, dataset, fingerprint, model_hash, dist)
+    settings["precision"] = getattr(model, "precision", "fp32")
     out = Path(out) if out is not None else None
     with contextlib.ExitStack() as held:
         if out is not None and dist.is_main:  # one writer per run dir; what a killed writer left half-written goes

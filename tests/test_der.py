@@ -91,3 +91,25 @@ def test_multi_step_der_starts_at_der_start():
     single = resolve_config(TrainConfig(method="fgsm-rs", der=True, der_start=3, out="unused"))
     assert der_active(single, 0)
     assert not der_active(resolve_config(TrainConfig(method="pgd", der=False, out="unused")), 10)
+
+
+def test_delta_energies_under_bf16_stay_within_1e2_of_fp32_on_a_trained_model(robust_digits_checkpoint, digits):
+    """bf16 autocast (what --precision auto picks on AVX512-BF16 CPUs and CUDA) runs the body in bf16 but the head in
+    fp32, so DER sees the same delta energies: gamma is 0.1 in these units."""
+    from robustgen.checkpoint import load_checkpoint
+    from robustgen.data import to_float
+    from robustgen.device import autocast
+    from training.attacks import fgsm
+
+    model, _ = load_checkpoint(robust_digits_checkpoint)
+    x, y = to_float(digits.x_test[:200]), torch.as_tensor(digits.y_test[:200])
+    x_adv = fgsm(model, x, y, eps=0.1)
+    measured = {}
+    for precision in ("fp32", "bf16"):
+        with torch.no_grad(), autocast(x.device, precision):
+            nat, adv = model(x), model(x_adv)
+        assert nat.dtype == torch.float32  # logits come out of the fp32 head either way
+        measured[precision] = torch.stack(delta_energies(nat, adv, y))
+    diff = (measured["bf16"] - measured["fp32"]).abs()
+    assert diff.mean() < 1e-2 and diff.quantile(0.95) < 2e-2, (float(diff.mean()), float(diff.max()))
+    assert measured["fp32"].abs().mean() > 5 * diff.mean()  # the energies themselves are much larger than the error

@@ -162,11 +162,11 @@ def test_resume_equals_uninterrupted(robust, digits, tmp_path, monkeypatch):
         assert np.array_equal(z["images"], straight.images)
 
 
-@pytest.mark.parametrize("stop", ["adaptive", "fixed"])
-def test_refill_and_batch_size_do_not_change_the_images(robust, digits, stop):
+@pytest.mark.parametrize("stop,precision", [("adaptive", "fp32"), ("fixed", "fp32"), ("adaptive", "bf16")])
+def test_refill_and_batch_size_do_not_change_the_images(robust, digits, stop, precision):
     """Continuous batching: each chain draws from its own streams, so refilling freed slots (or any batch
-    size) gives bit-identical images, energies and step counts."""
-    kwargs = dict(classes=[2, 5], n=23, seed=5, progress=False, sampler=SamplerConfig(steps=12), stop=StopConfig(rule=stop))
+    size) gives bit-identical images, energies and step counts, in fp32 and bf16."""
+    kwargs = dict(classes=[2, 5], n=23, seed=5, progress=False, sampler=SamplerConfig(steps=12), stop=StopConfig(rule=stop), precision=precision)
     refilled = samplers.sample(robust, digits, batch_size=6, refill=True, **kwargs)
     drained = samplers.sample(robust, digits, batch_size=6, refill=False, **kwargs)
     one_batch = samplers.sample(robust, digits, batch_size=23, refill=False, **kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from robustgen.cli.common import echo_json, format_table, user_errors
-from robustgen.cli.sampling import configs, knob_options, model_arguments, model_options
+from robustgen.cli.sampling import configs, knob_options, model_arguments, model_options, run_arguments
 
 
 @click.command("sample")
@@ -37,7 +37,7 @@ def sample(**options):
     init, sampler, stop = configs(options)
     result = sample_from_checkpoint(
         options["checkpoint"], classes=list(options["classes"]) or None, n=options["n"], init=init, sampler=sampler, stop=stop,
-        seed=options["seed"], batch_size=options["batch_size"], refill=options["refill"], out=options["out"], png=options["png"],
+        seed=options["seed"], **run_arguments(options), out=options["out"], png=options["png"],
         overwrite=options["overwrite"], resume=options["resume"], **model_arguments(options),
     )
     summary = {

@@ -54,6 +54,8 @@ KNOB_OPTIONS = (
                  help="gaussian: fit at this image height in pixels and upsample (Santurkar et al.).  [default: full up to 64x64x3, height/4 above (224 -> 56)]"),
     click.option("--batch-size", type=int, default=250, show_default=True, help="Chains on the device at once."),
     click.option("--refill/--no-refill", default=True, show_default=True, help="Continuous batching: new chains take the slots of stopped ones (same images either way)."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="fp32", show_default=True,
+                 help="bf16: autocast + channels_last for the model's body (energies stay fp32); auto: bf16 where the hardware has it."),
     click.option("--seed", type=int, default=0, show_default=True),
 )
 
@@ -85,6 +87,11 @@ def configs(options: dict) -> tuple[InitConfig, SamplerConfig, StopConfig]:
 def model_arguments(options: dict) -> dict:
     """Keyword arguments of sample_from_checkpoint/sweep that say which model and data."""
     return {key: options[key] for key in ("device", "dataset", "data_root", "model_dir", "trust_checkpoint", "mean", "std")}
+
+
+def run_arguments(options: dict) -> dict:
+    """Keyword arguments that say how chains run (not what they compute, except precision)."""
+    return {key: options[key] for key in ("batch_size", "refill", "precision")}
 
 
 def _config(cls, **options):

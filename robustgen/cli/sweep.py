@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from robustgen.cli.common import echo_json, user_errors
-from robustgen.cli.sampling import configs, knob_options, model_arguments, model_options
+from robustgen.cli.sampling import configs, knob_options, model_arguments, model_options, run_arguments
 
 
 @click.command("sweep")
@@ -42,7 +42,7 @@ def sweep(**options):
     rows = run_sweep(
         options["checkpoint"], knob=options["knob"], values=values, out=options["out"], features=options["features"], judge=judge,
         base=configs(options), n=options["n"], seed=options["seed"], classes=list(options["classes"]) or None, controls=options["controls"],
-        sample_options={**model_arguments(options), "batch_size": options["batch_size"], "refill": options["refill"]},
+        sample_options={**model_arguments(options), **run_arguments(options)},
         log=lambda message: click.echo(message, err=True),
     )
     if options["as_json"]:

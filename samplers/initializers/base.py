@@ -40,7 +40,8 @@ def model_fingerprint(model: nn.Module) -> str:
     """sha256 of a model's weights and buffers: keys caches that depend on the model."""
     state = model.state_dict()
     arrays = [state[k].detach().cpu().contiguous().numpy() for k in sorted(state)]
-    return sha256_arrays(*arrays)
+    precision = getattr(model, "precision", "fp32")  # a bf16 run's energies differ: keep their caches apart
+    return sha256_arrays(*arrays) + ("" if precision == "fp32" else f"-{precision}")
 
 
 def class_images(dataset: ImageDataset, cls: int, *, minimum: int = 1, what: str = "this init") -> np.ndarray:
