@@ -1,4 +1,4 @@
-"""Throughput of the default sampler (local-pca + sgld + adaptive stop): images/s and gradient evaluations per image.
+"""Throughput of the default sampler, side by side: continuous batching (refill) or not, fp32 or bf16, adaptive or fixed.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sample.py                                   # digits, tiny model, CPU
     python benchmarks/bench_sample.py --checkpoint runs/shared/cifar-robust/best.pt --n 1000 --device cuda
@@ -13,6 +13,7 @@ cached after the first run). Runs on the CPU, and on CUDA too when available.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -24,25 +25,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robustgen.checkpoint import load_checkpoint  # noqa: E402
 from robustgen.data import load_dataset  # noqa: E402
+from robustgen.device import fast_bf16  # noqa: E402
 from robustgen.models import build_model  # noqa: E402
 from samplers import InitConfig, SamplerConfig, StopConfig, load_checkpoint_dataset, sample  # noqa: E402
 
 
-def bench(model, data, *, n: int, batch_size: int, device: str, stop: str, cache_dir: str) -> dict:
-    model = model.to(device).eval()
-    kwargs = dict(n=n, init=InitConfig(), sampler=SamplerConfig(), stop=StopConfig(rule=stop), batch_size=batch_size, cache_dir=cache_dir, progress=False)
+def bench(model, data, *, n: int, batch_size: int, stop: str, refill: bool, precision: str, cache_dir: str) -> dict:
+    kwargs = dict(n=n, init=InitConfig(), sampler=SamplerConfig(), stop=StopConfig(rule=stop), batch_size=batch_size, refill=refill,
+                  precision=precision, cache_dir=cache_dir, progress=False)
+    device = next(model.parameters()).device
     t0 = time.perf_counter()
     sample(model, data, **{**kwargs, "n": min(n, 2 * data.num_classes)})  # fits + caches initialisers / references, warms up
     warm = time.perf_counter() - t0
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    _sync(device)
     t0 = time.perf_counter()
     result = sample(model, data, **kwargs)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    _sync(device)
     seconds = time.perf_counter() - t0
-    return {"device": device, "stop": stop, "n": n, "seconds": seconds, "images_per_s": n / seconds,
-            "grad_evals_per_image": result.grad_evals_per_image, "steps_mean": float(result.steps.mean()), "first_call_s": warm}
+    return {"device": str(device), "stop": stop, "refill": refill, "precision": precision, "n": n, "seconds": seconds, "images_per_s": n / seconds,
+            "grad_evals_per_image": result.grad_evals_per_image, "evals_per_s": result.grad_evals / seconds, "first_call_s": warm}
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -62,14 +68,19 @@ def main() -> None:
         model = build_model("preact-resnet18", num_classes=10, in_channels=1, width=16, mean=list(data.mean), std=list(data.std))
         what = "random PreActResNet-18 width 16 on digits"
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"model: {what}; default config: {InitConfig()} {SamplerConfig()} {StopConfig()}")
-    print(f"{'device':8s} {'stop':9s} {'n':>6s} {'seconds':>8s} {'images/s':>9s} {'evals/img':>9s} {'steps':>6s} {'first call s':>12s}")
+    print(f"model: {what}; default sampler {InitConfig()} {SamplerConfig()} {StopConfig()}; n={args.n}, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads")
+    print("| device | stop | refill | precision | images/s | grad evals / image | grad evals / s | first call s |\n|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as cache:
         for device in devices:
-            for stop in ("adaptive", "fixed"):
-                r = bench(model, data, n=args.n, batch_size=args.batch_size, device=device, stop=stop, cache_dir=cache)
-                print(f"{r['device']:8s} {r['stop']:9s} {r['n']:6d} {r['seconds']:8.2f} {r['images_per_s']:9.1f} "
-                      f"{r['grad_evals_per_image']:9.2f} {r['steps_mean']:6.2f} {r['first_call_s']:12.2f}", flush=True)
+            net = model.to(device).eval()
+            rows = [("adaptive", True, "fp32"), ("adaptive", False, "fp32"), ("fixed", True, "fp32")]
+            if fast_bf16(torch.device(device)):
+                rows += [("adaptive", True, "bf16"), ("adaptive", False, "bf16")]
+            for stop, refill, precision in rows:
+                r = bench(copy.deepcopy(net), data, n=args.n, batch_size=args.batch_size, stop=stop, refill=refill, precision=precision, cache_dir=cache)
+                print(f"| {r['device']} | {stop} | {'yes' if refill else 'no'} | {precision} | {r['images_per_s']:.1f} | {r['grad_evals_per_image']:.2f} | "
+                      f"{r['evals_per_s']:.0f} | {r['first_call_s']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
