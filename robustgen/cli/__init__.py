@@ -104,7 +104,7 @@ def main() -> None:
     \b
     Typical session:
       robustgen train digits --der                  # robust model with the Delta Energy Regularizer
-      robustgen sample --checkpoint runs/digits-fgsm-rs-der/best.pt --class 3 --n 100
+      robustgen sample --checkpoint runs/digits-fgsm-rs-der/best.pt --class 3 -n 100
       robustgen score runs/samples --ref digits --features runs/ref/best.pt
     Run `robustgen COMMAND --help` for each command's options.
 
