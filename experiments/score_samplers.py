@@ -24,7 +24,7 @@ from samplers.config import InitConfig, SamplerConfig, StopConfig
 
 CONFIGS = {
     "default": (InitConfig(), SamplerConfig(), StopConfig()),
-    "previous default (local-pca k=20)": (InitConfig(k=20, scale=1.0), SamplerConfig(drift=0.01), StopConfig(quantile=0.2)),
+    "previous default (local-pca k=20 + sgld)": (InitConfig(k=20, scale=1.0), SamplerConfig(kind="sgld", steps=60, drift=0.01), StopConfig(quantile=0.2)),
 }
 TARGET_KEYS = ("grad_evals_per_image", "judge_accuracy", "fid_train", "fid_test", "precision_test", "recall_test",
                "nn_ratio_pixel", "near_copies_pixel", "nn_ratio_features", "near_copies_features", "ct_features")

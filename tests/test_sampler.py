@@ -197,7 +197,7 @@ def test_sample_rejects_bad_requests(robust, digits, tmp_path):
 def test_sgld_default_step_is_calibrated_to_the_drift(robust, digits):
     x0 = torch.full((8, 1, 8, 8), 0.5) + 0.05 * torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(8)
-    config = SamplerConfig(steps=1, noise=0.0, momentum=0.0, drift=0.004)
+    config = SamplerConfig(kind="sgld", steps=1, noise=0.0, momentum=0.0, drift=0.004)
     out = run_chains(robust, x0, y, sampler=config, stop=StopConfig(rule="fixed"), thresholds=torch.full((8,), -np.inf), generator=torch.Generator())
     rms = (out["x"] - x0).flatten(1).pow(2).mean(1).sqrt()
     assert torch.allclose(rms, torch.full((8,), 0.004), rtol=1e-3)  # every chain's first step has the same pixel rms

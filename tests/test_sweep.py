@@ -25,7 +25,7 @@ def test_sweep_writes_points_controls_and_frontier_and_resumes(tmp_path, robust_
     result = _run(*args)
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    controls = {"scale=1": "init-only:local-pca,k=30", "scale=2": "init-only:local-pca,k=30,scale=2.0"}  # the scale is part of the start
+    controls = {"scale=1": "init-only:local-pca,k=30,scale=1.0", "scale=2": "init-only:local-pca,k=30"}  # the scale is part of the start
     assert set(controls) | set(controls.values()) | {"santurkar", "real-test", "real-train"} == set(rows)
     for point, control in controls.items():  # every point is a finished run dir, scored against both splits, with its gains over init
         row = rows[point]

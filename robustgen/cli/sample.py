@@ -26,7 +26,7 @@ def sample(**options):
     \b
     Examples:
       robustgen sample --checkpoint runs/digits/best.pt --class 3 --num-images 1000
-      robustgen sample --checkpoint best.pt --class cat -n 16 --init gaussian --sampler pgd --stop fixed   # Santurkar et al.
+      robustgen sample --checkpoint best.pt --class cat -n 16 --init gaussian --stop fixed --steps 60     # Santurkar et al.
       robustgen sample --checkpoint best.pt -n 10000 --png        # all classes, for FID
       robustgen sample --checkpoint best.pt -n 1000 --steps 0     # the init-only control
       torchrun --nproc_per_node 8 -m robustgen sample --checkpoint best.pt --num-images 50000
