@@ -8,7 +8,9 @@ SGD steps (--on-co warn: they only record). Per-epoch test PGD-10 on 512 test im
 CO (ground truth) = the test PGD-10 accuracy falls below half its best so far (after a best >= 0.10),
 measured at epoch ends. Alarm lead time = SGD steps from the first in-epoch alarm to the end of the
 epoch whose evaluation showed the collapse (positive: the alarm came first). A false alarm = any alarm
-in a run without CO.
+in a run that stayed robust (no CO, best PGD-10 >= 0.10); runs that never reached 0.10 ("never robust",
+e.g. FGSM at 16/255) are counted apart: CO cannot be told apart from not learning there. Alarms are replayed from monitor.jsonl with training.monitor.replay_alarms, i.e.
+under the rule a live run applies now (the recorded raw signals do not depend on the rule).
 
     OMP_NUM_THREADS=1 python experiments/co_map.py --shard 0/2 &     # ~7 min per cell per core
     OMP_NUM_THREADS=1 python experiments/co_map.py --shard 1/2 &
@@ -51,8 +53,10 @@ def cells(data: str) -> dict:
 def run_summary(config: dict, metrics: list[dict], monitor: list[dict]) -> dict:
     """One run: did it collapse, where, and when did the first alarm fire."""
     steps_per_epoch = math.ceil(config["dataset"]["n_train"] / config["config"]["batch_size"])
+    from training.monitor import replay_alarms
+
     co = collapse_epoch(metrics)
-    alarms = [c for c in monitor if c.get("alarm")]
+    alarms = [{**c, "alarm": reason} for c, reason in zip(monitor, replay_alarms(monitor)) if reason]  # the rule as it is now
     first = alarms[0] if alarms else None
     return {
         "co_epoch": co,
@@ -75,6 +79,8 @@ def summarise(results: Path) -> dict:
     rows = []
     for (method, eps, augment, der), runs in sorted(groups.items()):
         collapsed = [r for r in runs if r["co_epoch"] is not None]
+        weak = [r for r in runs if r["co_epoch"] is None and r["best_pgd"] < 0.10]  # never robust: CO cannot be told apart
+        healthy = [r for r in runs if r["co_epoch"] is None and r["best_pgd"] >= 0.10]
         leads = [r["lead_steps"] for r in collapsed if r["lead_steps"] is not None]
         rows.append({
             "method": method, "eps": f"{eps}/255", "augment": augment, "DER": "yes" if der else "no", "seeds": len(runs),
@@ -84,7 +90,8 @@ def summarise(results: Path) -> dict:
             "best PGD-10": statistics.mean(r["best_pgd"] for r in runs),
             "alarmed CO runs": f"{sum(r['first_alarm_step'] is not None for r in collapsed)}/{len(collapsed)}",
             "lead steps (mean)": statistics.mean(leads) if leads else None,
-            "false alarms": f"{sum(r['first_alarm_step'] is not None for r in runs if r['co_epoch'] is None)}/{len(runs) - len(collapsed)}",
+            "never robust": f"{len(weak)}/{len(runs)}",
+            "false alarms": f"{sum(r['first_alarm_step'] is not None for r in healthy)}/{len(healthy)}",
             "runs": runs,
         })
     return {"rows": rows}
@@ -134,7 +141,7 @@ def main() -> None:
     if not summary["rows"]:
         return
     (results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    columns = ["method", "eps", "augment", "DER", "seeds", "CO rate", "final PGD-10", "final clean", "best PGD-10",
+    columns = ["method", "eps", "augment", "DER", "seeds", "CO rate", "never robust", "final PGD-10", "final clean", "best PGD-10",
                "alarmed CO runs", "lead steps (mean)", "false alarms"]
     (results / "summary.md").write_text(markdown_table(summary["rows"], columns) + "\n")
     plot(summary, results / "co-map.png")
