@@ -178,3 +178,32 @@ def test_in_epoch_alarm_needs_a_smoothed_collapse_with_masked_fgsm_or_an_aae_sur
     assert replay_alarms(one_window)[-1] is None
     surge = one_window + [_check(70, 0.30, 0.32, aae=0.35, de=0.9)]
     assert "AAE surge" in replay_alarms(surge)[-1]
+
+
+@pytest.mark.parametrize("action", ["der", "rollback", "stop"])
+def test_co_alarm_actions_roll_back_switch_der_on_or_stop_and_are_recorded(tmp_path, monkeypatch, action):
+    import training.monitor as monitor
+
+    fired = []
+
+    def alarm_at_second_check(history, current):
+        if len(history) == 1 and not fired:
+            fired.append(1)
+            return "test alarm"
+        return None
+
+    monkeypatch.setattr(monitor, "alarm_reason", alarm_at_second_check)
+    config = TrainConfig(**{**QUICK, "epochs": 2}, method="fgsm", co_check_every=3, on_co=action, out=str(tmp_path / "run"))
+    result = train(config, progress=False, log=None)
+    checks = read_jsonl(tmp_path / "run" / "monitor.jsonl")
+    alarmed = [c for c in checks if c.get("alarm")]
+    assert len(alarmed) == 1 and alarmed[0]["step"] == 6 and alarmed[0]["action"] == action
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    if action == "stop":
+        assert result.stopped and "stopped by --on-co stop at step 6" in result.stopped and len(records) == 1
+        with pytest.raises(RobustgenError, match="already finished"):
+            train(resume=tmp_path / "run", progress=False, log=None)
+        return
+    assert records[0]["interventions"][0]["rolled_back_to_step"] == 3 and len(records) == 2
+    assert records[-1]["der_active"] is (action == "der")  # `der` switched DER on for the rest of the run
+    assert records[-1]["der_beta"] == config.der_beta
