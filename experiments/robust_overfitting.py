@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grid import grid_arguments, markdown_table, read_cell, run_cells
+from grid import finished, grid_arguments, markdown_table, read_cell, run_cells
 
 EPOCHS, DECAY, WIDTH = 40, 20, 8
 RUNS = {"plain": False, "der-from-decay": True}
@@ -35,25 +35,25 @@ def cells(data: str, seed: int) -> dict:
 
 
 def final_evaluations(work: Path, results: Path, names: list[str]) -> dict:
-    """PGD-50-10 (and AutoAttack if available) of best.pt and last.pt on the whole test split, cached in results."""
+    """PGD-50-10 of best.pt and last.pt on the whole test split, one cached file per run (shards write apart)."""
     from robustgen.checkpoint import load_checkpoint
+    from robustgen.data import load_dataset
     from training import evaluate_robustness
 
-    path = results / "final-eval.json"
-    done = json.loads(path.read_text()) if path.is_file() else {}
+    done = {}
     for name in names:
+        path = results / name / "final-eval.json"
+        found = json.loads(path.read_text()) if path.is_file() else {}
         for which in ("best", "last"):
-            key = f"{name}/{which}"
-            ckpt = work / name / f"{which}.pt"
-            if key in done or not ckpt.is_file():
+            if which in found or not finished(work / name):  # a run still training has no final best/last yet
                 continue
-            model, meta = load_checkpoint(ckpt)
-            from robustgen.data import load_dataset
-
-            dataset = load_dataset(meta["dataset"])
-            result = evaluate_robustness(model, dataset, eps=8 / 255, steps=50, restarts=10)
-            done[key] = {"epoch": meta["epoch"] + 1, "clean": result["clean_acc"], "pgd50_10": result["robust_acc"], "n": result["n"]}
-            path.write_text(json.dumps(done, indent=2) + "\n")
+            model, meta = load_checkpoint(work / name / f"{which}.pt")
+            result = evaluate_robustness(model, load_dataset(meta["dataset"]), eps=8 / 255, steps=50, restarts=10)
+            found[which] = {"epoch": meta["epoch"] + 1, "clean": result["clean_acc"], "pgd50_10": result["robust_acc"], "n": result["n"]}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".tmp").write_text(json.dumps(found, indent=2) + "\n")
+            path.with_suffix(".tmp").replace(path)
+        done.update({f"{name}/{which}": value for which, value in found.items()})
     return done
 
 
@@ -93,9 +93,11 @@ def main() -> None:
     if args.list:
         print("\n".join(sorted(grid)))
         return
+    results, names = Path(args.results), sorted(grid)
     if not args.summarise:
         run_cells(grid, args)
-    results, names = Path(args.results), sorted(grid)
+        index, count = (int(v) for v in args.shard.split("/"))
+        final_evaluations(Path(args.work), results, names[index::count])  # each shard evaluates its own runs
     finals = final_evaluations(Path(args.work), results, names)
     rows = []
     for name in names:

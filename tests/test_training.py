@@ -134,6 +134,17 @@ def test_evaluate_robustness_is_deterministic_and_bounded(robust_digits_checkpoi
     assert stronger["robust_acc"] <= a["robust_acc"]
 
 
+def test_more_restarts_only_remove_robust_images(robust_digits_checkpoint, digits):
+    # Restarts after the first attack only the images still robust; the first restart draws the same start
+    # under the same seed, so robust accuracy with 4 restarts can only be at or below that with 1.
+    model, _ = load_checkpoint(robust_digits_checkpoint)
+    one = evaluate_robustness(model, digits, eps=0.15, steps=3, restarts=1, subset=150)
+    four = evaluate_robustness(model, digits, eps=0.15, steps=3, restarts=4, subset=150)
+    assert four["clean_acc"] == one["clean_acc"]
+    assert four["robust_acc"] <= one["robust_acc"]
+    assert four["robust_acc"] > 0.1  # pruning restarts must not zero the count
+
+
 def test_robust_fixture_beats_standard_fixture_under_attack(robust_digits_checkpoint, standard_digits_checkpoint, digits):
     robust = evaluate_robustness(load_checkpoint(robust_digits_checkpoint)[0], digits, eps=0.1, steps=5, restarts=1, subset=120)
     standard = evaluate_robustness(load_checkpoint(standard_digits_checkpoint)[0], digits, eps=0.1, steps=5, restarts=1, subset=120)
