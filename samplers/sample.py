@@ -189,12 +189,7 @@ def sample(
     False = no cache). `checkpoint`: the file the model came from, recorded with its hash.
     """
     started, t0 = now_iso(), time.perf_counter()
-    for config in (init, sampler, stop):
-        config.validate()
-    if n < 1:
-        raise RobustgenError(f"--num-images {n}: ask for at least 1 image")
-    if batch_size < 1:
-        raise RobustgenError(f"--batch-size {batch_size} must be at least 1")
+    _validate(init, sampler, stop, n=n, batch_size=batch_size)
     class_list = resolve_classes(dataset, classes)
     init = resolve_init(init, dataset, model)  # automatic choices made for this image size (recorded in run.json / meta.json)
     model.eval()
@@ -230,6 +225,15 @@ def sample(
             rundir.finalize(out, result, classes=dataset.classes, settings=settings, png=png, checkpoint=checkpoint, started=started, device=device)
         dist.barrier()
     return result if result is not None else load_result(out)
+
+
+def _validate(*configs, n: int, batch_size: int) -> None:
+    for config in configs:
+        config.validate()
+    if n < 1:
+        raise RobustgenError(f"--num-images {n}: ask for at least 1 image")
+    if batch_size < 1:
+        raise RobustgenError(f"--batch-size {batch_size} must be at least 1")
 
 
 def _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, dataset, fingerprint, model_hash, dist) -> dict:

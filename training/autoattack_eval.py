@@ -74,30 +74,60 @@ def evaluate_autoattack(
     custom subset of ATTACKS. steps: APGD/FAB iterations (None = pyautoattack's 100).
     restarts: APGD/FAB restarts (None = the version's). state_path: JSON state file that
     makes the run resumable ("auto": under the robustgen cache, keyed by the settings).
+    The images are attacked in chunks of batch_size; each finished chunk is saved at once.
     """
+    _check_arguments(eps=eps, norm=norm, steps=steps, restarts=restarts, batch_size=batch_size)
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError:
+        raise RobustgenError(f"--attack autoattack needs the pyautoattack package: {INSTALL}") from None
+    attacks = tuple(attacks) if attacks is not None else None
+    was_training = model.training
+    model.eval()
+    x_all, y_all = dataset.split("test")
+    idx = evaluation_indices(len(x_all), subset, seed=seed).numpy()
+    x_all, y_all = x_all[idx], y_all[idx]
+    settings = _settings(model, dataset, idx, eps=eps, norm=norm, attacks=attacks, steps=steps, restarts=restarts, seed=seed,
+                         batch_size=batch_size)
+    path = _state_path(state_path, settings)
+    chunks = _read_state(path, settings) if path is not None else {}
+    resumed, n_chunks = len(chunks), (len(idx) + batch_size - 1) // batch_size
+    messages: list[str] = []
+    started = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    with _capture_log("auto-attack", messages):
+        for c in tqdm(range(n_chunks), desc="autoattack", unit="chunk", disable=None if progress else True, leave=False):
+            if str(c) in chunks:
+                continue
+            rows = slice(c * batch_size, (c + 1) * batch_size)
+            chunks[str(c)] = _attack_chunk(model, x_all[rows], y_all[rows], AutoAttack=AutoAttack, eps=eps, norm=norm,
+                                           attacks=attacks, steps=steps, restarts=restarts, seed=seed)
+            if path is not None:
+                atomic_write_json(path, {"format": STATE_FORMAT, "format_version": 1, "settings": settings, "chunks": chunks})
+    model.train(was_training)
+    result = _summary([chunks[str(c)] for c in range(n_chunks)], n=len(idx), eps=eps, norm=norm, attacks=attacks, steps=steps)
+    return {**result, "restarts": restarts, "seed": seed, "state": str(path) if path is not None else None, "resumed_chunks": resumed,
+            "chunks": n_chunks, "seconds": time.perf_counter() - started, "warnings": list(dict.fromkeys(messages))}
+
+
+def _check_arguments(*, eps: float, norm: str, steps: int | None, restarts: int | None, batch_size: int) -> None:
     if norm not in ("Linf", "L2"):
         raise RobustgenError(f"unknown norm {norm!r}: AutoAttack here runs Linf or L2")
     if eps <= 0:
         raise RobustgenError(f"AutoAttack needs eps > 0, got {eps}")
     if (steps is not None and steps < 1) or (restarts is not None and restarts < 1) or batch_size < 1:
         raise RobustgenError("--steps, --restarts and --batch-size must be at least 1 for AutoAttack")
-    try:
-        from pyautoattack import AutoAttack
-    except ImportError:
-        raise RobustgenError(f"--attack autoattack needs the pyautoattack package: {INSTALL}") from None
-    attacks = tuple(attacks) if attacks is not None else None
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    x_all, y_all = dataset.split("test")
-    idx = evaluation_indices(len(x_all), subset, seed=seed).numpy()
-    x_all, y_all = x_all[idx], y_all[idx]
-    settings = {
+
+
+def _settings(model: nn.Module, dataset: ImageDataset, idx: np.ndarray, *, eps, norm, attacks, steps, restarts, seed, batch_size) -> dict:
+    """What a state file must match to be resumed: the weights, the images and every attack setting."""
+    return {
         "model_sha256": sha256_arrays(*[t.detach().cpu().float().contiguous().numpy() for t in model.state_dict().values()]),
         "dataset": dataset.name,
         "dataset_sha256": dataset.fingerprint(),
         "indices_sha256": sha256_arrays(idx.astype(np.int64)),
-        "n": int(len(idx)),
+        "n": len(idx),
         "eps": float(eps),
         "norm": norm,
         "attacks": list(attacks) if attacks is not None else "standard",
@@ -106,43 +136,32 @@ def evaluate_autoattack(
         "seed": seed,
         "chunk": batch_size,
     }
-    path = _state_path(state_path, settings)
-    chunks = _read_state(path, settings) if path is not None else {}
-    resumed = len(chunks)
-    n_chunks = (len(idx) + batch_size - 1) // batch_size
-    messages: list[str] = []
-    max_perturbation = 0.0
-    started = time.perf_counter()
-    from tqdm.auto import tqdm
 
-    with _capture_log("auto-attack", messages):
-        for c in tqdm(range(n_chunks), desc="autoattack", unit="chunk", disable=None if progress else True, leave=False):
-            if str(c) in chunks:
-                continue
-            x = to_float(x_all[c * batch_size : (c + 1) * batch_size], device)
-            y = torch.as_tensor(y_all[c * batch_size : (c + 1) * batch_size], device=device)
-            with torch.no_grad():
-                logits = model(x)
-            clean = logits.argmax(1) == y
-            adversary = _adversary(AutoAttack, model, num_classes=logits.shape[1], device=device, eps=eps, norm=norm,
-                                   attacks=attacks, steps=steps, restarts=restarts, seed=seed)
-            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
-            with torch.no_grad():
-                robust = clean & (model(x_adv).argmax(1) == y)
-            delta = (x_adv - x).flatten(1)
-            size = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
-            max_perturbation = max(max_perturbation, float(size.max()) if len(size) else 0.0)
-            chunks[str(c)] = {"clean": clean.int().tolist(), "robust": robust.int().tolist(), "max_perturbation": float(size.max())}
-            if path is not None:
-                atomic_write_json(path, {"format": STATE_FORMAT, "format_version": 1, "settings": settings, "chunks": chunks})
-    model.train(was_training)
-    clean_flags = np.concatenate([chunks[str(c)]["clean"] for c in range(n_chunks)]) if n_chunks else np.zeros(0)
-    robust_flags = np.concatenate([chunks[str(c)]["robust"] for c in range(n_chunks)]) if n_chunks else np.zeros(0)
-    n = int(len(idx))
-    max_perturbation = max([max_perturbation] + [chunks[str(c)].get("max_perturbation", 0.0) for c in range(n_chunks)])
+
+def _attack_chunk(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, AutoAttack, eps, norm, attacks, steps, restarts, seed) -> dict:
+    """Clean and robust flags of one chunk of test images (uint8 NHWC), and its largest perturbation."""
+    device = next(model.parameters()).device
+    x, y = to_float(images, device), torch.as_tensor(labels, device=device)
+    with torch.no_grad():
+        logits = model(x)
+    clean = logits.argmax(1) == y
+    adversary = _adversary(AutoAttack, model, num_classes=logits.shape[1], device=device, eps=eps, norm=norm,
+                           attacks=attacks, steps=steps, restarts=restarts, seed=seed)
+    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
+    with torch.no_grad():
+        robust = clean & (model(x_adv).argmax(1) == y)
+    delta = (x_adv - x).flatten(1)
+    size = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
+    return {"clean": clean.int().tolist(), "robust": robust.int().tolist(), "max_perturbation": float(size.max()) if len(size) else 0.0}
+
+
+def _summary(chunks: list[dict], *, n: int, eps: float, norm: str, attacks, steps) -> dict:
+    clean = sum(sum(c["clean"]) for c in chunks)
+    robust = sum(sum(c["robust"]) for c in chunks)
+    max_perturbation = max([0.0] + [c.get("max_perturbation", 0.0) for c in chunks])
     return {
-        "clean_acc": float(clean_flags.sum()) / max(n, 1),
-        "robust_acc": float(robust_flags.sum()) / max(n, 1),
+        "clean_acc": clean / max(n, 1),
+        "robust_acc": robust / max(n, 1),
         "n": n,
         "eps": float(eps),
         "norm": norm,
@@ -151,15 +170,8 @@ def evaluate_autoattack(
         "version": "standard" if attacks is None else "custom",
         "attacks": list(STANDARD if attacks is None else attacks),
         "steps": steps,
-        "restarts": restarts,
-        "seed": seed,
         "max_perturbation": max_perturbation,
         "within_eps": bool(max_perturbation <= eps * (1 + 1e-4) + 1e-6),
-        "state": str(path) if path is not None else None,
-        "resumed_chunks": resumed,
-        "chunks": n_chunks,
-        "seconds": time.perf_counter() - started,
-        "warnings": list(dict.fromkeys(messages)),
     }
 
 

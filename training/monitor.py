@@ -29,7 +29,6 @@ double beta if it was on). The data order and learning-rate schedule go on.
 from __future__ import annotations
 
 import copy
-import statistics
 from dataclasses import asdict, dataclass, field
 
 import torch

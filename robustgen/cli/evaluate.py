@@ -44,8 +44,7 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
       robustgen eval robustbench:cifar10/Linf/Wong2020Fast --attack autoattack --subset 1000 --data npz:cifar10.npz
       robustgen eval --checkpoint robustness:imagenet_linf_4.pt --data folder:imagenet --attack apgd-ce,apgd-t --subset 100
     """
-    from robustgen.data import load_dataset
-    from robustgen.models.sources import align_dataset, load_classifier
+    from robustgen.models.sources import load_classifier
     from training.autoattack_eval import attack_label, evaluate_autoattack, parse_attacks
 
     if spec and checkpoint_option and spec != checkpoint_option:
@@ -66,18 +65,7 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
     eps_value = _radius(eps, norm, "--eps") if eps is not None else trained.get("eps")
     if eps_value is None:
         raise RobustgenError(f"{spec} does not record its threat model's eps: pass --eps (e.g. 8/255)")
-    dataset_spec = data or meta.get("dataset")
-    if not dataset_spec:
-        raise RobustgenError(f"{spec} does not name its dataset: pass --data (e.g. npz:PATH or folder:PATH)")
-    try:
-        dataset = load_dataset(dataset_spec, root=data_root or meta.get("data_root"))
-    except RobustgenError as exc:
-        raise RobustgenError(f"evaluating needs the test images of {dataset_spec!r}, which cannot be loaded ({str(exc).rstrip('.')}): point to them with --data-root DIR or --data npz:PATH / folder:PATH") from None
-    if data is None and meta.get("dataset_sha256") and meta["dataset_sha256"] != dataset.fingerprint():
-        raise RobustgenError(f"dataset {meta['dataset']} on this machine differs from the one {spec} was trained on (sha256 mismatch): point --data-root at the original files")
-    if meta.get("input_shape") and list(dataset.image_shape) != list(meta["input_shape"]):
-        raise RobustgenError(f"{dataset_spec} has images shaped {list(dataset.image_shape)} but {spec} expects {list(meta['input_shape'])}: pass matching data with --data")
-    dataset = align_dataset(dataset, meta)
+    dataset = _evaluation_dataset(spec, meta, data=data, data_root=data_root)
 
     if pgd:
         from training import evaluate_robustness
@@ -97,20 +85,45 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
     if as_json:
         echo_json(result)
         return
-    click.echo(f"{spec}: {dataset.name}, {result['n']} test images, {label} at {norm} eps {_eps_text(eps_value)}")
-    row = {"clean acc": result["clean_acc"], f"{label} acc": result["robust_acc"], "n": result["n"], "attack": label,
-           "eps": _eps_text(eps_value), "norm": norm}
-    click.echo(format_table([row], list(row)))
-    for note in meta.get("notes", []):
-        click.echo(f"note: {note}")
-    if not pgd:
-        if result["resumed_chunks"]:
-            click.echo(f"resumed {result['resumed_chunks']}/{result['chunks']} finished chunks from {result['state']}")
-        if not result["within_eps"]:
-            click.echo(f"warning: an adversarial example lies {result['max_perturbation']:.4g} from its image, outside eps {eps_value:.4g}")
-        for message in result["warnings"]:
-            click.echo(f"AutoAttack check: {message}")
+    _print_result(result, spec=spec, dataset=dataset, label=label, norm=norm, eps=eps_value, notes=meta.get("notes", []))
 
+
+
+def _evaluation_dataset(spec: str, meta: dict, *, data, data_root):
+    """The test images the model is evaluated on, checked against what it was trained on, in its class order."""
+    from robustgen.data import load_dataset
+    from robustgen.models.sources import align_dataset
+
+    dataset_spec = data or meta.get("dataset")
+    if not dataset_spec:
+        raise RobustgenError(f"{spec} does not name its dataset: pass --data (e.g. npz:PATH or folder:PATH)")
+    try:
+        dataset = load_dataset(dataset_spec, root=data_root or meta.get("data_root"))
+    except RobustgenError as exc:
+        raise RobustgenError(f"evaluating needs the test images of {dataset_spec!r}, which cannot be loaded ({str(exc).rstrip('.')}): point to them with --data-root DIR or --data npz:PATH / folder:PATH") from None
+    if data is None and meta.get("dataset_sha256") and meta["dataset_sha256"] != dataset.fingerprint():
+        raise RobustgenError(f"dataset {meta['dataset']} on this machine differs from the one {spec} was trained on (sha256 mismatch): point --data-root at the original files")
+    if meta.get("input_shape") and list(dataset.image_shape) != list(meta["input_shape"]):
+        raise RobustgenError(f"{dataset_spec} has images shaped {list(dataset.image_shape)} but {spec} expects {list(meta['input_shape'])}: pass matching data with --data")
+    return align_dataset(dataset, meta)
+
+
+def _print_result(result: dict, *, spec: str, dataset, label: str, norm: str, eps: float, notes: list[str]) -> None:
+    """The RobustBench-style table, then notes, resumption and AutoAttack's own checks."""
+    click.echo(f"{spec}: {dataset.name}, {result['n']} test images, {label} at {norm} eps {_eps_text(eps)}")
+    row = {"clean acc": result["clean_acc"], f"{label} acc": result["robust_acc"], "n": result["n"], "attack": label,
+           "eps": _eps_text(eps), "norm": norm}
+    click.echo(format_table([row], list(row)))
+    for note in notes:
+        click.echo(f"note: {note}")
+    if result.get("attack") == "pgd":
+        return
+    if result["resumed_chunks"]:
+        click.echo(f"resumed {result['resumed_chunks']}/{result['chunks']} finished chunks from {result['state']}")
+    if not result["within_eps"]:
+        click.echo(f"warning: an adversarial example lies {result['max_perturbation']:.4g} from its image, outside eps {eps:.4g}")
+    for message in result["warnings"]:
+        click.echo(f"AutoAttack check: {message}")
 
 def _radius(value: str, norm: str, what: str) -> float:
     """8/255 or 0.031; under L2 a radius above 1 (e.g. 1.5) is fine too."""
