@@ -218,3 +218,39 @@ def test_co_alarm_actions_roll_back_switch_der_on_or_stop_and_are_recorded(tmp_p
     assert records[0]["interventions"][0]["rolled_back_to_step"] == 3 and len(records) == 2
     assert records[-1]["der_active"] is (action == "der")  # `der` switched DER on for the rest of the run
     assert records[-1]["der_beta"] == config.der_beta
+
+
+def _first_step_loss(compiled: bool, precision: str) -> float:
+    from robustgen.device import maybe_compile
+
+    torch.manual_seed(0)
+    net = build_model("preact-resnet18", num_classes=10, in_channels=1, width=4)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    config = resolve_config(TrainConfig(method="fgsm-rs", eps=0.1, der=True, out="unused"))
+    x, y = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 10
+    torch.manual_seed(2)  # the attack's random start
+    stats = train_step(maybe_compile(net, compiled), opt, x, y, config=config, epoch=0, precision=precision)
+    return float(stats["loss"]) / 64
+
+
+def test_compiled_first_step_loss_matches_eager():
+    from robustgen.device import compile_available, fast_bf16
+
+    reason = compile_available(torch.device("cpu"))
+    if reason is not None:
+        pytest.skip(reason)
+    precision = "bf16" if fast_bf16(torch.device("cpu")) else "fp32"
+    eager, compiled = _first_step_loss(False, precision), _first_step_loss(True, precision)
+    assert compiled == pytest.approx(eager, rel=2e-2 if precision == "bf16" else 1e-4)
+
+
+def test_compile_without_a_cxx_compiler_falls_back_with_one_line(monkeypatch):
+    import shutil
+
+    from robustgen.device import resolve_compile
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    enabled, warning = resolve_compile("on", torch.device("cpu"), long_run=False)
+    assert not enabled and "no C++ compiler" in warning and "\n" not in warning
+    assert resolve_compile("auto", torch.device("cpu"), long_run=True) == (False, None)  # auto falls back silently
+    assert resolve_compile("off", torch.device("cpu"), long_run=True) == (False, None)
