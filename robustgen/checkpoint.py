@@ -27,6 +27,7 @@ from torch import nn
 from robustgen.errors import RobustgenError
 from robustgen.io import atomic_path, versions
 from robustgen.models import build_model, model_names
+from robustgen.models.foreign import fit_problem
 
 FORMAT = "robustgen-checkpoint"
 FORMAT_VERSION = 1
@@ -154,23 +155,10 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str) -> None:
     """load_state_dict with a one-line error naming what does not match."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    mismatched = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
-    if missing or unexpected or mismatched:
-        detail = []
-        if mismatched:
-            k = mismatched[0]
-            detail.append(f"{k} is {tuple(state_dict[k].shape)} in the file but {tuple(own[k].shape)} in the model")
-        if missing:
-            detail.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise RobustgenError(
-            f"checkpoint {source} does not fit this architecture ({'; '.join(detail)}): "
-            "use the architecture, width and number of classes it was trained with"
-        )
+    problem = fit_problem(model, state_dict)
+    if problem:
+        raise RobustgenError(f"checkpoint {source} does not fit this architecture ({problem}): "
+                             "use the architecture, width and number of classes it was trained with")
     model.load_state_dict(state_dict)
 
 

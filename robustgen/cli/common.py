@@ -16,6 +16,7 @@ import sys
 
 import click
 
+from robustgen.tables import format_table  # noqa: F401  (re-exported for the commands)
 from robustgen.errors import RobustgenError
 from robustgen.io import dumps_json, parse_eps, write_error
 
@@ -138,18 +139,3 @@ EPS = EpsType()
 
 def echo_json(obj) -> None:
     click.echo(dumps_json(obj))
-
-
-def format_table(rows: list[dict], columns: list[str]) -> str:
-    """A plain aligned text table."""
-    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
