@@ -37,7 +37,7 @@ def cells(args) -> dict:
     out = {}
     for seed in args.seeds:
         out[cell_name(None, None, seed)] = TrainConfig(**base, der=False, seed=seed)
-        for beta, gamma in itertools.product(BETAS, GAMMAS):
+        for beta, gamma in itertools.product(args.betas, args.gammas):
             out[cell_name(beta, gamma, seed)] = TrainConfig(**base, der=True, der_beta=beta, der_gamma=gamma, seed=seed)
     return out
 
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=8, help="in 1/255 units")
     parser.add_argument("--augment", default="flip")
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--betas", default=",".join(f"{b:g}" for b in BETAS), type=lambda s: [float(v) for v in s.split(",")],
+                        help="a subset of the grid to run (the heatmap leaves the others blank)")
+    parser.add_argument("--gammas", default=",".join(f"{g:g}" for g in GAMMAS), type=lambda s: [float(v) for v in s.split(",")])
     args = parser.parse_args()
     grid = cells(args)
     if args.list:
