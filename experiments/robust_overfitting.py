@@ -77,9 +77,9 @@ def plot(results: Path, names: list[str], path: Path, *, decay: int, title: str)
         axes[1].plot(epochs, [r["de_x_mean"] for r in metrics], color=color, label=f"{name}: dE(x)")
         axes[1].plot(epochs, [r["de_xy_mean"] for r in metrics], color=color, ls="--", label=f"{name}: dE(x,y)")
         axes[2].plot(epochs, [r["de_norm_mean"] for r in metrics], color=color, label=f"{name}: mean ||dE||")
-    for ax, title in zip(axes, ("robust accuracy", "delta energies (training batches)", "delta-energy norm")):
+    for ax, panel in zip(axes, ("robust accuracy", "delta energies (training batches)", "delta-energy norm")):
         ax.axvline(decay + 0.5, color="grey", ls=":", lw=1)
-        ax.set(title=title, xlabel="epoch")
+        ax.set(title=panel, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Robust overfitting: PGD-10 AT on the CIFAR-10 subset, {title}, piecewise lr (dotted: first decay, DER starts)")
