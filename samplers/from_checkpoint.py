@@ -85,6 +85,7 @@ def sample_from_checkpoint(
     batch_size: int = 250,
     refill: bool = True,
     precision: str = "fp32",
+    compile: str = "off",
     out: str | Path | None = None,
     png: bool = False,
     overwrite: bool = False,
@@ -115,6 +116,6 @@ def sample_from_checkpoint(
     if out is None:
         out = default_out(data.name, names)
     return sample(
-        model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill, precision=precision,
+        model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill, precision=precision, compile=compile,
         out=out, png=png, overwrite=overwrite, resume=resume, cache_dir=cache_dir, checkpoint=meta.get("weights_path") or checkpoint, progress=progress,
     )

@@ -17,6 +17,7 @@ lands in shards/ and rank 0 assembles samples.npz, grid.png, strips.png, meta.js
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch import nn
 
 from robustgen import distributed
 from robustgen.data import ImageDataset, to_uint8
-from robustgen.device import derived_seed, resolve_precision, with_precision
+from robustgen.device import derived_seed, maybe_compile, resolve_compile, resolve_precision, with_precision
 from robustgen.errors import RobustgenError
 from robustgen.io import clean_stale_temps, now_iso, run_dir_lock
 from samplers import rundir
@@ -38,6 +39,8 @@ from samplers.initializers import build_initializer, fitted_arrays, resolve_init
 from samplers.initializers.base import Initializer, model_fingerprint
 from samplers.rundir import SampleResult, load_result
 from samplers.stopping import reference_energies, stop_thresholds
+
+LONG_SAMPLING = 2_000_000  # image-steps from which `compile="auto"` compiles the chains' model (a compile costs ~1 min on CPU)
 
 STRIPS_PER_CLASS = 2  # chains per class whose start -> middle -> final frames are kept
 
@@ -177,11 +180,14 @@ def sample(
     checkpoint: str | Path | None = None,
     progress: bool = True,
     precision: str = "fp32",
+    compile: str = "off",
 ) -> SampleResult:
     """Generate `n` images of `classes` (None = all, balanced) from a (robust) classifier.
 
     `precision`: fp32, bf16 (autocast + channels_last; the head and energies stay fp32) or auto
-    (bf16 where the hardware has fast bf16, see robustgen.device.fast_bf16).
+    (bf16 where the hardware has fast bf16, see robustgen.device.fast_bf16). `compile`: off, on or
+    auto (on for runs of at least LONG_SAMPLING image-steps where torch.compile works): the chains'
+    model is compiled; images then match eager ones to rounding, not bit for bit.
     `model` maps [0, 1] images to logits and is put in eval mode. `batch_size`: chains on the
     device at once; `refill`: new chains take the slots of stopped ones (same images either
     way). `out`: a run dir to write (refused if it exists, unless overwrite or resume).
@@ -199,6 +205,10 @@ def sample(
     fingerprint, model_hash = dataset.fingerprint(), model_fingerprint(model)
     settings = _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, dataset, fingerprint, model_hash, dist)
     settings["precision"] = getattr(model, "precision", "fp32")
+    compiled, warning = resolve_compile(compile, device, long_run=n * max(sampler.steps, 1) >= LONG_SAMPLING)
+    if warning and progress:
+        print(warning, file=sys.stderr)
+    settings["compile"] = compiled
     out = Path(out) if out is not None else None
     with contextlib.ExitStack() as held:
         if out is not None and dist.is_main:  # one writer per run dir; what a killed writer left half-written goes
@@ -214,7 +224,7 @@ def sample(
             rundir.create_out(out, settings, overwrite=overwrite)
         dist.barrier()
         labels = balanced_labels(class_list, n)
-        store = _run_blocks(model, labels, inits, thresholds, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill,
+        store = _run_blocks(maybe_compile(model, compiled, dynamic=False), labels, inits, thresholds, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill,
                             out=out, dist=dist, progress=progress)
         dist.barrier()
         result = None

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from robustgen.device import COMPILE_MODES
 from robustgen.errors import RobustgenError
 from robustgen.io import safe_name
 from robustgen.models import model_names
@@ -20,7 +21,7 @@ from training.methods import ATTACK_METHODS, METHODS, get_method
 SCHEDULES = ("cyclic", "piecewise")
 AUGMENTS = ("crop+flip", "flip", "crop", "none")  # random crop with zero padding and/or horizontal flip
 ON_CO = ("warn", "stop", "rollback", "der")  # what a catastrophic-overfitting alarm does (see training/monitor.py)
-COMPILE = ("auto", "on", "off")
+COMPILE = COMPILE_MODES  # one home: robustgen.device
 
 # DER defaults, found by experiments/catastrophic_overfitting.py (CIFAR-10 subset, fgsm zero init,
 # eps 16/255, width 16, 10 epochs, seed 0; results in experiments/results/co-fgsm-eps16-w16-e10-s0/).

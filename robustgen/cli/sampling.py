@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from robustgen.cli.common import EpsType
+from robustgen.device import COMPILE_MODES
 from samplers.config import ENERGIES, INITS, NEIGHBOUR_SPACES, NORMS, SAMPLERS, STOP_RULES, InitConfig, SamplerConfig, StopConfig
 
 _I, _S, _T = InitConfig(), SamplerConfig(), StopConfig()
@@ -56,6 +57,8 @@ KNOB_OPTIONS = (
     click.option("--refill/--no-refill", default=True, show_default=True, help="Continuous batching: new chains take the slots of stopped ones (same images either way)."),
     click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="fp32", show_default=True,
                  help="bf16: autocast + channels_last for the model's body (energies stay fp32); auto: bf16 where the hardware has it."),
+    click.option("--compile", type=click.Choice(list(COMPILE_MODES)), default="off", show_default=True,
+                 help="torch.compile the chains' model (auto: only for long runs; ~1 min to compile on CPU; images then match eager ones to rounding)."),
     click.option("--seed", type=int, default=0, show_default=True),
 )
 
@@ -91,7 +94,7 @@ def model_arguments(options: dict) -> dict:
 
 def run_arguments(options: dict) -> dict:
     """Keyword arguments that say how chains run (not what they compute, except precision)."""
-    return {key: options[key] for key in ("batch_size", "refill", "precision")}
+    return {key: options[key] for key in ("batch_size", "refill", "precision", "compile")}
 
 
 def _config(cls, **options):
