@@ -113,7 +113,7 @@ def plot(summary: dict, path: Path) -> None:
         axes[0].bar(xs, rates, width=0.4, color=color, label=f"DER {der}")
         axes[1].bar(xs, pgd, width=0.4, color=color, label=f"DER {der}")
     for ax, title in zip(axes, ("CO rate over seeds", "final test PGD-10 accuracy (mean over seeds)")):
-        ax.set_xticks(range(len(settings)), [f"{m}\n{e} {a}" for m, e, a in settings], fontsize=8)
+        ax.set_xticks(range(len(settings)), [f"{m}\n{e} {a}" for m, e, a in settings], fontsize=7, rotation=30, ha="right")
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
         ax.legend()
