@@ -185,10 +185,14 @@ def test_in_epoch_alarm_needs_a_smoothed_collapse_with_masked_fgsm_or_an_aae_sur
     assert replay_alarms(collapse)[-2] is None and "collapsed" in replay_alarms(collapse)[-1]
     robust_drop = healthy + [_check(60, 0.05, 0.06), _check(70, 0.02, 0.03)]  # FGSM falls too: not masking, no CO alarm
     assert replay_alarms(robust_drop)[-1] is None
-    one_window = healthy + [_check(60, 0.30, 0.32, aae=0.30, de=0.9)]  # one window of many AAEs: averaged, not yet
+    one_window = healthy + [_check(60, 0.24, 0.32, aae=0.30, de=0.9)]  # one window of many AAEs: averaged, not yet
     assert replay_alarms(one_window)[-1] is None
-    surge = one_window + [_check(70, 0.30, 0.32, aae=0.35, de=0.9)]
+    surge = one_window + [_check(70, 0.24, 0.32, aae=0.35, de=0.9)]  # many AAEs while PGD accuracy starts to fall
     assert "AAE surge" in replay_alarms(surge)[-1]
+    steady = healthy + [_check(60, 0.30, 0.32, aae=0.30), _check(70, 0.31, 0.32, aae=0.35)]  # many AAEs, PGD intact
+    assert replay_alarms(steady)[-1] is None
+    climb = [_check(10 * i, 0.60, 0.62, aae=0.08 + 0.01 * i) for i in range(16)]  # 8% -> 23%: a slow climb, no collapse
+    assert replay_alarms(climb) == [None] * 16
 
 
 @pytest.mark.parametrize("action", ["der", "rollback", "stop"])
