@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--der-beta", type=float, default=None)
     p.add_argument("--der-gamma", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto", help="auto (bf16 where fast, the default of robustgen train) or fp32")
     p.add_argument("--runs", default="plain,der", help="which runs: plain, der or both (comma separated)")
     p.add_argument("--work", default=str(REPO / "runs" / "co"), help="scratch run dirs (checkpoints stay here)")
     p.add_argument("--results", default=str(REPO / "experiments" / "results"))
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
             der_beta=args.der_beta if args.der_beta is not None else DER_BETA,
             der_gamma=args.der_gamma if args.der_gamma is not None else DER_GAMMA,
             width=args.width, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-            eval_subset=args.eval_subset, eval_pgd_steps=args.eval_pgd_steps, seed=args.seed, device="cpu",
+            eval_subset=args.eval_subset, eval_pgd_steps=args.eval_pgd_steps, seed=args.seed, device="cpu", precision=args.precision,
             out=str(Path(args.work) / tag / name),
         )
         print(f"== {name}: {config.method} eps {args.eps}{' + DER' if config.der else ''}, {args.epochs} epochs, width {args.width}", flush=True)

@@ -56,7 +56,8 @@ def run_summary(config: dict, metrics: list[dict], monitor: list[dict]) -> dict:
     from training.monitor import replay_alarms
 
     co = collapse_epoch(metrics)
-    alarms = [{**c, "alarm": reason} for c, reason in zip(monitor, replay_alarms(monitor)) if reason]  # the rule as it is now
+    checks = [c for c in monitor if "pgd_acc" in c]  # monitor.jsonl also records interventions
+    alarms = [{**c, "alarm": reason} for c, reason in zip(checks, replay_alarms(checks)) if reason]  # the rule as it is now
     first = alarms[0] if alarms else None
     return {
         "co_epoch": co,
@@ -66,7 +67,7 @@ def run_summary(config: dict, metrics: list[dict], monitor: list[dict]) -> dict:
         "first_alarm_step": first["step"] if first else None,
         "first_alarm_kind": ("energy spike" if "energy" in first["alarm"] else "PGD collapse") if first else None,
         "lead_steps": ((co + 1) * steps_per_epoch - first["step"]) if (first and co is not None) else None,
-        "max_aae_rate": max((c["aae_rate"] for c in monitor), default=None),
+        "max_aae_rate": max((c["aae_rate"] for c in checks), default=None),
     }
 
 
