@@ -32,7 +32,7 @@ from training.monitor import Monitor, TrainingStopped
 from training.schedule import learning_rate
 from training.step import MAX_KEYS, StepModels, accumulate, der_active, train_step, zero_stats
 
-LONG_RUN_IMAGES = 2_000_000  # `--compile auto` compiles runs that process at least this many training images
+LONG_RUN_IMAGES = 2_000_000  # `--compile auto` compiles runs of at least this many image-steps (epochs x images x attack steps)
 
 
 @dataclass
