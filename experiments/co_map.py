@@ -53,10 +53,10 @@ def cells(data: str) -> dict:
 def run_summary(config: dict, metrics: list[dict], monitor: list[dict]) -> dict:
     """One run: did it collapse, where, and when did the first alarm fire."""
     steps_per_epoch = math.ceil(config["dataset"]["n_train"] / config["config"]["batch_size"])
-    from training.monitor import replay_alarms
+    from training.monitor import recorded_checks, replay_alarms
 
     co = collapse_epoch(metrics)
-    checks = [c for c in monitor if "pgd_acc" in c]  # monitor.jsonl also records interventions
+    checks = recorded_checks(monitor)
     alarms = [{**c, "alarm": reason} for c, reason in zip(checks, replay_alarms(checks)) if reason]  # the rule as it is now
     first = alarms[0] if alarms else None
     return {

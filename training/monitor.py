@@ -200,8 +200,13 @@ def alarm_reason(history: list[dict], current: Check | dict) -> str | None:
     return "; ".join(reasons) or None
 
 
+def recorded_checks(records: list[dict]) -> list[dict]:
+    """The in-epoch checks among monitor.jsonl's records (the file also holds the line of an --on-co stop)."""
+    return [r for r in records if "pgd_acc" in r]
+
+
 def replay_alarms(checks: list[dict]) -> list[str | None]:
-    """The alarm of every check of a run (monitor.jsonl records, in order) under the current rule."""
+    """The alarm of every check of a run (recorded_checks of monitor.jsonl, in order) under the current rule."""
     out, history = [], []
     for check in checks:
         reason = alarm_reason(history, check)
