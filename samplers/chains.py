@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from robustgen.energy import joint_energy, marginal_energy
 from samplers.config import SamplerConfig, StopConfig
 from samplers.energies import EnergyFn, energy_and_grad, energy_function
+from samplers.gradients import apply_transforms, draw_transforms, low_pass
 from samplers.steps import pgd_step, sgld_step
 from samplers.stopping import stop_now
 
@@ -109,7 +110,7 @@ def run_queue(
 
 def advance(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, stop: StopConfig, energy: EnergyFn):
     """One gradient evaluation for every chain; returns (moved chains, stopped chains, their E(x, y), their E(x))."""
-    _, grad, logits = batch_invariant_energy_and_grad(model, chains.x, chains.y, energy)
+    grad, logits = read_gradient(model, chains, sampler=sampler, energy=energy)
     e_joint, e_marginal = joint_energy(logits, chains.y), marginal_energy(logits)
     stopping, chains.best, chains.since = stop_now(e_joint, e_marginal, chains.threshold, chains.best, chains.since, stop)
     done = chains.select(stopping)
@@ -118,6 +119,19 @@ def advance(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, sto
     if len(chains):
         _move(chains, grad, sampler)
     return chains, done, e_joint[stopping], e_marginal[stopping]
+
+
+def read_gradient(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, energy: EnergyFn) -> tuple[Tensor, Tensor]:
+    """d energy / dx for every chain (and the logits it was read with), under the sampler's transformations and low-pass."""
+    height = chains.x.shape[-2]
+    jitter = sampler.jitter_pixels(height)
+    if jitter or sampler.flip:
+        shifts, flips = draw_transforms(chains.noise, jitter=jitter, flip=sampler.flip, device=chains.x.device)
+        _, grad, logits = batch_invariant_energy_and_grad(model, apply_transforms(chains.x, shifts, flips), chains.y, energy)
+        grad = apply_transforms(grad, shifts, flips, inverse=True)
+    else:
+        _, grad, logits = batch_invariant_energy_and_grad(model, chains.x, chains.y, energy)
+    return low_pass(grad, sigma=sampler.smooth_sigma(height)), logits
 
 
 def _move(chains: ChainBatch, grad: Tensor, sampler: SamplerConfig) -> None:

@@ -50,8 +50,14 @@ class Row:
 def compare(
     checkpoint: str | Path, configs: dict[str, Configs], *, out: str | Path, features: str | Path, judge: str | Path | None,
     n: int = 1000, seed: int = 0, classes=None, controls: bool = True, sample_options: dict | None = None, log: Callable[[str], None] = print,
+    extra_features: dict[str, str | Path] | None = None,
 ) -> list[Row]:
-    """Sample (or reuse) and score every configuration and control; returns the rows in order."""
+    """Sample (or reuse) and score every configuration and control; returns the rows in order.
+
+    extra_features: {name: extractor spec}: each row is also scored against the test split in these
+    extractors' features (columns fid_test@name, precision_test@name, recall_test@name): realism
+    seen by a second, weaker classifier catches class texture a strong judge rewards.
+    """
     from samplers.from_checkpoint import sample_from_checkpoint
 
     out, options = Path(out), dict(sample_options or {})
@@ -72,6 +78,8 @@ def compare(
         rows += _real_rows(checkpoint, out, n=n, seed=seed, options=options)
     for row in rows:
         row.metrics = score_row(row, features=features, judge=judge, options=options)
+        for name, spec in (extra_features or {}).items():
+            row.metrics.update(score_in_features(row, name, spec, options=options))
         log(f"scored {row.name}")
     add_gains(rows)
     write_comparison(out, rows, features=features, judge=judge, n=n, seed=seed)
@@ -83,7 +91,7 @@ def write_comparison(out: Path, rows: list[Row], *, features, judge, n: int, see
     from robustgen.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "comparison.json", {
-        "columns": [list(c) for c in TABLE], "rows": [r.to_dict() for r in rows], "features": str(features), "judge": str(judge) if judge else None,
+        "columns": [list(c) for c in table_columns(rows)], "rows": [r.to_dict() for r in rows], "features": str(features), "judge": str(judge) if judge else None,
         "n": n, "seed": seed, "note": "FID/precision/recall '(test)' are against the test split; memorisation is against the training split",
     })
     atomic_write_text(out / "comparison.md", markdown(rows) + "\n")
@@ -140,6 +148,22 @@ def score_row(row: Row, *, features, judge, options: dict) -> dict:
     return row_metrics(row.run)
 
 
+def score_in_features(row: Row, name: str, features, *, options: dict) -> dict:
+    """FID / precision / recall of a row against the test split in another extractor's features (cached in score-test@name.json)."""
+    from robustgen.io import safe_name
+    from samplers.scoring import score
+
+    if row.name == "real-test":
+        return {}
+    path = row.run / f"score-test@{safe_name(name)}.json"
+    if not path.is_file():
+        score(row.run, metrics=("fid", "prc"), ref_split="test", memorisation=False, per_class=False, features=features,
+              device=options.get("device", "auto"), data_root=options.get("data_root"), ref=_reference(row.run, options)).save(path)
+    test = json.loads(path.read_text())["metrics"]
+    return {f"fid_test@{name}": test.get(keys.KEY_FID), f"precision_test@{name}": test.get(keys.KEY_PRECISION),
+            f"recall_test@{name}": test.get(keys.KEY_RECALL)}
+
+
 def _reference(run: Path, options: dict) -> str | None:
     return options.get("dataset") or json.loads((run / "meta.json").read_text()).get("dataset")
 
@@ -169,10 +193,13 @@ def row_metrics(run: Path) -> dict:
 
 
 def add_gains(rows: list[Row]) -> None:
-    """gain_<key> = row - its init-only control, for the sampler rows."""
+    """gain_<key> = row - its init-only control, for the sampler rows (and ratio_fid_test... = row / init-only for FIDs)."""
     by_name = {r.name: r for r in rows}
     for row in rows:
         base = by_name.get(row.init_only) if row.init_only else None
+        for key in [k for k in row.metrics if k.startswith("fid_test")]:
+            if base is not None and row.metrics.get(key) is not None and base.metrics.get(key):
+                row.metrics[f"ratio_{key}"] = row.metrics[key] / base.metrics[key]
         for key in GAIN_KEYS:
             if base is not None and row.metrics.get(key) is not None and base.metrics.get(key) is not None:
                 row.metrics[f"gain_{key}"] = row.metrics[key] - base.metrics[key]
@@ -187,11 +214,22 @@ TABLE = (  # (column title, key, format)
 )
 
 
-def markdown(rows: list[Row]) -> str:
+def table_columns(rows: list[Row]) -> tuple:
+    """TABLE, plus FID ratio columns and one FID / ratio / recall group per extra feature extractor in the rows."""
+    extra = sorted({k.split("@", 1)[1] for r in rows for k in r.metrics if k.startswith("fid_test@")})
+    columns = TABLE + (("FID (test) / init-only", "ratio_fid_test", "{:.2f}"),)
+    for name in extra:
+        columns += ((f"FID (test) @{name}", f"fid_test@{name}", "{:.3g}"), (f"/ init-only @{name}", f"ratio_fid_test@{name}", "{:.2f}"),
+                    (f"recall (test) @{name}", f"recall_test@{name}", "{:.3f}"))
+    return columns
+
+
+def markdown(rows: list[Row], columns: tuple | None = None) -> str:
     """The comparison as a markdown table (splits named in the column titles)."""
-    lines = ["| " + " | ".join(t for t, _, _ in TABLE) + " |", "|" + "---|" * len(TABLE)]
+    columns = columns or table_columns(rows)
+    lines = ["| " + " | ".join(t for t, _, _ in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         values = {"name": row.name, **row.metrics}
-        cells = [fmt.format(values[key]) if isinstance(values.get(key), (int, float, str)) and values.get(key) is not None else "-" for _, key, fmt in TABLE]
+        cells = [fmt.format(values[key]) if isinstance(values.get(key), (int, float, str)) and values.get(key) is not None else "-" for _, key, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -33,6 +33,7 @@ class InitConfig:
     neighbour_space: str = "auto"  # local-pca: "pixel", "features" (the model's penultimate features) or "auto": pixels up to 64x64x3 values per image, features above
     ridge: float = 1e-3  # gaussian: added to the covariance diagonal, in pixel-value^2
     resolution: int | None = None  # gaussian: fit at this height in pixels (width alike) and upsample; None = auto: full up to 64x64x3, height/4 above
+    blur: float = 0.0  # std of a Gaussian low-pass applied to every start, in pixels per 32 pixels of image height (0 = off)
 
     def validate(self) -> None:
         _choice("init", self.kind, INITS)
@@ -47,6 +48,8 @@ class InitConfig:
             raise RobustgenError(f"--k {self.k} must be at least 2: a neighbourhood needs two images to have a direction")
         if self.ridge < 0:
             raise RobustgenError(f"ridge {self.ridge} must be >= 0")
+        if self.blur < 0:
+            raise RobustgenError(f"--blur {self.blur} must be >= 0 (pixels per 32 of image height)")
         if self.resolution is not None and self.resolution < 1:
             raise RobustgenError(f"--resolution {self.resolution} must be at least 1 pixel (or omitted: automatic)")
 
@@ -68,6 +71,10 @@ class InitConfig:
         if resolution is not None:
             resolution = min(resolution, image_shape[1])
         return replace(self, neighbour_space=space, resolution=resolution)
+
+    def blur_sigma(self, height: int) -> float:
+        """The start's low-pass std in pixels for images `height` pixels high."""
+        return self.blur * height / 32
 
     def fit_options(self) -> dict:
         """The options that change what is fitted (and so the cache key)."""
@@ -94,6 +101,9 @@ class SamplerConfig:
     eps: float | None = None  # pgd: radius of the ball around x0 in pixel units (None = no ball)
     energy: str = "joint"  # joint: E(x, y); ce: E(x, y) - E(x); mix: E(x, y) + marginal_weight * E(x)
     marginal_weight: float = 0.5  # mix only: weight of the marginal energy E(x)
+    smooth: float = 0.0  # std of a Gaussian low-pass of the gradient, in pixels per 32 pixels of image height (0 = off)
+    jitter: float = 0.0  # read the gradient at x shifted by up to this many pixels per 32 of height, drawn per chain and step (0 = off)
+    flip: bool = False  # read the gradient at a randomly mirrored x (half the steps), drawn per chain and step
 
     def validate(self) -> None:
         _choice("sampler", self.kind, SAMPLERS)
@@ -109,8 +119,18 @@ class SamplerConfig:
             raise RobustgenError(f"--noise {self.noise} must be >= 0 (pixel units)")
         if not 0 <= self.momentum < 1:
             raise RobustgenError(f"--momentum {self.momentum} must be in [0, 1)")
+        if self.smooth < 0 or self.jitter < 0:
+            raise RobustgenError(f"--smooth {self.smooth} and --jitter {self.jitter} must be >= 0 (pixels per 32 of image height)")
         if self.eps is not None and self.eps <= 0:
             raise RobustgenError(f"--eps {self.eps} must be > 0 (pixel units), or omitted for no ball")
+
+    def smooth_sigma(self, height: int) -> float:
+        """The gradient low-pass std in pixels for images `height` pixels high."""
+        return self.smooth * height / 32
+
+    def jitter_pixels(self, height: int) -> int:
+        """The largest gradient-read shift in whole pixels for images `height` pixels high."""
+        return int(round(self.jitter * height / 32))
 
     def resolved_step_size(self, image_dim: int) -> float | None:
         """Default step sizes. SGLD: None = calibrated per chain from its first gradient (see

@@ -35,6 +35,7 @@ from robustgen.io import clean_stale_temps, now_iso, run_dir_lock
 from samplers import rundir
 from samplers.chains import ChainBatch, run_queue
 from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.gradients import low_pass
 from samplers.initializers import build_initializer, fitted_arrays, resolve_init, uses_model
 from samplers.initializers.base import Initializer, model_fingerprint
 from samplers.rundir import SampleResult, load_result
@@ -102,6 +103,7 @@ class ChainSource:
             rows = np.flatnonzero(labels == c)
             generators = [torch.Generator().manual_seed(derived_seed(self.seed, ids[r], 0)) for r in rows]
             x0[torch.as_tensor(rows)] = self.inits[c].draw_chains(generators)
+        x0 = low_pass(x0, sigma=self.inits.config.blur_sigma(x0.shape[-2]))
         noise = [torch.Generator(device=self.device).manual_seed(derived_seed(self.seed, i, 1)) for i in ids]
         threshold = torch.tensor([self.thresholds[int(c)] for c in labels], dtype=torch.float32)
         return ChainBatch.start(torch.as_tensor(ids), x0.to(self.device), torch.as_tensor(labels), threshold, noise)

@@ -78,7 +78,8 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where the hardware has fast bf16: CUDA, AVX512-BF16/AMX CPUs) | fp32 | bf16
     compile: str = "auto"  # auto | on | off: torch.compile the model; auto = runs of >= 2M image-steps (bench_train: +4% on CPU, ~1 min to compile)
     seed: int = 0
-    out: str | None = None  # run dir (None = runs/{dataset}-{method}[-der])
+    out: str | None = None  # run dir (None = runs/{dataset}-{method}[-der], or runs/{dataset}-{preset})
+    preset: str | None = None  # the named recipe these values came from (training/presets.py), recorded for the reader
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,6 +102,8 @@ def default_out_dir(config: TrainConfig) -> str:
     if ":" in name:  # npz:/a/b/cifar10-subset.npz -> cifar10-subset
         name = Path(name.split(":", 1)[1]).stem or "data"
     name = safe_name(name, fallback="data")
+    if config.preset:
+        return str(Path("runs") / f"{name}-{config.preset}")
     return str(Path("runs") / f"{name}-{config.method}{'-der' if config.der else ''}")
 
 

@@ -11,6 +11,7 @@ from robustgen.models import model_names
 from robustgen.threat import NORMS
 from training.config import AUGMENTS, COMPILE, ON_CO, SCHEDULES, TrainConfig
 from training.methods import METHODS
+from training.presets import PRESETS
 
 
 _CONFIG = TrainConfig()
@@ -18,6 +19,8 @@ _CONFIG = TrainConfig()
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("dataset", required=False, default=None)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+              help="A named recipe; options given explicitly win. generation: " + PRESETS["generation"].summary + ".")
 @click.option("--method", type=click.Choice(list(METHODS)), default=_CONFIG.method, show_default=True, help="Adversarial-training method.")
 @click.option("--norm", type=click.Choice(list(NORMS)), default=_CONFIG.norm, show_default=True, is_eager=True, help="Threat model.")
 @click.option("--eps", type=EPS, default=None, help="Attack radius in pixel units, e.g. 8/255, 0.031 or 1e-3 (L2: radii above 1 too) [default: 8/255; digits 0.2]")
@@ -58,7 +61,7 @@ _CONFIG = TrainConfig()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @user_errors
-def train(ctx, dataset, method, norm, eps, step_size, steps, restarts, der, der_beta, der_gamma, der_start, der_squared, arch, width,
+def train(ctx, dataset, preset, method, norm, eps, step_size, steps, restarts, der, der_beta, der_gamma, der_start, der_squared, arch, width,
           epochs, batch_size, lr, schedule, augment, momentum, weight_decay, eval_pgd_steps, eval_subset, co_check_every, co_check_images,
           on_co, sync_bn, out, data_root, device, precision, compile_mode, seed, resume, overwrite, as_json):
     """Adversarially train a classifier on DATASET (digits, cifar10, cifar100, svhn, tiny-imagenet, npz:PATH, folder:PATH).
@@ -79,7 +82,7 @@ def train(ctx, dataset, method, norm, eps, step_size, steps, restarts, der, der_
         _refuse_options_with_resume(ctx)
         result = run_training(resume=resume, progress=not as_json)
     else:
-        config = TrainConfig(
+        fields = dict(
             dataset=dataset or "digits", data_root=data_root, method=method, norm=norm, eps=eps, step_size=step_size,
             steps=steps, restarts=restarts, der=der, der_beta=der_beta, der_gamma=der_gamma, der_start=der_start, der_squared=der_squared,
             arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -87,8 +90,19 @@ def train(ctx, dataset, method, norm, eps, step_size, steps, restarts, der, der_
             co_check_images=co_check_images, on_co=on_co, sync_bn=sync_bn, device=device, precision=precision, compile=compile_mode,
             seed=seed, out=out,
         )
-        result = run_training(config, overwrite=overwrite, progress=not as_json)
+        result = run_training(_config(ctx, fields, preset), overwrite=overwrite, progress=not as_json)
     _print_training(result, as_json=as_json)
+
+
+def _config(ctx: click.Context, fields: dict, preset: str | None) -> TrainConfig:
+    """The TrainConfig of the options; with --preset, the preset's values under the options given explicitly."""
+    if preset is None:
+        return TrainConfig(**fields)
+    from training.presets import preset_config
+
+    compile_field = {"compile": "compile_mode"}
+    given = {k: v for k, v in fields.items() if k == "dataset" or ctx.get_parameter_source(compile_field.get(k, k)) not in (click.core.ParameterSource.DEFAULT, None)}
+    return preset_config(preset, given)
 
 
 def _refuse_options_with_resume(ctx: click.Context) -> None:

@@ -1,0 +1,150 @@
+"""The frontier of training recipes: robust accuracy against generative strength (issue 17).
+
+    python experiments/generation_frontier.py --data npz:../shared/data/cifar10-subset.npz \\
+        --judge python:tests/fixtures/third_party_cifar.py:resnet20=../shared/models/akamaster_cifar10_resnet20-12fca82f.th \\
+        --judge-mean 0.485,0.456,0.406 --judge-std 0.229,0.224,0.225 --runs runs/frontier --out experiments/results/generation-frontier
+
+Each recipe is a `robustgen train` command (trained here unless its run dir already finished).
+For its best.pt: robust accuracy under two common threat models (PGD-20 at L2 0.5 and at
+L-inf 8/255, on every test image) and generative strength (samplers.strength: classifier-only
+Santurkar samples judged by an independent standard classifier: accuracy, FID, recall against
+the test split). Writes frontier.md / frontier.json and frontier.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RECIPES = {  # name -> robustgen train options (the dataset and --out are added)
+    "linf-fgsm-der-8/255 (README)": "--method fgsm --eps 8/255 --width 16 --epochs 15 --der",
+    "l2-pgd5-0.25": "--method pgd --norm L2 --eps 0.25 --steps 5 --width 16 --epochs 15",
+    "l2-pgd5-0.5": "--method pgd --norm L2 --eps 0.5 --steps 5 --width 16 --epochs 15",
+    "l2-pgd5-1.0": "--method pgd --norm L2 --eps 1.0 --steps 5 --width 16 --epochs 15",
+    "l2-pgd5-0.5-der": "--method pgd --norm L2 --eps 0.5 --steps 5 --width 16 --epochs 15 --der",
+    "l2-trades5-0.5": "--method trades --norm L2 --eps 0.5 --steps 5 --width 16 --epochs 15",
+    "l2-fgsm-rs-der-1.0": "--method fgsm-rs --norm L2 --eps 1.0 --width 16 --epochs 15 --der",
+    "l2-pgd3-1.0-e10": "--method pgd --norm L2 --eps 1.0 --steps 3 --width 16 --epochs 10",
+}
+THREATS = (("L2", 0.5), ("Linf", 8 / 255))
+
+
+def run_dir(runs: Path, name: str) -> Path:
+    return runs / name.split(" ")[0].replace("/", "_")
+
+
+def ensure_trained(name: str, options: str, *, data: str, runs: Path, train: bool) -> Path | None:
+    """best.pt of the recipe: trained now (or resumed) if `train`, else None when absent."""
+    out = run_dir(runs, name)
+    done = (out / "metrics.jsonl").is_file() and (out / "best.pt").is_file() and _epochs_done(out) >= _epochs(options)
+    if done:
+        return out / "best.pt"
+    if not train:
+        return None
+    command = [sys.executable, "-m", "robustgen", "train", data, *shlex.split(options), "--out", str(out)]
+    if (out / "config.json").is_file():
+        command = [sys.executable, "-m", "robustgen", "train", "--resume", str(out)]
+    print("training:", " ".join(command), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True)
+    (out / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
+    return out / "best.pt"
+
+
+def _epochs(options: str) -> int:
+    parts = shlex.split(options)
+    return int(parts[parts.index("--epochs") + 1])
+
+
+def _epochs_done(out: Path) -> int:
+    return sum(1 for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip())
+
+
+def measure(name: str, options: str, best: Path, *, args) -> dict:
+    """Robust accuracy under THREATS and generative strength, cached in the run dir."""
+    from robustgen.models.sources import load_classifier
+    from samplers.from_checkpoint import load_checkpoint_dataset
+    from samplers.strength import generative_strength
+    from training import evaluate_robustness
+
+    cache = best.parent / f"frontier-{args.n}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    model, meta = load_classifier(best, device="cpu")
+    data = load_checkpoint_dataset(meta, dataset=args.data)
+    row = {"recipe": name, "options": options, "best_epoch": meta.get("epoch"), "train_clean": (meta.get("metrics") or {}).get("test_clean_acc")}
+    for norm, eps in THREATS:
+        result = evaluate_robustness(model, data, eps=eps, norm=norm, steps=20, restarts=1, step_size=None, subset=None, batch_size=256, seed=0, progress=False)
+        row["clean_acc"], row[f"pgd20_{norm}"] = result["clean_acc"], result["robust_acc"]
+    strength = generative_strength(best, judge=args.judge, n=args.n, dataset=args.data, mean=None, std=None, device="cpu", judge_mean=args.judge_mean, judge_std=args.judge_std)
+    row.update({f"santurkar_{k}": strength[k] for k in ("judge_accuracy", "fid_test", "precision_test", "recall_test")})
+    wall = best.parent / "wall_seconds.txt"
+    row["train_minutes"] = round(float(wall.read_text()) / 60, 1) if wall.is_file() else None
+    cache.write_text(json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def write_outputs(rows: list[dict], out: Path, *, judge: str, n: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    columns = [("recipe", "{}"), ("clean_acc", "{:.3f}"), ("pgd20_L2", "{:.3f}"), ("pgd20_Linf", "{:.3f}"), ("santurkar_judge_accuracy", "{:.3f}"),
+               ("santurkar_fid_test", "{:.2f}"), ("santurkar_recall_test", "{:.3f}"), ("train_minutes", "{}")]
+    titles = ["recipe", "clean", "PGD-20 L2 0.5", "PGD-20 Linf 8/255", "classifier-only judge acc", "classifier-only FID (test)",
+              "classifier-only recall (test)", "train minutes"]
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row[k]) if row.get(k) is not None else "-" for k, fmt in columns) + " |")
+    note = f"\nJudge and feature extractor: {judge}; {n} classifier-only samples per recipe; FID/recall against the test split.\n"
+    (out / "frontier.md").write_text("\n".join(lines) + "\n" + note)
+    (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot(rows, out / "frontier.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, key, title in ((axes[0], "pgd20_L2", "robust accuracy, PGD-20 L2 eps 0.5"), (axes[1], "pgd20_Linf", "robust accuracy, PGD-20 Linf 8/255")):
+        for row in rows:
+            ax.scatter(row[key], row["santurkar_judge_accuracy"], s=40)
+            ax.annotate(row["recipe"].split(" ")[0], (row[key], row["santurkar_judge_accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xlabel(title)
+        ax.set_ylabel("generative strength: judge accuracy on classifier-only samples")
+        ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Training recipes: robustness against generative strength (CIFAR-10 subset)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--judge", required=True)
+    p.add_argument("--judge-mean", default=None)
+    p.add_argument("--judge-std", default=None)
+    p.add_argument("--runs", default="runs/frontier")
+    p.add_argument("--out", default="experiments/results/generation-frontier")
+    p.add_argument("--recipes", default=",".join(RECIPES), help="comma list of recipe names (default: all)")
+    p.add_argument("--n", type=int, default=500, help="classifier-only samples per recipe")
+    p.add_argument("--no-train", action="store_true", help="only measure recipes whose runs finished")
+    args = p.parse_args()
+    rows = []
+    for name in args.recipes.split(","):
+        best = ensure_trained(name, RECIPES[name], data=args.data, runs=Path(args.runs), train=not args.no_train)
+        if best is not None:
+            rows.append(measure(name, RECIPES[name], best, args=args))
+            print(json.dumps(rows[-1]), flush=True)
+    write_outputs(rows, Path(args.out), judge=args.judge, n=args.n)
+
+
+if __name__ == "__main__":
+    main()

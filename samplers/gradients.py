@@ -1,0 +1,77 @@
+"""How a chain reads the model's gradient: plain, low-passed, or under a random small transformation.
+
+A robust classifier's input gradient carries class evidence at every spatial frequency. The
+high frequencies make class *texture* that a classifier rewards and people (and other
+classifiers' features) do not; two standard remedies from feature visualisation are here:
+
+    low_pass(grad, sigma=1.0)        Gaussian low-pass of the gradient (sigma in pixels)
+    shifted / flipped reads          the gradient at a randomly shifted or mirrored copy of x,
+                                     mapped back: only evidence that survives the transformation adds up
+
+Each chain draws its own shifts and flips from its own generator, so a chain's path does not
+depend on the batch it runs in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gaussian_kernel(sigma: float, *, dtype=torch.float32, device=None) -> Tensor:
+    """1-D normalised Gaussian taps for std `sigma` pixels (radius ceil(2 sigma))."""
+    radius = max(1, math.ceil(2 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    taps = torch.exp(-0.5 * (t / sigma) ** 2)
+    return taps / taps.sum()
+
+
+def low_pass(images: Tensor, *, sigma: float) -> Tensor:
+    """Separable Gaussian blur of NCHW `images` (or gradients) with std `sigma` pixels (reflect padding); sigma <= 0: unchanged.
+
+    Computed in float64, whose convolution does not change its last bits with the batch size (a
+    chain's result must not depend on the chains beside it), and returned in the input's dtype.
+    """
+    if sigma <= 0:
+        return images
+    grad = images.double()
+    channels = grad.shape[1]
+    taps = gaussian_kernel(sigma, dtype=grad.dtype, device=grad.device)
+    radius = (len(taps) - 1) // 2
+    height, width = grad.shape[-2:]
+    pad_h, pad_w = min(radius, height - 1), min(radius, width - 1)  # reflect padding needs pad < size
+    out = grad
+    if pad_w > 0:
+        row = taps[radius - pad_w : radius + pad_w + 1].view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+        out = F.conv2d(F.pad(out, (pad_w, pad_w, 0, 0), mode="reflect"), row, groups=channels)
+    if pad_h > 0:
+        col = taps[radius - pad_h : radius + pad_h + 1].view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+        out = F.conv2d(F.pad(out, (0, 0, pad_h, pad_h), mode="reflect"), col, groups=channels)
+    return out.to(images.dtype)
+
+
+def draw_transforms(generators, *, jitter: int, flip: bool, device) -> tuple[Tensor, Tensor]:
+    """Per chain: (shift (B, 2) whole pixels in [-jitter, jitter], flip (B,) bool), from each chain's generator."""
+    shifts, flips = [], []
+    for g in generators:
+        shifts.append(torch.randint(-jitter, jitter + 1, (2,), generator=g, device=device) if jitter > 0 else torch.zeros(2, dtype=torch.long, device=device))
+        flips.append(torch.rand((), generator=g, device=device) < 0.5 if flip else torch.zeros((), dtype=torch.bool, device=device))
+    return torch.stack(shifts), torch.stack(flips)
+
+
+def apply_transforms(x: Tensor, shifts: Tensor, flips: Tensor, *, inverse: bool = False) -> Tensor:
+    """Circularly shift each image by its (dy, dx) and mirror it where `flips`; `inverse` undoes it."""
+    out = []
+    sign = -1 if inverse else 1
+    for image, (dy, dx), mirrored in zip(x, shifts.tolist(), flips.tolist()):
+        if inverse and mirrored:
+            image = image.flip(-1)
+        if dy or dx:
+            image = torch.roll(image, shifts=(sign * dy, sign * dx), dims=(-2, -1))
+        if not inverse and mirrored:
+            image = image.flip(-1)
+        out.append(image)
+    return torch.stack(out)

@@ -1,0 +1,104 @@
+"""Issue 17's pieces: gradient reads (low-pass, shifts, flips), the generation preset, generative strength."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clicheck import assert_one_line_error, invoke
+from robustgen.checkpoint import load_checkpoint
+from robustgen.errors import RobustgenError
+from samplers import SamplerConfig, StopConfig
+from samplers.gradients import apply_transforms, draw_transforms, gaussian_kernel, low_pass
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTGEN_CACHE", str(tmp_path / "cache"))
+
+
+def test_low_pass_keeps_constants_and_the_mean_and_removes_checkerboards():
+    constant = torch.full((2, 3, 9, 9), 0.7)
+    assert torch.allclose(low_pass(constant, sigma=1.0), constant, atol=1e-6)
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2.0 - 1.0
+    checker = checker.expand(1, 1, 16, 16).contiguous()
+    smoothed = low_pass(checker, sigma=1.0)
+    assert float(smoothed[..., 3:-3, 3:-3].abs().max()) < 0.05 * float(checker.abs().max())  # the highest frequency is gone
+    smooth_wave = torch.sin(torch.linspace(0, 2 * np.pi, 32)).expand(1, 1, 32, 32).contiguous()
+    assert float((low_pass(smooth_wave, sigma=1.0) - smooth_wave)[..., 4:-4, 4:-4].abs().max()) < 0.05  # low frequencies pass
+    assert torch.equal(low_pass(checker, sigma=0.0), checker)
+    assert torch.allclose(gaussian_kernel(1.5).sum(), torch.tensor(1.0))
+
+
+def test_low_pass_on_tiny_images_does_not_fail():
+    grad = torch.randn(2, 1, 2, 2)
+    assert low_pass(grad, sigma=3.0).shape == grad.shape
+
+
+def test_transforms_invert_and_are_drawn_per_chain():
+    x = torch.rand(5, 3, 8, 8)
+    generators = [torch.Generator().manual_seed(i) for i in range(5)]
+    shifts, flips = draw_transforms(generators, jitter=2, flip=True, device="cpu")
+    assert shifts.shape == (5, 2) and int(shifts.abs().max()) <= 2 and flips.dtype == torch.bool
+    assert torch.equal(apply_transforms(apply_transforms(x, shifts, flips), shifts, flips, inverse=True), x)
+    again, _ = draw_transforms([torch.Generator().manual_seed(3)], jitter=2, flip=True, device="cpu")
+    assert torch.equal(again[0], shifts[3])  # chain 3's draw depends only on chain 3's stream
+
+
+def test_a_shifted_read_gives_the_gradient_of_the_shifted_image():
+    """The gradient read at T(x), mapped back, is the gradient of x -> E(T(x)): checked against autograd."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    shifts, flips = torch.tensor([[1, -2], [0, 1]]), torch.tensor([True, False])
+    expected = torch.autograd.grad(net(apply_transforms(x, shifts, flips)).sum(), x)[0]
+    t = apply_transforms(x.detach(), shifts, flips).requires_grad_(True)
+    read = apply_transforms(torch.autograd.grad(net(t).sum(), t)[0], shifts, flips, inverse=True)
+    assert torch.allclose(read, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [dict(smooth=1.0), dict(jitter=4.0, flip=True)])
+def test_chains_with_gradient_reads_do_not_depend_on_their_batch(robust_digits_checkpoint, digits, options):
+    """Shifts and flips come from each chain's own stream: refill and batch size leave the images bit-identical."""
+    import samplers
+
+    model, _ = load_checkpoint(robust_digits_checkpoint)
+    kwargs = dict(classes=[2, 5], n=13, seed=5, progress=False, sampler=SamplerConfig(steps=6, **options), stop=StopConfig())
+    refilled = samplers.sample(model, digits, batch_size=4, refill=True, **kwargs)
+    one_batch = samplers.sample(model, digits, batch_size=13, refill=False, **kwargs)
+    plain = samplers.sample(model, digits, batch_size=13, refill=False, **{**kwargs, "sampler": SamplerConfig(steps=6)})
+    assert np.array_equal(refilled.images, one_batch.images) and np.array_equal(refilled.steps, one_batch.steps)
+    assert not np.array_equal(one_batch.images, plain.images)  # the option changes the paths
+
+
+def test_sampler_config_refuses_negative_reads():
+    for bad in (dict(smooth=-1.0), dict(jitter=-0.5)):
+        with pytest.raises(RobustgenError, match="must be >= 0"):
+            SamplerConfig(**bad).validate()
+    assert SamplerConfig(smooth=1.0).smooth_sigma(64) == 2.0 and SamplerConfig(jitter=2.0).jitter_pixels(8) == 0
+
+
+def test_preset_fills_unset_options_and_explicit_options_win(tmp_path):
+    from training.presets import PRESETS, preset_config
+
+    config = preset_config("generation", {"dataset": "digits", "epochs": 1})
+    fields = PRESETS["generation"].fields
+    assert config.preset == "generation" and config.epochs == 1
+    assert (config.method, config.norm, config.eps) == (fields["method"], fields["norm"], fields["eps"])
+    with pytest.raises(RobustgenError, match="unknown preset"):
+        preset_config("nope", {})
+
+
+@pytest.mark.slow
+def test_train_cli_with_preset_records_it(tmp_path):
+    out = tmp_path / "run"
+    result = invoke(["train", "digits", "--preset", "generation", "--epochs", "1", "--width", "4", "--steps", "1", "--eval-pgd-steps", "1",
+                     "--eval-subset", "32", "--precision", "fp32", "--device", "cpu", "--out", out, "--json"])
+    assert result.exit_code == 0, result.stderr
+    recorded = json.loads((out / "config.json").read_text())["config"]
+    assert recorded["preset"] == "generation" and recorded["method"] == "pgd" and recorded["norm"] == "L2"
+    assert recorded["epochs"] == 1 and recorded["width"] == 4 and recorded["steps"] == 1  # explicit options win
+    assert_one_line_error(invoke(["train", "digits", "--preset", "nope"]), "--preset")
