@@ -31,6 +31,7 @@ def sample(**options):
       robustgen sample --checkpoint best.pt -n 1000 --steps 0     # the init-only control
       torchrun --nproc_per_node 8 -m robustgen sample --checkpoint best.pt --num-images 50000
       robustgen sample --checkpoint robustbench:cifar10/Linf/Wong2020Fast --class cat -n 16 --data npz:cifar10.npz
+      robustgen sample --checkpoint python:nets.py:resnet20=resnet20.th --data npz:cifar10.npz --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -n 16
     """
     from samplers import sample_from_checkpoint
 
@@ -39,6 +40,7 @@ def sample(**options):
         options["checkpoint"], classes=list(options["classes"]) or None, n=options["n"], init=init, sampler=sampler, stop=stop,
         seed=options["seed"], **run_arguments(options), out=options["out"], png=options["png"],
         overwrite=options["overwrite"], resume=options["resume"], **model_arguments(options),
+        log=None if options["as_json"] else (lambda line: click.echo(line, err=True)),
     )
     summary = {
         "out": str(result.out),
