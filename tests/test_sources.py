@@ -365,7 +365,7 @@ def test_unknown_source_missing_package_and_misplaced_options(tmp_path, monkeypa
     _one_line_error(_run("eval", "x.pt", "--attack", "apgd-ce,cw"), "unknown attack cw")
     _one_line_error(_run("eval"), "no model given")
     _one_line_error(_run("eval", "a.pt", "--checkpoint", "b.pt"), "two models given")
-    _one_line_error(_run("eval", WONG, "--mean", "0.5,0.5,0.5"), "--mean/--std apply to torchvision: and timm:")
+    _one_line_error(_run("eval", WONG, "--mean", "0.5,0.5,0.5"), "carries its own normalisation", "--mean/--std do not apply")
     monkeypatch.setitem(sys.modules, "robustbench", None)  # as if the zoo extra were not installed
     _one_line_error(_run("eval", WONG, "--model-dir", tmp_path), "pip install 'robustgen[zoo]'")
     monkeypatch.setitem(sys.modules, "timm", None)

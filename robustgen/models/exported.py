@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from robustgen.errors import RobustgenError
 from robustgen.models.foreign import TRUST_FIX, check_readable, sniff_file
 
-EXPORT_HOWTO = "write it with torch.export.save(torch.export.export(model.eval(), (x,), dynamic_shapes=({0: torch.export.Dim('batch')},)), PATH)"
+EXPORT_HOWTO = "save it with torch.export.save(torch.export.export(model.eval(), (x,), dynamic_shapes=({0: torch.export.Dim('batch')},)), PATH)"
 
 
 def load_program(path: str | Path, *, trust: bool) -> tuple["ProgramNet", tuple[int, int, int] | None]:
@@ -61,7 +61,7 @@ def check_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             if not any("/models/" in n and n.endswith(".json") for n in names):
-                raise RobustgenError(f"{path} is not a torch.export archive of this torch version (no models/*.json; an older format is pickled): re-export it, {EXPORT_HOWTO}")
+                raise RobustgenError(_not_a_program(path, names))
             if any("/aotinductor/" in n or n.endswith((".so", ".dll", ".dylib")) for n in names):
                 raise RobustgenError(f"{path} carries AOTInductor native code, which robustgen does not load: save the program itself, {EXPORT_HOWTO}")
             for name in names:
@@ -74,6 +74,14 @@ def check_archive(path: Path) -> None:
                         raise RobustgenError(f"{path}: {name} inside it holds pickled Python objects, so it is not loaded: {TRUST_FIX}") from None
     except (zipfile.BadZipFile, ValueError, KeyError) as exc:
         raise RobustgenError(f"cannot read {path} as a torch.export archive ({_first_line(exc)}): it is damaged; {EXPORT_HOWTO}") from None
+
+
+def _not_a_program(path: Path, names: list[str]) -> str:
+    if any(n.endswith("/constants.pkl") for n in names):
+        return f"{path} is a TorchScript archive, not a torch.export program: load it as torchscript:{path}"
+    if any(n.endswith("/data.pkl") for n in names):
+        return f"{path} is a torch.save file (a state dict), not a torch.export program: load it with your network's code, python:FILE.py:FACTORY={path}"
+    return f"{path} is not a torch.export program of this torch version (no models/*.json; older formats are pickled): {EXPORT_HOWTO}"
 
 
 def _check_payload_config(path: Path, name: str, config: dict) -> None:

@@ -236,6 +236,7 @@ def check_finite(net: nn.Module, *, source: str) -> None:
     for name, tensor in net.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
+            name = name[len("body."):] if isinstance(net, ForeignClassifier) and name.startswith("body.") else name  # the file's own name
             raise RobustgenError(
                 f"{source}: the weights hold NaN or infinite values ({bad} of {tensor.numel()} in {name}): "
                 "the file is damaged or was saved from a diverged run; use another checkpoint"

@@ -163,11 +163,12 @@ def _import_file(path: Path):
     return module
 
 
-def _where(exc: BaseException) -> str:
-    """"SyntaxError: invalid syntax at models.py line 3" from an exception raised while importing user code."""
-    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ''}".rstrip(": ")
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        return f"{text} at line {exc.lineno}" if "line" not in text else text
+def _where(exc: BaseException, *, locate: bool = True) -> str:
+    """"NameError: name 'x' is not defined at models.py line 3" from an exception raised in user code
+    (without the location when `locate` is False: errors raised inside torch, e.g. by a layer of the wrong size)."""
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}".rstrip(": ")
+    if isinstance(exc, SyntaxError) or not locate:
+        return text
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
     return f"{text} at {Path(frames[-1].filename).name} line {frames[-1].lineno}" if frames else text
 
@@ -194,7 +195,7 @@ def _call_factory(factory, name: str) -> nn.Module:
         try:
             inspect.signature(factory).bind()
         except (TypeError, ValueError):
-            raise RobustgenError(f"{name}() needs arguments ({_where(exc)}): give a factory that takes none, e.g. def build(): return Net(num_classes=10)") from None
+            raise RobustgenError(f"{name}() needs arguments ({_where(exc, locate=False)}): give a factory that takes none, e.g. def build(): return Net(num_classes=10)") from None
         raise RobustgenError(f"{name}() failed ({_where(exc)}): fix the factory") from None
     except Exception as exc:
         raise RobustgenError(f"{name}() failed ({_where(exc)}): fix the factory") from None
@@ -285,7 +286,7 @@ def _runs(net: nn.Module, shape, *, reason: bool = False):
         with torch.no_grad():
             out = net(torch.zeros(2, *shape))
     except Exception as exc:  # shape errors from any layer
-        return _where(exc) if reason else False
+        return _where(exc, locate=False) if reason else False
     ok = isinstance(out, torch.Tensor) and out.dim() == 2
     return True if ok else (f"it returns {type(out).__name__} {tuple(getattr(out, 'shape', ()))}, not (N, classes) logits" if reason else False)
 
@@ -314,7 +315,9 @@ def _classes(num_classes: int, facts, *, spec: str) -> tuple[list[str], str]:
     if len(data_classes) == num_classes:
         return list(data_classes), f"{num_classes} classes from {facts['name']} ({_few(data_classes)})"
     names = class_names(num_classes, facts["name"])
-    try:
+    try:  # only a model whose classes have names (ImageNet's 1000) can be used on data holding some of them
+        if names == [str(i) for i in range(num_classes)]:
+            raise RobustgenError("the model's classes have no names")
         for name in data_classes:
             model_class_index(str(name), names, what=facts["name"])
     except RobustgenError:

@@ -125,7 +125,7 @@ def load_classifier(
     device = resolve_device(device) if isinstance(device, str) else device
     source, rest = split_spec(str(spec))
     if source not in OWN_NORMALISATION and (mean is not None or std is not None):
-        raise RobustgenError(f"--mean/--std apply to torchvision:, timm:, python:, torchscript: and export: networks; {spec} carries its own normalisation")
+        raise RobustgenError(f"{spec} carries its own normalisation, so --mean/--std do not apply: drop them (they are for torchvision:, timm:, python:, torchscript: and export: networks)")
     model_dir = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
     if source is None:
         model, meta = _load_robustgen(Path(rest).expanduser(), spec=str(spec), device=device)

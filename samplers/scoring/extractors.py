@@ -23,6 +23,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,8 +235,13 @@ def _load(spec, *, what: str, device, data=None, data_root=None, input_shape=Non
     from robustgen.models.sources import ModelSpec, load_classifier, split_spec
 
     text = str(spec)
-    if not isinstance(spec, ModelSpec) and split_spec(text)[0] is None:
-        spec = str(Path(text).expanduser().resolve()) if Path(text).expanduser().exists() else text
+    if split_spec(text)[0] is None:  # a robustgen checkpoint path: resolved, so run dirs record where it is
+        path = Path(text).expanduser()
+        if not path.exists():
+            use = "--features inception, " if what == "--features" else ""
+            raise RobustgenError(f"{what} {text}: no such checkpoint: use {use}a robustgen classifier (best.pt) or another model spec, e.g. python:FILE.py:FACTORY=WEIGHTS")
+        resolved = str(path.resolve())
+        spec = dataclasses.replace(spec, spec=resolved) if isinstance(spec, ModelSpec) else resolved
     return load_classifier(spec, device=device, data=data, data_root=data_root, input_shape=input_shape)
 
 
