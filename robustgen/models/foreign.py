@@ -90,6 +90,8 @@ def read_weights_file(path: str | Path, *, trust: bool = False) -> Any:
     not_weights = f"cannot read {path}: it is not a PyTorch weights file (neither a torch.save zip nor a pickle): check that the spec names the weights file"
     if kind == "other":
         raise RobustgenError(not_weights)
+    if kind == "zip" and _is_program_archive(path):  # torch.load would hand a TorchScript archive to torch.jit.load
+        raise RobustgenError(f"{path} is a TorchScript or torch.export archive, not a torch.save file: load it as torchscript:{path} or export:{path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
@@ -97,8 +99,6 @@ def read_weights_file(path: str | Path, *, trust: bool = False) -> Any:
             raise RobustgenError(f"{path} holds pickled Python objects, not just tensors, so it is not loaded: {TRUST_FIX}") from None
         raise RobustgenError(f"cannot read {path} ({_first_line(exc)}): it is corrupt or not a PyTorch weights file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, ModuleNotFoundError, TypeError) as exc:
-        if kind == "zip" and _is_program_archive(path):
-            raise RobustgenError(f"{path} is a TorchScript or torch.export archive, not a torch.save file: load it as torchscript:{path} or export:{path}") from None
         raise RobustgenError(f"cannot read {path} ({_first_line(exc)}): it is corrupt or not a PyTorch weights file") from None
 
 

@@ -337,7 +337,7 @@ def _normalisation(mean, std, *, channels: int):
         raise RobustgenError("give both --mean and --std (one value per channel each), or neither")
     mean, std = parse_channels(mean, "--mean"), parse_channels(std, "--std")
     if len(mean) != channels or len(std) != channels or min(std) <= 0:
-        raise RobustgenError(f"--mean/--std need {channels} values (one per channel, std > 0), got {len(mean)}/{len(std)}")
+        raise RobustgenError(f"--mean/--std give {len(mean)}/{len(std)} values for {channels}-channel images: give one value per channel, std > 0 (e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)")
     return (mean, std), None
 
 

@@ -253,7 +253,7 @@ def _load_state_dict(source: str, rest: str, *, spec: str, device, trust: bool, 
     mean = parse_channels(mean, "--mean") if mean is not None else list(default_mean)
     std = parse_channels(std, "--std") if std is not None else list(default_std)
     if len(mean) != shape[0] or len(std) != shape[0] or min(std) <= 0:
-        raise RobustgenError(f"--mean/--std need {shape[0]} values (one per channel, std > 0), got {len(mean)}/{len(std)}")
+        raise RobustgenError(f"--mean/--std give {len(mean)}/{len(std)} values for {shape[0]}-channel images: give one value per channel, std > 0 (e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)")
     num_classes = net.get_submodule(head).out_features if head else _probe_classes(net, shape)
     classes = _torchvision_categories(arch, num_classes) if source == "torchvision" else None
     classes = classes or class_names(num_classes, "imagenet" if num_classes == 1000 else data)

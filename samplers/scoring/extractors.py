@@ -143,7 +143,7 @@ def ensure_inception_download() -> None:
         reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
         raise RobustgenError(
             f"cannot download the Inception-v3 weights ({reason}): fetch {URL_INCEPTION_V3} on a machine with internet "
-            "and pass --inception-weights PATH, or use a robustgen classifier with --features CKPT"
+            "and pass --inception-weights PATH, or use a classifier with --features SPEC (a robustgen checkpoint or e.g. python:FILE.py:FACTORY=WEIGHTS)"
         ) from None
 
 
