@@ -395,3 +395,10 @@ def test_inspect_a_robustgen_checkpoint(robust_digits_checkpoint, digits):
     assert info["source"] == "robustgen" and info["input_shape"] == [1, 8, 8] and info["n"] == 360
     assert info["clean_acc"] == clean_accuracy(model, digits.x_test, digits.y_test)
     assert info["threat"]["norm"] == "Linf" and info["threat"]["eps"] == pytest.approx(0.1) and info["normalised_inside"]
+
+
+def test_inspect_clean_accuracy_is_eval_s_on_the_same_subset(robust_digits_checkpoint):
+    info = json.loads(invoke(["inspect", robust_digits_checkpoint, "--data", "digits", "--images", "50", "--seed", "3", "--json"]).stdout)
+    evaluated = invoke(["eval", robust_digits_checkpoint, "--subset", "50", "--seed", "3", "--steps", "0", "--restarts", "1", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert info["n"] == 50 and info["clean_acc"] == json.loads(evaluated.stdout)["clean_acc"]

@@ -48,9 +48,17 @@ def inspect_classifier(
     if data is not None:
         dataset = _test_data(data, data_root=data_root, meta=meta)
         x, y = dataset.split("test")
-        pick = np.sort(np.random.default_rng(seed).permutation(len(x))[: min(images, len(x))])
+        pick = test_subset(len(x), images, seed=seed)
         info.update(clean_acc=clean_accuracy(model, x[pick], y[pick], batch_size=batch_size), n=int(len(pick)), data=dataset.name)
     return info
+
+
+def test_subset(n_test: int, size: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `size` seeded test images: the choice of `robustgen eval --subset` (training.evaluate.evaluation_indices),
+    so the clean accuracy here is the one eval reports on the same subset."""
+    if size >= n_test:
+        return np.arange(n_test)
+    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:size].sort().values.numpy()
 
 
 def describe(model: nn.Module, meta: dict) -> dict[str, Any]:
