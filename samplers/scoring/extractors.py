@@ -211,7 +211,8 @@ def classifier_extractor(spec, *, data: str | None = None, data_root=None, input
     _register_fidelity_class(name, shape)
     source = meta.get("source", "robustgen")
     what = "robustgen classifier" if source == "robustgen" else f"{source} classifier"
-    trained = f", trained on {meta.get('dataset')}" if source == "robustgen" else (f", used on {meta.get('dataset')}" if meta.get("dataset") else "")
+    knows_data = source in ("robustgen", "robustbench")  # the others record the data they are used on, not what they were trained on
+    trained = f", trained on {meta.get('dataset')}" if knows_data else (f", used on {meta.get('dataset')}" if meta.get("dataset") else "")
     extractor = Extractor(
         name=name,
         kind="classifier",
@@ -223,7 +224,7 @@ def classifier_extractor(spec, *, data: str | None = None, data_root=None, input
         weights_path=None,
         checkpoint=meta.get("weights_path") if source == "robustgen" else meta.get("spec"),
         checkpoint_sha256=meta["weights_sha256"],
-        dataset=meta.get("dataset") if source == "robustgen" else None,
+        dataset=meta.get("dataset") if knows_data else None,
         classes=tuple(str(c) for c in meta.get("classes", ())),
     )
     _REGISTERED[name] = extractor
