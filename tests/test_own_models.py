@@ -402,3 +402,24 @@ def test_inspect_clean_accuracy_is_eval_s_on_the_same_subset(robust_digits_check
     evaluated = invoke(["eval", robust_digits_checkpoint, "--subset", "50", "--seed", "3", "--steps", "0", "--restarts", "1", "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert info["n"] == 50 and info["clean_acc"] == json.loads(evaluated.stdout)["clean_acc"]
+
+
+def test_score_takes_program_specs_as_features_and_judge(nets, tmp_path):
+    from samplers.scoring import score
+
+    net = nets["net"]
+    torch.export.save(torch.export.export(net, (torch.rand(2, 3, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},)), tmp_path / "m.pt2")
+    with _quiet_torchscript():
+        torch.jit.save(torch.jit.script(net), tmp_path / "m.ts")
+    data = np.load(nets["dir"] / "data.npz")
+    images, labels = data["x_train"], data["y_train"]
+    python = score(images, labels=labels, ref=nets["data"], features=nets["spec"], judge=nets["spec"], metrics=("fid",), per_class=False,
+                   memorisation=False, cache=False, device="cpu")
+    exported = score(images, labels=labels, ref=nets["data"], features=f"export:{tmp_path / 'm.pt2'}", judge=f"torchscript:{tmp_path / 'm.ts'}",
+                     metrics=("fid",), per_class=False, memorisation=False, cache=False, device="cpu")
+    assert exported.metrics["fid"] == pytest.approx(python.metrics["fid"], rel=1e-4)  # same network, same features
+    assert exported.metrics["judge_accuracy"] == python.metrics["judge_accuracy"] and exported.extractor.feature_dim == 256
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, images=images, labels=labels)
+    assert_one_line_error(invoke(["score", samples, "--ref", nets["data"], "--metrics", "fid", "--features", f"torchscript:{tmp_path / 'm.ts'}"]),
+                          "no linear head could be split off", "python:FILE.py:FACTORY=WEIGHTS")
