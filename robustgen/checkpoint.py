@@ -27,7 +27,7 @@ from torch import nn
 from robustgen.errors import RobustgenError
 from robustgen.io import atomic_path, versions
 from robustgen.models import build_model, model_names
-from robustgen.models.foreign import fit_problem
+from robustgen.models.foreign import check_readable, fit_problem, load_checked
 
 FORMAT = "robustgen-checkpoint"
 FORMAT_VERSION = 1
@@ -63,6 +63,7 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         raise RobustgenError(f"checkpoint {path} is a directory: pass the checkpoint file itself, {hint}")
     if not path.is_file():
         raise RobustgenError(f"checkpoint {path} not found: pass the path of a .pt written by robustgen train")
+    check_readable(path, what="checkpoint")  # an empty file or an HTML page (a failed download) said as such
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, BadZipFile, ValueError, OSError, ...
@@ -159,7 +160,7 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, sourc
     if problem:
         raise RobustgenError(f"checkpoint {source} does not fit this architecture ({problem}): "
                              "use the architecture, width and number of classes it was trained with")
-    model.load_state_dict(state_dict)
+    load_checked(model, state_dict)
 
 
 def model_meta(*, arch: str, arch_args: dict[str, Any], dataset, data_root: str | None = None) -> dict[str, Any]:

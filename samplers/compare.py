@@ -120,7 +120,8 @@ def _real_rows(checkpoint, out: Path, *, n: int, seed: int, options: dict) -> li
     for name, split in (("real-test", "test"), ("real-train", "train")):
         run = out / name
         if not (run / "samples.npz").is_file():
-            _, meta = load_classifier(str(checkpoint), device="cpu", **{k: options[k] for k in ("model_dir", "trust_checkpoint", "mean", "std") if k in options})
+            _, meta = load_classifier(str(checkpoint), device="cpu", data=options.get("dataset"), data_root=options.get("data_root"),
+                                      **{k: options[k] for k in ("model_dir", "trust_checkpoint", "mean", "std") if k in options})
             data = load_checkpoint_dataset(meta, dataset=options.get("dataset"), data_root=options.get("data_root"))
             x, y = data.split(split)
             if split == "train":  # n images, as balanced as the samples, drawn with the run's seed

@@ -1,7 +1,7 @@
 """`sample_from_checkpoint`: load a model (any source) and the data it was trained on, then `sample`.
 
 The model comes from `robustgen.models.sources.load_classifier`: a robustgen
-checkpoint or a robustbench:/robustness:/torchvision:/timm: spec. The data is
+checkpoint or a robustbench:/robustness:/torchvision:/timm:/python:/torchscript:/export: spec. The data is
 needed to fit the initialiser and the reference energies; it is found from the
 model's meta (dataset, data_root) unless overridden, and relabelled into the
 model's classes when it holds only some of them (e.g. 2 ImageNet classes).
@@ -12,7 +12,7 @@ its images brought to the model's input size (ImageNet's evaluation crop).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -99,12 +99,19 @@ def sample_from_checkpoint(
     std: str | Sequence[float] | None = None,
     cache_dir: str | Path | None | bool = None,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> SampleResult:
-    """Sample from a classifier spec (see `load_classifier`); `out=None` writes to runs/samples-<dataset>[-<class>]."""
+    """Sample from a classifier spec (see `load_classifier`); `out=None` writes to runs/samples-<dataset>[-<class>].
+
+    log: receives one line per note of the loader (what it inferred about a python:/torchscript:/export: model).
+    """
     if n < 1:
         raise RobustgenError(f"--num-images {n}: ask for at least 1 image")
     dist = distributed.setup(device)  # under torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
-    model, meta = load_classifier(checkpoint, device=dist.device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=dataset)
+    model, meta = load_classifier(checkpoint, device=dist.device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std,
+                                  data=dataset, data_root=data_root)
+    for note in meta.get("notes", []) if log is not None else ():
+        log(f"note: {note}")  # what the loader inferred (classes, input size, normalisation)
     named = _load_named_dataset(meta, dataset=dataset, data_root=data_root)
     data = _align(named, meta)  # same classes: as is; a subset of the model's classes: relabelled (one line if not)
     if not classes and data is not named:

@@ -151,6 +151,11 @@ def test_robustbench_wong2020fast_loads_samples_and_evaluates(tmp_path, cifar_np
     assert summary["images"] == 4 and summary["classes"] == [3] and summary["grad_evals_per_image"] == 2
     run_meta = json.loads((out / "meta.json").read_text())
     assert run_meta["checkpoint_sha256"] == sha256_file(path) and run_meta["class_names"] == ["cat"]
+    # a RobustBench model as score's feature extractor and judge (robustgen reads it as everywhere else)
+    scored = _json(_run("score", out, "--ref", f"npz:{cifar_npz}", "--metrics", "fid", "--features", WONG, "--judge", WONG, "--model-dir", model_dir,
+                        "--no-memorisation", "--cache-dir", tmp_path / "score-cache", "--json"))
+    assert scored["extractor"]["feature_dim"] == 512 and scored["extractor"]["checkpoint"] == WONG and scored["judge"]["n_samples"] == 4
+    assert any("the judge is the classifier that generated the samples" in w for w in scored["warnings"])
 
     pgd = _json(_run("eval", WONG, "--model-dir", model_dir, "--data", f"npz:{cifar_npz}", "--steps", 2, "--restarts", 1, "--json"))
     assert pgd["n"] == 10 and pgd["eps"] == pytest.approx(8 / 255) and pgd["norm"] == "Linf"
@@ -365,7 +370,7 @@ def test_unknown_source_missing_package_and_misplaced_options(tmp_path, monkeypa
     _one_line_error(_run("eval", "x.pt", "--attack", "apgd-ce,cw"), "unknown attack cw")
     _one_line_error(_run("eval"), "no model given")
     _one_line_error(_run("eval", "a.pt", "--checkpoint", "b.pt"), "two models given")
-    _one_line_error(_run("eval", WONG, "--mean", "0.5,0.5,0.5"), "--mean/--std apply to torchvision: and timm:")
+    _one_line_error(_run("eval", WONG, "--mean", "0.5,0.5,0.5"), "carries its own normalisation", "--mean/--std do not apply")
     monkeypatch.setitem(sys.modules, "robustbench", None)  # as if the zoo extra were not installed
     _one_line_error(_run("eval", WONG, "--model-dir", tmp_path), "pip install 'robustgen[zoo]'")
     monkeypatch.setitem(sys.modules, "timm", None)

@@ -21,6 +21,7 @@ from robustgen.errors import RobustgenError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("robustgen.cli.train", "train", "Adversarially train a classifier (optionally with DER)."),
     "eval": ("robustgen.cli.evaluate", "evaluate", "Clean and robust accuracy (PGD or AutoAttack) of any model source."),
+    "inspect": ("robustgen.cli.inspect", "inspect", "What robustgen understood of a model spec (and its clean accuracy on --data)."),
     "diagnose": ("robustgen.cli.train", "diagnose", "Plot energy diagnostics of a training run."),
     "sample": ("robustgen.cli.sample", "sample", "Generate class-conditional images from a robust classifier."),
     "score": ("robustgen.cli.score", "score", "IS, FID, KID, precision/recall and memorisation of generated images."),

@@ -25,8 +25,9 @@ from robustgen.io import parse_eps
 @click.option("--data-root", default=None, help="Where the model's dataset lives [default: as recorded].")
 @click.option("--model-dir", default=None, type=click.Path(file_okay=False), help="Where zoo files live (RobustBench layout DATASET/THREAT/NAME.pt) [default: $ROBUSTGEN_MODEL_DIR, else ~/.cache/robustgen/models].")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow fully unpickling a third-party file (only for files you trust: it can run code).")
-@click.option("--mean", default=None, metavar="M1,M2,M3", help="torchvision:/timm: input normalisation mean [default: ImageNet's].")
-@click.option("--std", default=None, metavar="S1,S2,S3", help="torchvision:/timm: input normalisation std [default: ImageNet's].")
+@click.option("--mean", default=None, metavar="M1,M2,M3",
+              help="Input normalisation mean of torchvision:/timm: (default ImageNet's) and python:/torchscript:/export: networks (default none).")
+@click.option("--std", default=None, metavar="S1,S2,S3", help="Input normalisation std (as --mean).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -36,13 +37,16 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
     """Clean and robust accuracy of SPEC on its dataset's test split (PGD-50-10 by default).
 
     SPEC is a robustgen checkpoint path, robustbench:DATASET/THREAT/NAME, robustness:PATH,
-    torchvision:ARCH=PATH or timm:ARCH=PATH.
+    torchvision:ARCH=PATH, timm:ARCH=PATH, python:FILE.py:FACTORY=WEIGHTS (your network's code:
+    FACTORY() returns it, WEIGHTS its state dict), python:package.module:FACTORY=WEIGHTS,
+    torchscript:PATH or export:PATH.pt2. The last four take their classes and input size from --data.
 
     \b
     Examples:
       robustgen eval runs/cifar10-fgsm-rs-der/best.pt
       robustgen eval robustbench:cifar10/Linf/Wong2020Fast --attack autoattack --subset 1000 --data npz:cifar10.npz
       robustgen eval --checkpoint robustness:imagenet_linf_4.pt --data folder:imagenet --attack apgd-ce,apgd-t --subset 100
+      robustgen eval python:nets.py:resnet20=resnet20.th --data npz:cifar10.npz --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --eps 2/255
     """
     from robustgen.models.sources import load_classifier
     from training.autoattack_eval import attack_label, evaluate_autoattack, parse_attacks
@@ -59,7 +63,8 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
     if norm is not None and norm not in ("Linf", "L2"):
         raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
 
-    model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=data)
+    model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=data,
+                                  data_root=data_root)
     trained = meta.get("config") or {}
     norm = norm or trained.get("norm") or "Linf"
     eps_value = _radius(eps, norm, "--eps") if eps is not None else trained.get("eps")

@@ -31,14 +31,17 @@ def sample(**options):
       robustgen sample --checkpoint best.pt -n 1000 --steps 0     # the init-only control
       torchrun --nproc_per_node 8 -m robustgen sample --checkpoint best.pt --num-images 50000
       robustgen sample --checkpoint robustbench:cifar10/Linf/Wong2020Fast --class cat -n 16 --data npz:cifar10.npz
+      robustgen sample --checkpoint python:nets.py:resnet20=resnet20.th --data npz:cifar10.npz --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -n 16
     """
     from samplers import sample_from_checkpoint
 
     init, sampler, stop = configs(options)
+    notes: list[str] = []
     result = sample_from_checkpoint(
         options["checkpoint"], classes=list(options["classes"]) or None, n=options["n"], init=init, sampler=sampler, stop=stop,
         seed=options["seed"], **run_arguments(options), out=options["out"], png=options["png"],
         overwrite=options["overwrite"], resume=options["resume"], **model_arguments(options),
+        log=notes.append,  # what the loader inferred: shown with the summary, so a failure stays one line
     )
     summary = {
         "out": str(result.out),
@@ -50,9 +53,12 @@ def sample(**options):
         "grad_evals_per_image": round(result.grad_evals_per_image, 2),
         "steps_mean": round(float(result.steps.mean()), 2),
         "energy_joint_mean": round(float(result.energy_joint.mean()), 3),
+        "notes": [note.removeprefix("note: ") for note in notes],
     }
     if options["as_json"]:
         echo_json(summary)
         return
     click.echo(format_table([summary], ["images", "seconds", "images_per_s", "grad_evals_per_image", "steps_mean", "energy_joint_mean"]))
     click.echo(f"wrote {result.out}/samples.npz, grid.png, strips.png, meta.json" + (" and png/" if options["png"] else ""))
+    for note in notes:
+        click.echo(note)

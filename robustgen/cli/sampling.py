@@ -17,15 +17,18 @@ _PGD_L2_STEP = SamplerConfig(kind="pgd").resolved_step_size(3072)
 
 MODEL_OPTIONS = (
     click.option("--checkpoint", required=True, metavar="SPEC",
-                 help="best.pt written by `robustgen train`, or robustbench:DATASET/THREAT/NAME, robustness:PATH, torchvision:ARCH=PATH, timm:ARCH=PATH."),
+                 help="best.pt written by `robustgen train`, or robustbench:DATASET/THREAT/NAME, robustness:PATH, torchvision:ARCH=PATH, timm:ARCH=PATH, "
+                      "python:FILE.py:FACTORY=WEIGHTS, python:package.module:FACTORY=WEIGHTS, torchscript:PATH, export:PATH.pt2."),
     click.option("--device", default="auto", show_default=True, help="auto (cuda:LOCAL_RANK under torchrun, else cuda, mps or cpu), cpu, cuda, cuda:N."),
     click.option("--data", "--dataset", "dataset", default=None, metavar="SPEC",
-                 help="Dataset for initialisers and reference energies when not the model's own or not at hand (e.g. npz:PATH, folder:PATH)."),
+                 help="Dataset for initialisers and reference energies when not the model's own or not at hand (e.g. npz:PATH, folder:PATH); "
+                      "python:/torchscript:/export: models also take their classes and input size from it."),
     click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where the checkpoint's dataset lives."),
     click.option("--model-dir", type=click.Path(file_okay=False), default=None, help="Where zoo files live  [default: $ROBUSTGEN_MODEL_DIR or ~/.cache/robustgen/models]."),
     click.option("--trust-checkpoint", is_flag=True, help="Allow fully unpickling a third-party file (only for files you trust: it can run code)."),
-    click.option("--mean", default=None, metavar="M1,M2,M3", help="torchvision:/timm: input normalisation mean  [default: ImageNet's]."),
-    click.option("--std", default=None, metavar="S1,S2,S3", help="torchvision:/timm: input normalisation std  [default: ImageNet's]."),
+    click.option("--mean", default=None, metavar="M1,M2,M3",
+                 help="Input normalisation mean of torchvision:/timm: (default ImageNet's) and python:/torchscript:/export: networks (default none)."),
+    click.option("--std", default=None, metavar="S1,S2,S3", help="Input normalisation std (as --mean)."),
 )
 
 KNOB_OPTIONS = (

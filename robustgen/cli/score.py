@@ -16,12 +16,18 @@ from robustgen.cli.common import echo_json, user_errors
               help="Reference: digits, cifar10, ..., npz:PATH or folder:PATH. Default: the dataset of the sample run.")
 @click.option("--ref-split", type=click.Choice(["train", "test"]), default="train", show_default=True, help="Reference split.")
 @click.option("--metrics", default="is,fid", show_default=True, metavar="LIST", help="Comma-separated: is,fid,kid,prc.")
-@click.option("--features", default="inception", show_default=True, metavar="inception|CKPT",
-              help="Feature extractor: torch-fidelity's Inception-v3 (comparable with papers) or a robustgen classifier checkpoint.")
+@click.option("--features", default="inception", show_default=True, metavar="inception|SPEC",
+              help="Feature extractor: torch-fidelity's Inception-v3 (comparable with papers) or any classifier SPEC: a robustgen checkpoint, "
+                   "robustbench:D/T/NAME, robustness:PATH, torchvision:ARCH=PATH, timm:ARCH=PATH, python:FILE.py:FACTORY=WEIGHTS, torchscript:PATH, export:PATH.pt2.")
 @click.option("--inception-weights", type=click.Path(path_type=Path), default=None, metavar="PATH",
               help="Local weights-inception-2015-12-05-6726825d.pth for machines without internet.")
-@click.option("--judge", type=click.Path(path_type=Path), default=None, metavar="CKPT",
-              help="Classifier whose accuracy on the samples (w.r.t. their intended labels) is reported, overall and per class.")
+@click.option("--judge", default=None, metavar="SPEC",
+              help="Classifier (any SPEC, as --features) whose accuracy on the samples (w.r.t. their intended labels) is reported, overall and per class.")
+@click.option("--features-mean", default=None, metavar="M1,M2,M3",
+              help="Input normalisation mean of a --features/--judge network that does not carry its own (torchvision:, timm:, python:, torchscript:, export:).")
+@click.option("--features-std", default=None, metavar="S1,S2,S3", help="Input normalisation std of that network (with --features-mean).")
+@click.option("--model-dir", default=None, type=click.Path(file_okay=False), help="Where zoo files of --features/--judge live [default: $ROBUSTGEN_MODEL_DIR, else ~/.cache/robustgen/models].")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow fully unpickling a third-party --features/--judge file (only for files you trust: it can run code).")
 @click.option("--no-per-class", is_flag=True, help="Skip class-conditional FID.")
 @click.option("--no-memorisation", is_flag=True,
               help="Skip the memorisation measures (nearest-training-image distances, near-copies, C_T), on by default when the reference is known.")
@@ -36,13 +42,14 @@ from robustgen.cli.common import echo_json, user_errors
               help="Write score.json here (a directory: DIR/score.json; default: inside a sample run dir). memorisation.npz goes beside it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 @user_errors
-def score(samples, ref, ref_split, metrics, features, inception_weights, judge, no_per_class, no_memorisation, batch_size, device, data_root,
-          kid_subset_size, cache_dir, no_cache, out, as_json):
+def score(samples, ref, ref_split, metrics, features, inception_weights, judge, features_mean, features_std, model_dir, trust_checkpoint,
+          no_per_class, no_memorisation, batch_size, device, data_root, kid_subset_size, cache_dir, no_cache, out, as_json):
     """Score generated images SAMPLES (a sample run dir, an .npz of uint8 images, or a folder of images).
 
     \b
     robustgen score runs/samples-cifar10 --ref cifar10
     robustgen score runs/samples --ref npz:data.npz --features runs/ref/best.pt --metrics is,fid,kid,prc
+    robustgen score runs/samples --ref npz:cifar10.npz --features python:nets.py:resnet20=resnet20.th --features-mean 0.485,0.456,0.406 --features-std 0.229,0.224,0.225
     robustgen score SAMPLES --inception-weights weights-inception-2015-12-05-6726825d.pth
 
     FID is against the train split (comparable with papers) and, as fid_test, the test split.
@@ -51,6 +58,11 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
     from robustgen.io import ensure_writable_dir
     from samplers.scoring import default_output, format_result
     from samplers.scoring import score as run_score
+    from samplers.scoring.extractors import INCEPTION
+
+    model_spec = model_specs(features_mean=features_mean, features_std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint)
+    features = features if features == INCEPTION else model_spec(features)
+    judge = model_spec(judge) if judge is not None else None
 
     target = _output_path(out) if out is not None else default_output(samples)
     result = run_score(
@@ -80,6 +92,16 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
         click.echo(format_result(result))
         if target is not None:
             click.echo(f"\nwrote {target}")
+
+
+def model_specs(*, features_mean, features_std, model_dir, trust_checkpoint):
+    """SPEC -> ModelSpec carrying the options that say how to read a --features/--judge network."""
+    from robustgen.models.sources import ModelSpec
+
+    def make(spec: str) -> ModelSpec:
+        return ModelSpec(str(spec), mean=features_mean, std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint)
+
+    return make
 
 
 def _output_path(out: str) -> Path:

@@ -14,9 +14,11 @@ from robustgen.cli.sampling import configs, knob_options, model_arguments, model
 @model_options
 @click.option("--knob", required=True, help="The option to vary: a sample option's name without dashes, e.g. quantile, scale, k, steps, drift, init.")
 @click.option("--values", required=True, metavar="V1,V2,...", help="Comma-separated values of --knob (\"none\" for an optional one).")
-@click.option("--features", required=True, metavar="CKPT",
-              help="Feature extractor for FID/precision/recall/memorisation: an independent standard classifier (never the sampled model), or inception.")
-@click.option("--judge", default=None, metavar="CKPT", help="Independent classifier whose accuracy on the samples is reported [default: --features if it is a checkpoint].")
+@click.option("--features", required=True, metavar="SPEC",
+              help="Feature extractor for FID/precision/recall/memorisation: an independent standard classifier (never the sampled model; any model SPEC), or inception.")
+@click.option("--judge", default=None, metavar="SPEC", help="Independent classifier (any model SPEC) whose accuracy on the samples is reported [default: --features unless inception].")
+@click.option("--features-mean", default=None, metavar="M1,M2,M3", help="Input normalisation mean of a --features/--judge network that does not carry its own.")
+@click.option("--features-std", default=None, metavar="S1,S2,S3", help="Input normalisation std of that network.")
 @click.option("--class", "classes", multiple=True, help="Class index or name (repeatable). Omitted: all classes, balanced.")
 @click.option("--num-images", "-n", "n", type=int, default=1000, show_default=True, help="Images per point.")
 @knob_options
@@ -37,10 +39,15 @@ def sweep(**options):
     from samplers.compare import markdown
     from samplers.sweep import sweep as run_sweep
 
+    from robustgen.cli.score import model_specs
+
     values = [v for v in options["values"].split(",") if v.strip()]
-    judge = options["judge"] or (options["features"] if options["features"] != "inception" else None)
+    model_spec = model_specs(features_mean=options["features_mean"], features_std=options["features_std"], model_dir=options["model_dir"],
+                             trust_checkpoint=options["trust_checkpoint"])
+    features = options["features"] if options["features"] == "inception" else model_spec(options["features"])
+    judge = model_spec(options["judge"]) if options["judge"] else (features if options["features"] != "inception" else None)
     rows = run_sweep(
-        options["checkpoint"], knob=options["knob"], values=values, out=options["out"], features=options["features"], judge=judge,
+        options["checkpoint"], knob=options["knob"], values=values, out=options["out"], features=features, judge=judge,
         base=configs(options), n=options["n"], seed=options["seed"], classes=list(options["classes"]) or None, controls=options["controls"],
         sample_options={**model_arguments(options), **run_arguments(options)},
         log=lambda message: click.echo(message, err=True),

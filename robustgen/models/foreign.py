@@ -1,11 +1,16 @@
 """Third-party networks as robustgen classifiers: safe file reading, normalisation inside, features + head.
 
-A network from RobustBench, the `robustness` library, torchvision or timm is
-wrapped in `ForeignClassifier`, which takes images in [0, 1] (normalising inside
+A network from RobustBench, the `robustness` library, torchvision, timm, the
+user's own code, TorchScript or torch.export is wrapped in `ForeignClassifier`, which takes images in [0, 1] (normalising inside
 when the network does not) and exposes `features(x)` and `head` like robustgen's
 own models, so `model(x) == model.head(model.features(x))`. The split is found by
 taking the network's last `nn.Linear` with one output per class as the head and
 checking on a probe batch that removing it leaves the penultimate features.
+
+Files are read here, in one place: `check_readable` (missing, empty, an HTML page),
+`read_weights_file` (weights_only, any device, zip or legacy format), `unwrap_state_dict`
+(the layouts people publish) and `state_dict_of` (DataParallel / wrapper prefixes);
+`check_finite` refuses NaN or infinite weights.
 """
 
 from __future__ import annotations
@@ -28,12 +33,52 @@ TRUST_FIX = "pass --trust-checkpoint if you trust where it came from (unpickling
 # --------------------------------------------------------------------------- reading files
 
 
-def read_weights_file(path: str | Path, *, trust: bool = False) -> Any:
-    """Load a third-party weights file: `torch.load(weights_only=True)` unless `trust`; .safetensors too."""
+def sniff_file(path: str | Path) -> str:
+    """What a file holds, from its first bytes: "zip" (torch.save since 1.6, TorchScript, .pt2), "pickle"
+    (legacy torch.save), "safetensors", "html" (a failed download saved as .pt), "empty" or "other"."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":  # pickle protocol 2+ opcode: what legacy torch.save writes first
+        return "pickle"
+    if Path(path).suffix == ".safetensors" or (len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 28):
+        return "safetensors"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml", b"<!--")) or b"<html" in head.lower():
+        return "html"
+    return "other"
+
+
+def check_readable(path: str | Path, *, what: str = "weights file", fix: str = "check the path in the spec") -> Path:
+    """The path of an existing, non-empty file that is not an HTML page; one line naming the problem otherwise."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise RobustgenError(f"{what} {path} is a directory: give the file itself")
     if not path.is_file():
-        raise RobustgenError(f"weights file {path} not found: check the path in the spec")
-    if path.suffix == ".safetensors":
+        raise RobustgenError(f"{what} {path} not found: {fix}")
+    kind = sniff_file(path)
+    if kind == "empty":
+        raise RobustgenError(f"{what} {path} is empty (0 bytes): download or copy it again")
+    if kind == "html":
+        raise RobustgenError(
+            f"{path} is an HTML page, not a {what} (a failed download, e.g. Google Drive's 'cannot scan for viruses' page saved under the "
+            "file's name): download the file itself again (for Google Drive: gdown, or the link with &confirm=t)"
+        )
+    return path
+
+
+def read_weights_file(path: str | Path, *, trust: bool = False) -> Any:
+    """Load a third-party weights file: `torch.load(weights_only=True)` unless `trust`; .safetensors too.
+
+    Zip and legacy (non-zip) torch.save files, saved on any device, are read onto the CPU.
+    Only a file that is a pickle can need --trust-checkpoint, so only then is it suggested.
+    """
+    path = check_readable(path)
+    kind = sniff_file(path)
+    if kind == "safetensors":
         try:
             from safetensors.torch import load_file
         except ImportError:
@@ -42,6 +87,11 @@ def read_weights_file(path: str | Path, *, trust: bool = False) -> Any:
             return load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types
             raise RobustgenError(f"cannot read {path} as safetensors ({_first_line(exc)}): it is corrupt or not a weights file") from None
+    not_weights = f"cannot read {path}: it is not a PyTorch weights file (neither a torch.save zip nor a pickle): check that the spec names the weights file"
+    if kind == "other":
+        raise RobustgenError(not_weights)
+    if kind == "zip" and _is_program_archive(path):  # torch.load would hand a TorchScript archive to torch.jit.load
+        raise RobustgenError(f"{path} is a TorchScript or torch.export archive, not a torch.save file: load it as torchscript:{path} or export:{path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
@@ -52,21 +102,75 @@ def read_weights_file(path: str | Path, *, trust: bool = False) -> Any:
         raise RobustgenError(f"cannot read {path} ({_first_line(exc)}): it is corrupt or not a PyTorch weights file") from None
 
 
-def state_dict_of(payload: Any, *, source: str, keys: Sequence[str] = ("state_dict", "model", "model_state_dict", "net")) -> dict[str, Tensor]:
-    """The tensor dict in a loaded file: the payload itself or one of the usual wrapper keys; `module.` stripped."""
-    if _is_state_dict(payload):
-        state = payload
-    else:
-        found = [payload[k] for k in keys if isinstance(payload, dict) and _is_state_dict(payload.get(k))]
-        if not found:
-            what = f"a dict with keys {', '.join(map(str, list(payload)[:6]))}" if isinstance(payload, dict) else type(payload).__name__
-            raise RobustgenError(f"{source} holds {what}, not a state dict: save the network's state_dict() (tensors by parameter name)")
-        state = found[0]
-    return strip_prefix(dict(state), "module.")
+def _is_program_archive(path: Path) -> bool:
+    """A TorchScript (constants.pkl + code/) or torch.export (.pt2: models/*.json) zip rather than a torch.save one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") or "/models/" in n and n.endswith(".json") for n in names)
+
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module", "weights", "params")
+PREFIXES = ("module.", "model.")  # DataParallel / DistributedDataParallel, and Lightning-style wrappers
+
+
+def unwrap_state_dict(payload: Any, *, source: str, depth: int = 3) -> dict[str, Tensor]:
+    """The tensor dict inside a loaded file, as published: the payload itself, under one of `WRAPPER_KEYS`
+    (nested up to `depth`, e.g. {"state_dict": {"model": {...}}}), or a list/tuple holding one state dict."""
+    found = _find_state_dict(payload, depth)
+    if found is None:
+        if isinstance(payload, dict):
+            what = f"a dict with keys {', '.join(map(str, list(payload)[:6]))}"
+        elif isinstance(payload, (list, tuple)):
+            what = f"a {type(payload).__name__} of {len(payload)} items"
+        else:
+            what = type(payload).__name__
+        raise RobustgenError(f"{source} holds {what}, not a state dict: save the network's state_dict() (tensors by parameter name)")
+    return dict(found)
+
+
+def _find_state_dict(obj: Any, depth: int) -> dict | None:
+    if _is_state_dict(obj):
+        return obj
+    if isinstance(obj, nn.Module):  # torch.save(model), read with --trust-checkpoint
+        return obj.state_dict()
+    if depth <= 0:
+        return None
+    if isinstance(obj, (list, tuple)) and len(obj) == 1:
+        return _find_state_dict(obj[0], depth - 1)
+    if isinstance(obj, dict):
+        for key in WRAPPER_KEYS:
+            found = _find_state_dict(obj.get(key), depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
+def state_dict_of(payload: Any, *, source: str, expected: Sequence[str] | None = None) -> dict[str, Tensor]:
+    """`unwrap_state_dict`, then the published prefixes removed (`prefix_variants`): the variant whose keys
+    are `expected` (a network's own keys) when one is, else the one sharing most keys with it, else all stripped."""
+    variants = prefix_variants(unwrap_state_dict(payload, source=source))
+    if expected is None:
+        return variants[-1]
+    want = set(expected)
+    exact = [v for v in variants if set(v) == want]
+    return exact[0] if exact else max(reversed(variants), key=lambda v: len(want & set(v)))
+
+
+def prefix_variants(state: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+    """`state` with each of `PREFIXES` stripped in turn, each only when every key carries it (the last is the most stripped)."""
+    variants = [state]
+    for prefix in PREFIXES:
+        stripped = strip_prefix(variants[-1], prefix)
+        if stripped is not variants[-1]:
+            variants.append(stripped)
+    return variants
 
 
 def strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """Drop `prefix` from every key when all keys carry it (DataParallel's `module.`)."""
+    """Drop `prefix` from every key when all keys carry it (DataParallel's `module.`); `state` itself otherwise."""
     if state and all(k.startswith(prefix) for k in state):
         return {k[len(prefix):]: v for k, v in state.items()}
     return state
@@ -86,24 +190,57 @@ def load_fitting(net: nn.Module, state: dict[str, Tensor], *, source: str, arch:
     problem = fit_problem(net, state)
     if problem:
         raise RobustgenError(f"{source} does not fit {arch} ({problem}): {fix}")
-    net.load_state_dict(state)
+    load_checked(net, state)
 
 
-def fit_problem(net: nn.Module, state: dict[str, Tensor]) -> str | None:
-    """None when `state` fits `net` exactly, else a short description of the first mismatches."""
+def load_checked(net: nn.Module, state: dict[str, Tensor]) -> None:
+    """load_state_dict of a state `fit_problem` passed: the optional keys it lacks keep the network's own values."""
     own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    net.load_state_dict({**{k: own[k] for k in own if k not in state and _optional(k)}, **state})
+
+
+def _optional(key: str) -> bool:
+    """BatchNorm's step counter: files saved before torch 0.4.1 lack it, and evaluation never reads it."""
+    return key.endswith("num_batches_tracked")
+
+
+def fit_problem(net: nn.Module, state: dict[str, Tensor], *, shown: int = 3) -> str | None:
+    """None when `state` fits `net` exactly (old files may lack BatchNorm's num_batches_tracked), else a
+    short description naming the first few mismatches."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state and not _optional(k)]
+    unexpected = [k for k in state if k not in own]
     mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
     detail = []
-    if mismatched:
-        k = mismatched[0]
+    for k in mismatched[:2]:
         detail.append(f"{k} is {tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model")
     if missing:
-        detail.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
+        detail.append(f"{len(missing)} missing: {_few(missing, shown)}")
     if unexpected:
-        detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        detail.append(f"{len(unexpected)} unexpected: {_few(unexpected, shown)}")
+    if missing and unexpected and _numbered(missing) and _numbered(unexpected):
+        detail.append("both number nn.Sequential layers: build the Sequential with the file's layers at the same positions (activations count)")
     return "; ".join(detail) or None
+
+
+def _few(keys: list[str], shown: int) -> str:
+    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
+
+
+def _numbered(keys: list[str]) -> bool:
+    return all(k.split(".", 1)[0].isdigit() for k in keys)
+
+
+def check_finite(net: nn.Module, *, source: str) -> None:
+    """Refuse weights holding NaN or infinity (a damaged file or a diverged run), naming the first such tensor."""
+    for name, tensor in net.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            name = name[len("body."):] if isinstance(net, ForeignClassifier) and name.startswith("body.") else name  # the file's own name
+            raise RobustgenError(
+                f"{source}: the weights hold NaN or infinite values ({bad} of {tensor.numel()} in {name}): "
+                "the file is damaged or was saved from a diverged run; use another checkpoint"
+            )
 
 
 # --------------------------------------------------------------------------- the wrapper
@@ -135,7 +272,10 @@ class ForeignClassifier(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features of images `x` in [0, 1]."""
         if self.head is None:
-            raise RobustgenError(f"{self.name}: no linear head could be split off, so it has no penultimate features: use pixel space (--neighbour-space pixel) or another feature extractor")
+            raise RobustgenError(
+                f"{self.name}: no linear head could be split off, so it has no penultimate features: use pixel space (--neighbour-space pixel), "
+                "another feature extractor, or load the network from its code (python:FILE.py:FACTORY=WEIGHTS) or as an export: program"
+            )
         return self.body(self._normalise(x))
 
     def forward(self, x: Tensor) -> Tensor:

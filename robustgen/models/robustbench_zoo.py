@@ -28,7 +28,7 @@ from torch import nn
 
 from robustgen.errors import RobustgenError
 from robustgen.io import atomic_path, ensure_writable_dir
-from robustgen.models.foreign import fit_problem, read_weights_file, state_dict_of
+from robustgen.models.foreign import fit_problem, load_checked, read_weights_file, state_dict_of
 
 INSTALL = "pip install 'robustgen[zoo]'"
 GDRIVE_URL = "https://drive.google.com/uc?id={}"
@@ -257,5 +257,5 @@ def _load_timm_hosted(model: RobustBenchModel, *, trust: bool, download: bool) -
     problem = fit_problem(net, state)
     if problem:
         raise RobustgenError(f"{model.path} does not fit RobustBench's {model.name} ({problem}): delete it and get {_where(model)}")
-    net.load_state_dict(state)
+    load_checked(net, state)
     return net.eval()

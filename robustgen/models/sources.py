@@ -1,21 +1,26 @@
-"""Model sources: one loader for robustgen checkpoints and third-party robust classifiers.
+"""Model sources: one loader for robustgen checkpoints, third-party robust classifiers and the user's own networks.
 
     model, meta = load_classifier("runs/cifar10-fgsm-rs-der/best.pt", device="cpu")
     model, meta = load_classifier("robustbench:cifar10/Linf/Wong2020Fast", device="cpu")
     model, meta = load_classifier("robustness:imagenet_linf_4.pt", device="cpu")
     model, meta = load_classifier("torchvision:resnet50=weights.pt", device="cpu", mean="0.485,0.456,0.406", std="0.229,0.224,0.225")
     model, meta = load_classifier("timm:resnet50=weights.safetensors", device="cpu")
+    model, meta = load_classifier("python:models.py:resnet20=resnet20.th", data="npz:cifar10.npz", mean=..., std=...)
+    model, meta = load_classifier("torchscript:model.ts", data="cifar10")
+    model, meta = load_classifier("export:model.pt2", data="cifar10")
 
 Every source yields the same thing: a module in eval mode mapping [0, 1] NCHW
 images to logits (normalisation inside), with `features(x)` and `head` where the
 network's last linear layer can be split off, plus the metadata robustgen
 checkpoints carry (arch, arch_args, dataset, classes, input_shape, mean, std,
 config with the threat model's norm/eps when known) and: source, spec,
-weights_path, weights_sha256, notes.
+weights_path, weights_sha256, notes. Weights holding NaN or infinity are refused,
+whatever the source.
 
 Third-party files are read with `torch.load(weights_only=True)`; a file that needs
 full unpickling is refused unless `trust_checkpoint=True`. Zoo files live under
 `model_dir` ($ROBUSTGEN_MODEL_DIR, default <cache>/models, i.e. ~/.cache/robustgen/models).
+python:/torchscript:/export: live in `robustgen.models.own_models`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import difflib
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +42,7 @@ from robustgen.io import default_cache_dir, sha256_file
 from robustgen.models.foreign import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    check_finite,
     find_normalisation,
     last_linear,
     load_fitting,
@@ -45,8 +52,10 @@ from robustgen.models.foreign import (
     wrap_classifier,
 )
 
-SOURCES = ("robustbench", "robustness", "torchvision", "timm")
-SPEC_HELP = "a robustgen checkpoint path, robustbench:DATASET/THREAT/NAME, robustness:PATH, torchvision:ARCH=PATH or timm:ARCH=PATH"
+SOURCES = ("robustbench", "robustness", "torchvision", "timm", "python", "torchscript", "export")
+SPEC_HELP = ("a robustgen checkpoint path, robustbench:DATASET/THREAT/NAME, robustness:PATH, torchvision:ARCH=PATH, timm:ARCH=PATH, "
+             "python:FILE.py:FACTORY=WEIGHTS, python:package.module:FACTORY=WEIGHTS, torchscript:PATH or export:PATH.pt2")
+OWN_NORMALISATION = ("torchvision", "timm", "python", "torchscript", "export")  # sources whose normalisation --mean/--std give
 ZOO_INSTALL = "pip install 'robustgen[zoo]'"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -68,8 +77,22 @@ def split_spec(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A spec with the options that say how to read it, for APIs that load a model later (score's --features/--judge)."""
+
+    spec: str
+    mean: str | tuple[float, ...] | None = None  # normalisation of torchvision:/timm:/python:/torchscript:/export: networks
+    std: str | tuple[float, ...] | None = None
+    model_dir: str | None = None  # where zoo files live
+    trust_checkpoint: bool = False
+
+    def __str__(self) -> str:
+        return self.spec
+
+
 def load_classifier(
-    spec: str | os.PathLike,
+    spec: str | os.PathLike | ModelSpec,
     *,
     device: str | torch.device = "cpu",
     model_dir: str | os.PathLike | None = None,
@@ -77,29 +100,48 @@ def load_classifier(
     mean: str | Sequence[float] | None = None,
     std: str | Sequence[float] | None = None,
     data: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    input_shape: Sequence[int] | None = None,
     download: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load any supported classifier; returns (model in eval mode on `device`, meta).
 
     model_dir: where zoo files live (default `default_model_dir()`). mean/std: the
-    normalisation of torchvision:/timm: state dicts ("0.485,0.456,0.406" or floats;
-    default ImageNet's, or timm's pretrained config). data: the dataset spec recorded
-    for sources that do not know their training data. download: fetch missing zoo files.
+    normalisation of torchvision:/timm:/python:/torchscript:/export: networks ("0.485,0.456,0.406"
+    or floats; torchvision:/timm: default to ImageNet's or timm's pretrained config, the others
+    to none). data (+ data_root): the dataset spec recorded for sources that do not know their
+    training data; python:/torchscript:/export: also take their classes and input size from it.
+    input_shape (C, H, W): the images a python:/torchscript: network will see when no `data` is
+    given (else the size is probed). download: fetch missing zoo files. A ModelSpec carries its
+    own mean/std/model_dir/trust_checkpoint.
     """
     from robustgen.device import resolve_device
 
+    if isinstance(spec, ModelSpec):
+        mean, std = (spec.mean, spec.std) if mean is None and std is None else (mean, std)
+        model_dir = model_dir if model_dir is not None else spec.model_dir
+        trust_checkpoint = trust_checkpoint or spec.trust_checkpoint
+        spec = spec.spec
     device = resolve_device(device) if isinstance(device, str) else device
     source, rest = split_spec(str(spec))
-    if source in (None, "robustbench", "robustness") and (mean is not None or std is not None):
-        raise RobustgenError(f"--mean/--std apply to torchvision: and timm: state dicts; {spec} carries its own normalisation")
+    if source not in OWN_NORMALISATION and (mean is not None or std is not None):
+        raise RobustgenError(f"{spec} carries its own normalisation, so --mean/--std do not apply: drop them (they are for torchvision:, timm:, python:, torchscript: and export: networks)")
     model_dir = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
     if source is None:
-        return _load_robustgen(Path(rest).expanduser(), spec=str(spec), device=device)
-    if source == "robustbench":
-        return _load_robustbench(rest, spec=str(spec), device=device, model_dir=model_dir, trust=trust_checkpoint, download=download)
-    if source == "robustness":
-        return _load_robustness(rest, spec=str(spec), device=device, trust=trust_checkpoint, data=data)
-    return _load_state_dict(source, rest, spec=str(spec), device=device, trust=trust_checkpoint, mean=mean, std=std, data=data)
+        model, meta = _load_robustgen(Path(rest).expanduser(), spec=str(spec), device=device)
+    elif source == "robustbench":
+        model, meta = _load_robustbench(rest, spec=str(spec), device=device, model_dir=model_dir, trust=trust_checkpoint, download=download)
+    elif source == "robustness":
+        model, meta = _load_robustness(rest, spec=str(spec), device=device, trust=trust_checkpoint, data=data)
+    elif source in ("torchvision", "timm"):
+        model, meta = _load_state_dict(source, rest, spec=str(spec), device=device, trust=trust_checkpoint, mean=mean, std=std, data=data)
+    else:
+        from robustgen.models.own_models import load_own
+
+        model, meta = load_own(source, rest, spec=str(spec), device=device, trust=trust_checkpoint, mean=mean, std=std, data=data,
+                               data_root=data_root, input_shape=input_shape)
+    check_finite(model, source=str(spec))
+    return model, meta
 
 
 # --------------------------------------------------------------------------- robustgen checkpoints
@@ -114,7 +156,7 @@ def _load_robustgen(path: Path, *, spec: str, device) -> tuple[nn.Module, dict]:
         if str(exc).startswith(f"{path} is not a robustgen checkpoint"):
             raise RobustgenError(
                 f"{path} is not a robustgen checkpoint (no robustgen metadata): for third-party weights name the source, "
-                f"e.g. torchvision:resnet50={path}, timm:ARCH={path} or robustness:{path}"
+                f"e.g. python:FILE.py:FACTORY={path} (your network's code), torchvision:resnet50={path}, timm:ARCH={path} or robustness:{path}"
             ) from None
         raise
     meta = {**meta, "source": "robustgen", "spec": spec, "weights_path": str(path), "weights_sha256": sha256_file(path), "notes": []}
@@ -211,7 +253,7 @@ def _load_state_dict(source: str, rest: str, *, spec: str, device, trust: bool, 
     mean = parse_channels(mean, "--mean") if mean is not None else list(default_mean)
     std = parse_channels(std, "--std") if std is not None else list(default_std)
     if len(mean) != shape[0] or len(std) != shape[0] or min(std) <= 0:
-        raise RobustgenError(f"--mean/--std need {shape[0]} values (one per channel, std > 0), got {len(mean)}/{len(std)}")
+        raise RobustgenError(f"--mean/--std give {len(mean)}/{len(std)} values for {shape[0]}-channel images: give one value per channel, std > 0 (e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)")
     num_classes = net.get_submodule(head).out_features if head else _probe_classes(net, shape)
     classes = _torchvision_categories(arch, num_classes) if source == "torchvision" else None
     classes = classes or class_names(num_classes, "imagenet" if num_classes == 1000 else data)

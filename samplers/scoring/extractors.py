@@ -9,17 +9,21 @@ Two kinds:
   `torch.load(weights_only=True)` and checked here; torch-fidelity then gets
   the checked tensors re-serialised in memory (`inception_weights_buffer`), so
   it never unpickles a file robustgen did not write.
-- a robustgen classifier checkpoint: logits for IS, penultimate features for
-  FID/KID/PRC. Registered in torch-fidelity's feature-extractor registry under
-  a name derived from the checkpoint's sha256, so cache keys never mix two
-  checkpoints. Numbers from it are not comparable with Inception numbers in
-  papers.
+- any classifier `robustgen.models.sources.load_classifier` reads (a robustgen
+  checkpoint, robustbench:, robustness:, torchvision:, timm:, python:,
+  torchscript:, export:; a `ModelSpec` carries --mean/--std and friends): logits
+  for IS, penultimate features for FID/KID/PRC. Registered in torch-fidelity's
+  feature-extractor registry under a name derived from the weights' sha256 (and,
+  for networks normalised by the caller, the spec and normalisation), so cache
+  keys never mix two models. Numbers from it are not comparable with Inception
+  numbers in papers.
 
 `samplers.scoring.features` builds the network from the registry and runs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,14 +71,22 @@ class Extractor:
         }
 
 
-def resolve_extractor(features: str | os.PathLike, *, inception_weights: str | os.PathLike | None = None) -> Extractor:
-    """`"inception"` or a robustgen checkpoint path -> a registered, ready-to-use Extractor."""
+def resolve_extractor(
+    features: str | os.PathLike,
+    *,
+    inception_weights: str | os.PathLike | None = None,
+    data: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+) -> Extractor:
+    """`"inception"` or any classifier spec (str or ModelSpec) -> a registered, ready-to-use Extractor.
+
+    data/data_root/input_shape: what a python:/torchscript:/export: network is used on (the reference
+    dataset, or the samples' image shape), which gives its classes and input size.
+    """
     if str(features) == INCEPTION:
         return inception_extractor(inception_weights)
-    path = Path(features).expanduser()
-    if not path.exists():
-        raise RobustgenError(f"--features {features}: no such checkpoint; use --features inception or the path of a robustgen classifier (best.pt)")
-    return classifier_extractor(path)
+    return classifier_extractor(features, data=data, data_root=data_root, input_shape=input_shape)
 
 
 # --------------------------------------------------------------------------- Inception-v3 (torch-fidelity)
@@ -131,7 +143,7 @@ def ensure_inception_download() -> None:
         reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
         raise RobustgenError(
             f"cannot download the Inception-v3 weights ({reason}): fetch {URL_INCEPTION_V3} on a machine with internet "
-            "and pass --inception-weights PATH, or use a robustgen classifier with --features CKPT"
+            "and pass --inception-weights PATH, or use a classifier with --features SPEC (a robustgen checkpoint or e.g. python:FILE.py:FACTORY=WEIGHTS)"
         ) from None
 
 
@@ -181,56 +193,77 @@ def inception_weights_buffer(extractor: Extractor):
 # --------------------------------------------------------------------------- robustgen classifier
 
 
-_REGISTERED: dict[str, Extractor] = {}  # checkpoint sha256 -> Extractor (one registration per process)
+_REGISTERED: dict[str, Extractor] = {}  # extractor name -> Extractor (one registration per process)
+_MODELS: dict[str, nn.Module] = {}  # extractor name -> the loaded classifier torch-fidelity's class wraps
 
 
-def classifier_extractor(path: str | os.PathLike) -> Extractor:
-    """Register a robustgen checkpoint with torch-fidelity; returns its Extractor description."""
-    from robustgen.checkpoint import read_checkpoint
-    from robustgen.io import sha256_file
-
-    path = Path(path).expanduser().resolve()
-    payload = read_checkpoint(path)  # one clear error for anything that is not a robustgen checkpoint
-    sha = sha256_file(path)
-    if sha in _REGISTERED:
-        return _REGISTERED[sha]
-    meta = payload["meta"]
-    model = _build(payload, path)
-    name = f"robustgen-classifier-{sha[:16]}"
-    _register_fidelity_class(name, payload, str(path))
+def classifier_extractor(spec, *, data: str | None = None, data_root=None, input_shape=None) -> Extractor:
+    """Load a classifier through `load_classifier` and register it with torch-fidelity; returns its Extractor."""
+    model, meta = _load(spec, what="--features", device="cpu", data=data, data_root=data_root, input_shape=input_shape)
+    name = f"robustgen-classifier-{_model_key(meta)[:16]}"
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if not hasattr(model, "features") or not hasattr(model, "head"):
+        raise RobustgenError(f"--features {spec}: the model has no features()/head, so it cannot serve as a feature extractor: use --features inception or another classifier")
+    shape = tuple(int(v) for v in meta["input_shape"])
+    feature_dim = _probe_feature_dim(model, shape)  # also says, in one line, when no penultimate features can be had
+    _MODELS[name] = model
+    _register_fidelity_class(name, shape)
+    source = meta.get("source", "robustgen")
+    what = "robustgen classifier" if source == "robustgen" else f"{source} classifier"
+    knows_data = source in ("robustgen", "robustbench")  # the others record the data they are used on, not what they were trained on
+    trained = f", trained on {meta.get('dataset')}" if knows_data else (f", used on {meta.get('dataset')}" if meta.get("dataset") else "")
     extractor = Extractor(
         name=name,
         kind="classifier",
-        description=f"robustgen classifier {path} (sha256 {sha[:12]}, {meta.get('arch')}, trained on {meta.get('dataset')}): {NOT_COMPARABLE}",
+        description=f"{what} {meta.get('weights_path') if source == 'robustgen' else meta.get('spec')} (sha256 {meta['weights_sha256'][:12]}, {meta.get('arch')}{trained}): {NOT_COMPARABLE}",
         comparable_with_papers=False,
-        feature_dim=int(getattr(model, "feature_dim", 0)) or _probe_feature_dim(model, meta),
-        input_shape=tuple(int(v) for v in meta["input_shape"]),
-        channels=int(meta["input_shape"][0]),
+        feature_dim=feature_dim,
+        input_shape=shape,
+        channels=shape[0],
         weights_path=None,
-        checkpoint=str(path),
-        checkpoint_sha256=sha,
-        dataset=meta.get("dataset"),
+        checkpoint=meta.get("weights_path") if source == "robustgen" else meta.get("spec"),
+        checkpoint_sha256=meta["weights_sha256"],
+        dataset=meta.get("dataset") if knows_data else None,
         classes=tuple(str(c) for c in meta.get("classes", ())),
     )
-    _REGISTERED[sha] = extractor
+    _REGISTERED[name] = extractor
     return extractor
 
 
-def _build(payload: dict, path: Path) -> nn.Module:
-    from robustgen.checkpoint import model_from_payload
+def _load(spec, *, what: str, device, data=None, data_root=None, input_shape=None):
+    """load_classifier for --features/--judge (a robustgen checkpoint path is resolved so run dirs can record it)."""
+    from robustgen.models.sources import ModelSpec, load_classifier, split_spec
 
-    model = model_from_payload(payload, source=str(path))
-    if not hasattr(model, "features") or not hasattr(model, "head"):
-        raise RobustgenError(f"{path}: the model has no features()/head, so it cannot serve as a feature extractor")
-    return model.eval()
+    text = str(spec)
+    if split_spec(text)[0] is None:  # a robustgen checkpoint path: resolved, so run dirs record where it is
+        path = Path(text).expanduser()
+        if not path.exists():
+            use = "--features inception, " if what == "--features" else ""
+            raise RobustgenError(f"{what} {text}: no such checkpoint: use {use}a robustgen classifier (best.pt) or another model spec, e.g. python:FILE.py:FACTORY=WEIGHTS")
+        resolved = str(path.resolve())
+        spec = dataclasses.replace(spec, spec=resolved) if isinstance(spec, ModelSpec) else resolved
+    return load_classifier(spec, device=device, data=data, data_root=data_root, input_shape=input_shape)
 
 
-def _probe_feature_dim(model: nn.Module, meta: dict) -> int:
+def _model_key(meta: dict) -> str:
+    """The weights' sha256 for a robustgen checkpoint (as before: existing caches stay valid); for other sources
+    the sha256 of the weights, the source, architecture, normalisation and classes, which all change the features."""
+    import hashlib
+    import json
+
+    if meta.get("source", "robustgen") == "robustgen":
+        return meta["weights_sha256"]
+    described = {k: meta.get(k) for k in ("weights_sha256", "source", "arch", "mean", "std", "input_shape", "classes")}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _probe_feature_dim(model: nn.Module, shape) -> int:
     with torch.no_grad():
-        return int(model.features(torch.zeros(1, *meta["input_shape"])).shape[1])
+        return int(model.features(torch.zeros(1, *shape)).shape[1])
 
 
-def _register_fidelity_class(name: str, payload: dict, path: str) -> None:
+def _register_fidelity_class(name: str, input_shape: tuple[int, int, int]) -> None:
     from torch_fidelity import FeatureExtractorBase, register_feature_extractor
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -242,7 +275,7 @@ def _register_fidelity_class(name: str, payload: dict, path: str) -> None:
 
         def __init__(self, name, features_list, **kwargs):
             super().__init__(name, features_list)
-            self.model = _build(payload, Path(path)).to(memory_format=torch.channels_last)
+            self.model = _MODELS[name].to(memory_format=torch.channels_last)
             self.requires_grad_(False)
 
         @staticmethod
@@ -259,7 +292,7 @@ def _register_fidelity_class(name: str, payload: dict, path: str) -> None:
 
         @staticmethod
         def get_dummy_input_for_compile():
-            return torch.zeros(1, *payload["meta"]["input_shape"], dtype=torch.uint8)
+            return torch.zeros(1, *input_shape, dtype=torch.uint8)
 
         def forward(self, x):
             if x.dtype != torch.uint8:
@@ -274,11 +307,7 @@ def _register_fidelity_class(name: str, payload: dict, path: str) -> None:
     register_feature_extractor(name, RobustgenClassifierExtractor)
 
 
-def load_judge(path: str | os.PathLike, *, device: torch.device) -> tuple[nn.Module, dict, str]:
-    """A classifier used as judge: (model on device in eval mode, meta, sha256)."""
-    from robustgen.checkpoint import load_checkpoint
-    from robustgen.io import sha256_file
-
-    path = Path(path).expanduser()
-    model, meta = load_checkpoint(path, device=device)
-    return model, meta, sha256_file(path)
+def load_judge(spec, *, device: torch.device, data: str | None = None, data_root=None, input_shape=None) -> tuple[nn.Module, dict, str]:
+    """A classifier (any spec, see `load_classifier`) used as judge: (model on device in eval mode, meta, weights sha256)."""
+    model, meta = _load(spec, what="--judge", device=device, data=data, data_root=data_root, input_shape=input_shape)
+    return model, meta, meta["weights_sha256"]

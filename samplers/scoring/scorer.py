@@ -66,8 +66,9 @@ def score(
         dataset named in the sample run's meta.json / checkpoint.
     ref_split: the split FID/KID/PRC compare against ("train": comparable with papers).
         FID against the test split (`fid_test`) is added whenever the dataset has one.
-    features: "inception" (torch-fidelity inception-v3-compat) or a robustgen checkpoint.
-    judge: a robustgen checkpoint whose accuracy on the samples (w.r.t. their labels) is reported.
+    features: "inception" (torch-fidelity inception-v3-compat) or any classifier spec `load_classifier` takes
+        (a robustgen checkpoint, robustbench:, ..., python:FILE.py:FACTORY=WEIGHTS; a ModelSpec carries --mean/--std).
+    judge: a classifier spec (as features) whose accuracy on the samples (w.r.t. their labels) is reported.
     kid_subset_size: None = torch-fidelity's 1000, lowered (with a warning) when fewer images exist.
     is_splits: IS is the mean (± std) over this many splits (10, as in papers).
     memorisation: nearest-training-image distances, near-copies and C_T (needs the reference's
@@ -80,7 +81,8 @@ def score(
         raise RobustgenError(f"--batch-size {batch_size}: must be at least 1")
     found = _Findings()
     sample_set = load_samples(samples, labels=labels)
-    extractor = resolve_extractor(features, inception_weights=inception_weights)  # fails fast (e.g. offline Inception)
+    extractor = resolve_extractor(features, inception_weights=inception_weights, data=ref, data_root=data_root,  # fails fast (e.g. offline Inception)
+                                  input_shape=sample_set.image_shape)
     dev = distributed.setup(device).device  # under torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
     inputs = _resolve_inputs(sample_set, ref=ref, ref_split=ref_split, data_root=data_root, wanted=wanted, found=found)
     _check_inputs(inputs, extractor, found)
@@ -88,7 +90,7 @@ def score(
     settings = MetricSettings(is_splits=is_splits, verbose=verbose, kid_subset_size=_check_counts(
         wanted, n=len(inputs.samples), n_ref=len(inputs.reference or ()), extractor=extractor, is_splits=is_splits,
         kid_subset_size=kid_subset_size, warnings=found.warnings))
-    judge_model = _load_judge(inputs, judge, device=dev, found=found)  # every checkpoint is read before anything is written
+    judge_model = _load_judge(inputs, judge, device=dev, found=found, data_root=data_root)  # every model is read before anything is written
     cache_root = _cache_root(cache, cache_dir)
     feats = _extract(inputs, extractor, wanted=wanted, memorise=memorise, cache_dir=cache_root, batch_size=batch_size, device=dev, progress=verbose)
     values = _metrics(inputs, feats, wanted=wanted, settings=settings, extractor=extractor, found=found)
@@ -303,7 +305,7 @@ def _class_fids(inputs: _Inputs, feats: _Features, *, wanted, per_class: bool, e
     return rows
 
 
-def _load_judge(inputs: _Inputs, judge, *, device, found: _Findings):
+def _load_judge(inputs: _Inputs, judge, *, device, found: _Findings, data_root=None):
     """(model, meta, sha256) of the judge, read and checked before any feature is extracted (a bad file fails first)."""
     if judge is None:
         return None
@@ -314,7 +316,8 @@ def _load_judge(inputs: _Inputs, judge, *, device, found: _Findings):
     from samplers.scoring.extractors import load_judge
     from samplers.scoring.per_class import check_judge
 
-    model, meta, sha = load_judge(judge, device=device)
+    data = inputs.reference.spec if inputs.reference is not None else None  # a python:/torchscript:/export: judge's classes and input size
+    model, meta, sha = load_judge(judge, device=device, data=data, data_root=data_root, input_shape=inputs.samples.image_shape)
     check_judge(meta, image_shape=inputs.samples.image_shape, labels=inputs.samples.labels, path=str(judge))
     return model, meta, sha
 
