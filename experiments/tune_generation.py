@@ -25,6 +25,8 @@ from robustgen.models.sources import load_classifier
 from samplers import InitConfig, SamplerConfig, StopConfig, load_checkpoint_dataset, sample
 from samplers.scoring.metrics import MetricSettings, frechet_distance, precision_recall
 
+from generation_table import RESNET20  # the third-party ResNet-20 judge (python: spec with its normalisation)
+
 CONFIGS: dict[str, tuple[InitConfig, SamplerConfig, StopConfig]] = {
     "init": (InitConfig(), SamplerConfig(steps=0), StopConfig(rule="fixed")),
     "default": (InitConfig(), SamplerConfig(), StopConfig()),
@@ -46,8 +48,8 @@ def parse_config(name: str) -> tuple[InitConfig, SamplerConfig, StopConfig]:
                                           ("flip", sampler, "flip", None), ("eps", sampler, "eps", float), ("lr", sampler, "step_size", float),
                                           ("q", stop, "quantile", lambda v: float("0." + v)), ("s", sampler, "smooth", float),
                                           ("j", sampler, "jitter", float), ("p", stop, "patience", int), ("k", init, "k", int),
-                                          ("mq", stop, "marginal_quantile", lambda v: float("0." + v)), ("blur", init, "blur", float)):
-            if token.startswith(prefix) and (prefix != "s" or not token.startswith(("steps", "scale"))) and (prefix != "q" or not token.startswith("mq")):
+                                          ("mq", stop, "marginal_quantile", lambda v: float("0." + v)), ("blur", init, "blur", float), ("hp", sampler, "detail", float), ("spec", sampler, "spectrum", float)):
+            if token.startswith(prefix) and (prefix != "s" or not token.startswith(("steps", "scale", "spec"))) and (prefix != "q" or not token.startswith("mq")):
                 value = token[len(prefix):]
                 if prefix == "fixed":
                     stop["rule"], sampler["steps"] = "fixed", int(value)
@@ -91,21 +93,6 @@ def judged(images: np.ndarray, labels: np.ndarray, judges: dict, real: dict) -> 
     return row
 
 
-def _third_party_judge(spec: str):
-    """fixture:resnet20 -> the ResNet-20 of ../shared/models (until the python: spec lands; issue 18)."""
-    import sys
-
-    from robustgen.models.foreign import wrap_classifier
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
-    import third_party_cifar
-
-    net = third_party_cifar.resnet20()
-    state = torch.load(Path(__file__).resolve().parents[2] / "shared/models/akamaster_cifar10_resnet20-12fca82f.th", map_location="cpu", weights_only=True)
-    net.load_state_dict({k.removeprefix("module."): v for k, v in state["state_dict"].items()})
-    return wrap_classifier(net, num_classes=10, input_shape=(3, 32, 32), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), name=spec)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
@@ -122,7 +109,7 @@ def main() -> None:
     judges = {}
     for spec in args.judge:
         name, _, rest = spec.partition("=") if "=" in spec.split(":")[0] else (Path(spec).parent.name or spec, "", spec)
-        judges[name] = _third_party_judge(rest) if rest.startswith("fixture:") else load_classifier(rest, device="cpu")[0]
+        judges[name] = load_classifier(RESNET20 if rest == "resnet20" else rest, device="cpu")[0]
     x_test, y_test = data.split("test")
     real = {name: judge_outputs(m, x_test)[0] for name, m in judges.items()}
     for name, m in judges.items():

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from robustgen.energy import joint_energy, marginal_energy
 from samplers.config import SamplerConfig, StopConfig
 from samplers.energies import EnergyFn, energy_and_grad, energy_function
-from samplers.gradients import apply_transforms, draw_transforms, low_pass
+from samplers.gradients import apply_transforms, draw_transforms, low_pass, precondition
 from samplers.steps import pgd_step, sgld_step
 from samplers.stopping import stop_now
 
@@ -85,7 +85,7 @@ TraceFn = Callable[[ChainBatch], None]  # sees every batch before it moves (for 
 
 def run_queue(
     model: nn.Module, queue: ChainQueue, *, sampler: SamplerConfig, stop: StopConfig, batch_size: int, refill: bool,
-    on_finish: FinishFn, trace: TraceFn | None = None,
+    on_finish: FinishFn, trace: TraceFn | None = None, spectrum: Tensor | None = None,
 ) -> int:
     """Advance chains from `queue` until it is empty; returns the gradient evaluations spent."""
     energy = energy_function(sampler.energy, marginal_weight=sampler.marginal_weight)
@@ -102,15 +102,15 @@ def run_queue(
             continue
         if trace is not None:
             trace(active)
-        active, done, e_joint, e_marginal = advance(model, active, sampler=sampler, stop=stop, energy=energy)
+        active, done, e_joint, e_marginal = advance(model, active, sampler=sampler, stop=stop, energy=energy, spectrum=spectrum)
         grad_evals += len(done) + len(active)
         if len(done):
             on_finish(done, e_joint, e_marginal)
 
 
-def advance(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, stop: StopConfig, energy: EnergyFn):
+def advance(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, stop: StopConfig, energy: EnergyFn, spectrum: Tensor | None = None):
     """One gradient evaluation for every chain; returns (moved chains, stopped chains, their E(x, y), their E(x))."""
-    grad, logits = read_gradient(model, chains, sampler=sampler, energy=energy)
+    grad, logits = read_gradient(model, chains, sampler=sampler, energy=energy, spectrum=spectrum)
     e_joint, e_marginal = joint_energy(logits, chains.y), marginal_energy(logits)
     stopping, chains.best, chains.since = stop_now(e_joint, e_marginal, chains.threshold, chains.best, chains.since, stop)
     done = chains.select(stopping)
@@ -121,7 +121,7 @@ def advance(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, sto
     return chains, done, e_joint[stopping], e_marginal[stopping]
 
 
-def read_gradient(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, energy: EnergyFn) -> tuple[Tensor, Tensor]:
+def read_gradient(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, energy: EnergyFn, spectrum: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """d energy / dx for every chain (and the logits it was read with), under the sampler's transformations and low-pass."""
     height = chains.x.shape[-2]
     jitter = sampler.jitter_pixels(height)
@@ -131,7 +131,12 @@ def read_gradient(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfi
         grad = apply_transforms(grad, shifts, flips, inverse=True)
     else:
         _, grad, logits = batch_invariant_energy_and_grad(model, chains.x, chains.y, energy)
-    return low_pass(grad, sigma=sampler.smooth_sigma(height)), logits
+    grad = low_pass(grad, sigma=sampler.smooth_sigma(height))
+    if spectrum is not None:
+        grad = precondition(grad, spectrum, power=sampler.spectrum)
+    if sampler.detail > 0:  # keep only what is finer than the detail scale: colours and layout stay the start's
+        grad = grad - low_pass(grad, sigma=sampler.detail_sigma(height))
+    return grad, logits
 
 
 def _move(chains: ChainBatch, grad: Tensor, sampler: SamplerConfig) -> None:

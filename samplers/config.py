@@ -102,6 +102,8 @@ class SamplerConfig:
     energy: str = "joint"  # joint: E(x, y); ce: E(x, y) - E(x); mix: E(x, y) + marginal_weight * E(x)
     marginal_weight: float = 0.5  # mix only: weight of the marginal energy E(x)
     smooth: float = 0.0  # std of a Gaussian low-pass of the gradient, in pixels per 32 pixels of image height (0 = off)
+    spectrum: float = 0.0  # precondition the gradient by the training images' amplitude spectrum to this power (0 = off, 1 = natural-image prior)
+    detail: float = 0.0  # high-pass: remove the gradient's Gaussian low-pass of this std, in pixels per 32 of height, so steps keep the start's colours and layout (0 = off)
     jitter: float = 0.0  # read the gradient at x shifted by up to this many pixels per 32 of height, drawn per chain and step (0 = off)
     flip: bool = False  # read the gradient at a randomly mirrored x (half the steps), drawn per chain and step
 
@@ -119,7 +121,7 @@ class SamplerConfig:
             raise RobustgenError(f"--noise {self.noise} must be >= 0 (pixel units)")
         if not 0 <= self.momentum < 1:
             raise RobustgenError(f"--momentum {self.momentum} must be in [0, 1)")
-        if self.smooth < 0 or self.jitter < 0:
+        if self.smooth < 0 or self.jitter < 0 or self.detail < 0 or self.spectrum < 0:
             raise RobustgenError(f"--smooth {self.smooth} and --jitter {self.jitter} must be >= 0 (pixels per 32 of image height)")
         if self.eps is not None and self.eps <= 0:
             raise RobustgenError(f"--eps {self.eps} must be > 0 (pixel units), or omitted for no ball")
@@ -127,6 +129,10 @@ class SamplerConfig:
     def smooth_sigma(self, height: int) -> float:
         """The gradient low-pass std in pixels for images `height` pixels high."""
         return self.smooth * height / 32
+
+    def detail_sigma(self, height: int) -> float:
+        """The std in pixels of the low frequencies removed from the gradient (0: none removed)."""
+        return self.detail * height / 32
 
     def jitter_pixels(self, height: int) -> int:
         """The largest gradient-read shift in whole pixels for images `height` pixels high."""

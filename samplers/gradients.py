@@ -75,3 +75,27 @@ def apply_transforms(x: Tensor, shifts: Tensor, flips: Tensor, *, inverse: bool 
             image = image.flip(-1)
         out.append(image)
     return torch.stack(out)
+
+
+def amplitude_spectrum(images, *, batch: int = 512) -> Tensor:
+    """Mean amplitude |FFT2| of uint8 NHWC images, mean-centred per image, over images and channels: (H, W // 2 + 1), max 1."""
+    import numpy as np
+
+    total = None
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch])).double().permute(0, 3, 1, 2) / 255.0
+        x = x - x.mean(dim=(-2, -1), keepdim=True)
+        amplitude = torch.fft.rfft2(x).abs().sum(dim=(0, 1))
+        total = amplitude if total is None else total + amplitude
+    total[0, 0] = total.flatten()[1:].max()  # the mean was removed: give DC the largest non-DC amplitude
+    return (total / total.max()).float()
+
+
+def precondition(grad: Tensor, spectrum: Tensor, *, power: float) -> Tensor:
+    """The gradient with every spatial frequency scaled by spectrum ** power (the data's own amplitude spectrum):
+    steps then change images the way natural images of the dataset vary (the feature-visualisation recipe)."""
+    if power <= 0:
+        return grad
+    weights = spectrum.to(device=grad.device, dtype=torch.float64) ** power
+    shaped = torch.fft.irfft2(torch.fft.rfft2(grad.double()) * weights, s=grad.shape[-2:])
+    return shaped.to(grad.dtype)

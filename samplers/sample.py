@@ -76,6 +76,7 @@ class ClassInitializers:
         self.config, self.dataset, self.arrays, self.reload = config, dataset, arrays, reload
         self.image_shape = tuple(dataset.image_shape)
         self.current: tuple[int, Initializer] | None = None
+        self.spectrum = None  # the training images' amplitude spectrum, when the sampler preconditions by it
 
     def __getitem__(self, cls: int) -> Initializer:
         if self.current is None or self.current[0] != cls:
@@ -221,7 +222,8 @@ def sample(
         if resuming and (out / "meta.json").is_file() and (out / "samples.npz").is_file():
             return load_result(out)  # resuming a run that already finished
         # fit (or load) what the chains need before touching the output: a failure here writes nothing
-        inits, thresholds = _prepare(model, dataset, class_list, init, stop, dist, cache_dir=cache_dir, fingerprint=fingerprint, model_hash=model_hash)
+        inits, thresholds = _prepare(model, dataset, class_list, init, stop, dist, cache_dir=cache_dir, fingerprint=fingerprint, model_hash=model_hash,
+                                     sampler_spectrum=sampler.spectrum)
         if out is not None and dist.is_main and not resuming:
             rundir.create_out(out, settings, overwrite=overwrite)
         dist.barrier()
@@ -258,7 +260,7 @@ def _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, data
     }
 
 
-def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerprint, model_hash) -> tuple[ClassInitializers, dict]:
+def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerprint, model_hash, sampler_spectrum: float = 0.0) -> tuple[ClassInitializers, dict]:
     """Fitted initialisers and stop thresholds per class: computed once (rank 0) and shared with every rank.
 
     Rank 0 fits (or loads from the cache) every class up front, one class at a time, so a
@@ -286,7 +288,12 @@ def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerp
     def reload(c: int) -> dict:
         return fitted_arrays(init, dataset, c, model=fit_model, **options)
 
-    return ClassInitializers(init, dataset, arrays, reload=reload), thresholds
+    inits = ClassInitializers(init, dataset, arrays, reload=reload)
+    if sampler_spectrum > 0:
+        from samplers.gradients import amplitude_spectrum
+
+        inits.spectrum = amplitude_spectrum(np.concatenate([dataset.class_images(c, "train") for c in class_list]))
+    return inits, thresholds
 
 
 def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_size, refill, out, dist, progress) -> BlockStore:
@@ -303,7 +310,8 @@ def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_
     with tqdm(total=len(pending), desc="sampling", unit="img", disable=None if (progress and dist.is_main) else True) as bar:
         store = BlockStore(blocks, max_steps=sampler.steps, out=out, traced=traced, progress=bar)
         source = ChainSource(pending, labels, inits, thresholds, seed=seed, device=device)
-        run_queue(model, source, sampler=sampler, stop=stop, batch_size=batch_size, refill=refill, on_finish=store.finish, trace=store.trace)
+        run_queue(model, source, sampler=sampler, stop=stop, batch_size=batch_size, refill=refill, on_finish=store.finish, trace=store.trace,
+                  spectrum=inits.spectrum)
     return store
 
 
