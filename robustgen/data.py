@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_path, md5_file, sha256_arrays
+from robustgen.io import atomic_path, download_dir, md5_file, sha256_arrays
 
 DEFAULT_ROOT = os.environ.get("ROBUSTGEN_DATA", str(Path("~/.cache/robustgen/data").expanduser()))
 
@@ -305,11 +305,13 @@ def _fetch(key: str, *, root: Path, download: bool, expected: Path, extract: boo
     from torchvision.datasets.utils import download_and_extract_archive, download_url
 
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        if extract:
-            download_and_extract_archive(url, download_root=str(root), md5=md5)
-        else:
-            download_url(url, root=str(root), md5=md5)
+        with download_dir(root):  # a failed download leaves no empty --data-root behind
+            if extract:
+                download_and_extract_archive(url, download_root=str(root), md5=md5)
+            else:
+                download_url(url, root=str(root), md5=md5)
+    except RobustgenError:  # the root is not writable
+        raise
     except Exception as exc:  # urllib, ssl, socket and md5 errors all mean the same to the user
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise RobustgenError(f"{key}: could not download ({reason}); on a machine without internet {where}") from None

@@ -318,11 +318,11 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch):
 
     (tmp_path / "metrics.jsonl").write_text("{}\n")
 
-    def terminated(run_dir):
+    def terminated(run_dirs):
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM did not interrupt")
 
-    monkeypatch.setattr(demo_cli, "build_report", terminated)
+    monkeypatch.setattr(demo_cli, "build_reports", terminated)
     before = signal.getsignal(signal.SIGTERM)
     result = invoke(["report", tmp_path])
     assert result.exit_code == 130 and result.stderr.strip() == "Interrupted: finished files are kept; rerun with --resume to continue."

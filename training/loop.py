@@ -30,7 +30,7 @@ from robustgen.errors import RobustgenError
 from robustgen.io import LOCK_NAME, atomic_write_json, atomic_write_text, clean_stale_temps, ensure_writable_dir, now_iso, read_jsonl, run_dir_lock, versions
 from training.config import TrainConfig, resolve_config
 from training.diagnostics import plot_curves
-from training.epoch import Session, build_session, run_epoch, save_epoch
+from training.epoch import Session, build_session, check_world, run_epoch, save_epoch
 
 RUN_FILES = ("config.json", "metrics.jsonl", "monitor.jsonl", "best.pt", "last.pt", "curves.png", "quiver.png")
 
@@ -69,6 +69,7 @@ def train(
         config = resolve_config(config if config is not None else TrainConfig())
         run_dir, recorded = Path(config.out), None
     dist = distributed.setup(config.device)
+    check_world(config, dist)  # under torchrun: refused before config.json is written
     dataset = load_dataset(config.dataset, root=config.data_root)  # before anything is written: a bad spec leaves no trace
     if recorded is not None and recorded.get("dataset", {}).get("sha256") not in (None, dataset.fingerprint()):
         raise RobustgenError(f"cannot resume {run_dir}: dataset {config.dataset} differs from the one the run started with (sha256 changed)")

@@ -58,6 +58,11 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
         raise RobustgenError(f"--steps must be >= {0 if pgd else 1}, --restarts, --subset and --batch-size >= 1")
     if norm is not None and norm not in ("Linf", "L2"):
         raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
+    if state is not None and pgd:
+        raise RobustgenError("--state is AutoAttack's resume file and PGD evaluation keeps none: drop --state, or use --attack autoattack")
+    for value, option in ((eps, "--eps"), (step_size, "--step-size")):  # read before the model loads; the bound waits for the norm
+        if value is not None:
+            parse_eps(value, norm=norm, name=option)
 
     model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=data)
     trained = meta.get("config") or {}
@@ -126,14 +131,8 @@ def _print_result(result: dict, *, spec: str, dataset, label: str, norm: str, ep
         click.echo(f"AutoAttack check: {message}")
 
 def _radius(value: str, norm: str, what: str) -> float:
-    """8/255 or 0.031; under L2 a radius above 1 (e.g. 1.5) is fine too."""
-    try:
-        radius = float(value)
-    except ValueError:
-        return parse_eps(value)
-    if radius < 0 or (norm == "Linf" and radius > 1):
-        raise RobustgenError(f"{what} {value} is outside pixel space [0, 1]: pixel values are in [0, 1], so write 8/255 not 8")
-    return radius
+    """8/255 or 0.031; under L2 a radius above 1 (e.g. 1.5) is fine too; NaN and inf are refused."""
+    return parse_eps(value, norm=norm, name=what)
 
 
 def _eps_text(eps: float) -> str:

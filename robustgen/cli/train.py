@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import EPS, echo_json, format_table, user_errors
+from robustgen.cli.common import EPS, FINITE, echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
 from robustgen.device import PRECISIONS
 from robustgen.models import model_names
@@ -25,19 +25,19 @@ _CONFIG = TrainConfig()
 @click.option("--steps", type=int, default=None, help="Attack steps for pgd/trades [default: 10]")
 @click.option("--restarts", type=int, default=_CONFIG.restarts, show_default=True, help="Attack restarts at train time (pgd).")
 @click.option("--der/--no-der", default=False, show_default=True, help="Add the Delta Energy Regularizer.")
-@click.option("--der-beta", type=float, default=_CONFIG.der_beta, show_default=True, help="Weight of the DER term.")
-@click.option("--der-gamma", type=float, default=_CONFIG.der_gamma, show_default=True, help="Tolerated ||[dE(x), dE(x,y)]|| (energy units) before DER bites.")
+@click.option("--der-beta", type=FINITE, default=_CONFIG.der_beta, show_default=True, help="Weight of the DER term.")
+@click.option("--der-gamma", type=FINITE, default=_CONFIG.der_gamma, show_default=True, help="Tolerated ||[dE(x), dE(x,y)]|| (energy units) before DER bites.")
 @click.option("--der-start", type=int, default=_CONFIG.der_start, show_default=True, help="First epoch (0-based) with DER for multi-step methods.")
 @click.option("--der-squared", is_flag=True, help="Penalise the squared delta-energy norm.")
 @click.option("--arch", type=click.Choice(model_names()), default=_CONFIG.arch, show_default=True)
 @click.option("--width", type=int, default=None, help="Base width of PreActResNet-18 [default: 64; digits 16].")
 @click.option("--epochs", type=int, default=None, help="[default: 30]")
 @click.option("--batch-size", type=int, default=None, help="Global batch (images per SGD step, split over torchrun ranks) [default: 128]")
-@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.2; digits 0.1].")
+@click.option("--lr", type=FINITE, default=None, help="Peak learning rate [default: 0.2; digits 0.1].")
 @click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=_CONFIG.schedule, show_default=True, help="cyclic (one-cycle) or piecewise (/10 at 50% and 75%).")
 @click.option("--augment", type=click.Choice(list(AUGMENTS)), default=None, help="Training augmentation [default: the dataset's: crop+flip for CIFAR, crop for digits/SVHN].")
-@click.option("--momentum", type=float, default=_CONFIG.momentum, show_default=True)
-@click.option("--weight-decay", type=float, default=_CONFIG.weight_decay, show_default=True)
+@click.option("--momentum", type=FINITE, default=_CONFIG.momentum, show_default=True)
+@click.option("--weight-decay", type=FINITE, default=_CONFIG.weight_decay, show_default=True)
 @click.option("--eval-pgd-steps", type=int, default=_CONFIG.eval_pgd_steps, show_default=True, help="PGD steps of the per-epoch test evaluation (0 = clean only).")
 @click.option("--eval-subset", type=int, default=_CONFIG.eval_subset, show_default=True, help="Test images for the per-epoch evaluation.")
 @click.option("--co-check-every", type=int, default=_CONFIG.co_check_every, show_default=True, help="SGD steps between in-epoch catastrophic-overfitting checks (0 = off).")
