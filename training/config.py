@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from robustgen.data.images import check_channels
 from robustgen.device import COMPILE_MODES
 from robustgen.errors import RobustgenError
 from robustgen.finite import FiniteFields
@@ -48,6 +49,7 @@ DATASET_DEFAULTS: dict[str, dict] = {
 class TrainConfig(FiniteFields):
     dataset: str = "digits"  # registry name, npz:PATH or folder:PATH
     data_root: str | None = None  # where downloadable datasets live (None = ~/.cache/robustgen/data)
+    channels: int | None = None  # 1 or 3: convert every image to this many channels (None = the count most training images have)
     method: str = "fgsm-rs"  # standard | fgsm | fgsm-rs | n-fgsm | pgd | trades
     norm: str = "Linf"  # Linf | L2
     eps: float | None = None  # attack radius, pixel units in [0, 1] (8/255 = 0.0314)
@@ -108,6 +110,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     """Validate and fill every None with its default; raises RobustgenError with one line."""
     method = get_method(config.method)
     check_norm(config.norm)
+    check_channels(config.channels)
     if config.arch not in model_names():
         raise RobustgenError(f"unknown architecture {config.arch!r}: choose one of {', '.join(model_names())}")
     if config.schedule not in SCHEDULES:

@@ -44,6 +44,7 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
       robustgen eval robustbench:cifar10/Linf/Wong2020Fast --attack autoattack --subset 1000 --data npz:cifar10.npz
       robustgen eval --checkpoint robustness:imagenet_linf_4.pt --data folder:imagenet --attack apgd-ce,apgd-t --subset 100
     """
+    from robustgen.data import conversion_note
     from robustgen.models.sources import load_classifier
     from training.autoattack_eval import attack_label, evaluate_autoattack, parse_attacks
 
@@ -86,11 +87,12 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
                                      batch_size=batch_size, seed=seed, state_path=state or "auto", progress=not as_json)
         label = attack_label(attacks, steps)
     result.update(checkpoint=str(spec), source=meta.get("source"), dataset=dataset.name, epoch=meta.get("epoch"),
-                  weights_sha256=meta.get("weights_sha256"), notes=meta.get("notes", []))
+                  weights_sha256=meta.get("weights_sha256"), notes=[*meta.get("notes", []), *filter(None, [conversion_note(dataset)])])
     if as_json:
         echo_json(result)
         return
-    _print_result(result, spec=spec, dataset=dataset, label=label, norm=norm, eps=eps_value, notes=meta.get("notes", []))
+    notes = [*meta.get("notes", []), *filter(None, [conversion_note(dataset)])]
+    _print_result(result, spec=spec, dataset=dataset, label=label, norm=norm, eps=eps_value, notes=notes)
 
 
 
@@ -102,8 +104,9 @@ def _evaluation_dataset(spec: str, meta: dict, *, data, data_root):
     dataset_spec = data or meta.get("dataset")
     if not dataset_spec:
         raise RobustgenError(f"{spec} does not name its dataset: pass --data (e.g. npz:PATH or folder:PATH)")
+    channels = (meta.get("config") or {}).get("channels")  # the --channels the model was trained with, so its data are read alike
     try:
-        dataset = load_dataset(dataset_spec, root=data_root or meta.get("data_root"))
+        dataset = load_dataset(dataset_spec, root=data_root or meta.get("data_root"), channels=channels if channels in (1, 3) else None)
     except RobustgenError as exc:
         raise RobustgenError(f"evaluating needs the test images of {dataset_spec!r}, which cannot be loaded ({str(exc).rstrip('.')}): point to them with --data-root DIR or --data npz:PATH / folder:PATH") from None
     if data is None and meta.get("dataset_sha256") and meta["dataset_sha256"] != dataset.fingerprint():

@@ -47,6 +47,8 @@ _CONFIG = TrainConfig()
 @click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across torchrun ranks [default: per-rank BN].")
 @click.option("--out", default=None, help="Run dir [default: runs/{dataset}-{method}[-der]].")
 @click.option("--data-root", default=None, help="Where downloadable datasets are (or go).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+              help="Convert every image to 1 (grayscale) or 3 (RGB) channels [default: the count most training images have; the others are converted and counted].")
 @click.option("--device", default=_CONFIG.device, show_default=True, help="auto (cuda:LOCAL_RANK under torchrun, else cuda, mps or cpu), cpu, cuda, cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default=_CONFIG.precision, show_default=True,
               help="auto: bf16 where the hardware has fast bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32.")
@@ -60,7 +62,7 @@ _CONFIG = TrainConfig()
 @user_errors
 def train(ctx, dataset, method, norm, eps, step_size, steps, restarts, der, der_beta, der_gamma, der_start, der_squared, arch, width,
           epochs, batch_size, lr, schedule, augment, momentum, weight_decay, eval_pgd_steps, eval_subset, co_check_every, co_check_images,
-          on_co, sync_bn, out, data_root, device, precision, compile_mode, seed, resume, overwrite, as_json):
+          on_co, sync_bn, out, data_root, channels, device, precision, compile_mode, seed, resume, overwrite, as_json):
     """Adversarially train a classifier on DATASET (digits, cifar10, cifar100, svhn, tiny-imagenet, npz:PATH, folder:PATH).
 
     \b
@@ -80,7 +82,7 @@ def train(ctx, dataset, method, norm, eps, step_size, steps, restarts, der, der_
         result = run_training(resume=resume, progress=not as_json)
     else:
         config = TrainConfig(
-            dataset=dataset or "digits", data_root=data_root, method=method, norm=norm, eps=eps, step_size=step_size,
+            dataset=dataset or "digits", data_root=data_root, channels=int(channels) if channels else None, method=method, norm=norm, eps=eps, step_size=step_size,
             steps=steps, restarts=restarts, der=der, der_beta=der_beta, der_gamma=der_gamma, der_start=der_start, der_squared=der_squared,
             arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
             schedule=schedule, augment=augment, eval_pgd_steps=eval_pgd_steps, eval_subset=eval_subset, co_check_every=co_check_every,
