@@ -228,7 +228,9 @@ def _first_step_loss(compiled: bool, precision: str) -> float:
     from robustgen.device import maybe_compile
 
     torch.manual_seed(0)
-    net = build_model("preact-resnet18", num_classes=10, in_channels=1, width=4)
+    # width 8, not 4: inductor lays convolutions out channels_last, and torch 2.14's oneDNN backward of the width-4 net's
+    # 1x1 stride-2 shortcut (4 -> 8 channels on 8x8 maps) corrupts the heap on AVX2-only CPUs (an AMD EPYC: abort)
+    net = build_model("preact-resnet18", num_classes=10, in_channels=1, width=8)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     config = resolve_config(TrainConfig(method="fgsm-rs", eps=0.1, der=True, out="unused"))
     x, y = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 10
