@@ -194,8 +194,6 @@ CASES = [
     Case("eval-state-with-pgd", ["eval", "{ckpt}", "--state", "{out}/aa.json"], ("--state is AutoAttack's resume file", "--attack autoattack")),
     Case("train-der-start-at-the-end", ["train", "digits", "--method", "pgd", "--steps", "2", "--der", "--der-start", "4", "--epochs", "4", "--out", "{out}"],
          ("--der-start 4 is not before the last epoch", "DER would never run")),
-    Case("train-der-start-single-step", ["train", "digits", "--method", "fgsm-rs", "--der", "--der-start", "2", "--out", "{out}"],
-         ("--der-start applies to multi-step methods", "drop --der-start")),
     # ---- cache
     Case("sample-cache-unwritable", ["sample", "--checkpoint", "{ckpt}", "--n", "2", "--out", "{out}", "--device", "cpu"],
          ("robustgen cache", "set ROBUSTGEN_CACHE"), env={"ROBUSTGEN_CACHE": "{bad}/a-file"}),
@@ -382,6 +380,7 @@ def test_bare_group_and_help_are_not_errors():
         assert result.exit_code == 0 and "Usage:" in result.stdout and result.stderr == ""
 
 
+@pytest.mark.slow
 def test_python_dash_m_robustgen_runs_the_cli():
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     version = subprocess.run([sys.executable, "-m", "robustgen", "--version"], capture_output=True, text=True, env=env)

@@ -152,8 +152,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         (resolved.der_start >= 0, f"--der-start must be a non-negative epoch (got {resolved.der_start})"),
         (not _der_never_runs(resolved, method), f"--der-start {resolved.der_start} is not before the last epoch ({resolved.epochs} epochs, counted from 0), "
          f"so DER would never run: give --der-start below {resolved.epochs} or more --epochs"),
-        (not (resolved.der and not method.multi_step and resolved.der_start > 0), f"--der-start applies to multi-step methods (pgd, trades); "
-         f"{resolved.method} applies DER to its abnormal examples from the first epoch: drop --der-start"),
         (resolved.eval_pgd_steps >= 0, f"--eval-pgd-steps must be non-negative (got {resolved.eval_pgd_steps})"),
         (resolved.eval_subset is None or resolved.eval_subset >= 1, f"--eval-subset must be at least 1 (got {resolved.eval_subset})"),
         (resolved.momentum >= 0, f"--momentum must be >= 0 (got {resolved.momentum})"),
