@@ -19,7 +19,7 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -107,6 +107,25 @@ def _check_payload(payload: dict[str, Any], path: Path) -> None:
     if not isinstance(shape, (list, tuple)) or len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise RobustgenError(f"checkpoint {path}: meta input_shape is not [C, H, W]: {damaged}")
     _dry_build(meta, str(path))
+    check_finite_weights(state, source=f"checkpoint {path}")
+
+
+def check_finite_weights(state_dict: Mapping[str, Any], *, source: str) -> None:
+    """Refuse weights holding NaN or inf, with one line naming the first such tensor.
+
+    A model with them evaluates to chance and samples black images without any other sign.
+    Every robustgen checkpoint read goes through it (`read_checkpoint`); loaders of
+    third-party files call it on the state dict they load. `source` starts the message.
+    """
+    bad = [name for name, value in state_dict.items()
+           if isinstance(value, torch.Tensor) and not value.is_meta and (value.is_floating_point() or value.is_complex())
+           and not bool(torch.isfinite(value).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''}" if len(bad) > 1 else ""
+        raise RobustgenError(
+            f"{source} holds non-finite weights (NaN or inf in {bad[0]}{more}), which would evaluate to chance and sample black images: "
+            "use a checkpoint from before the training diverged (e.g. best.pt), or get an undamaged copy of the file"
+        )
 
 
 def _build(meta: dict[str, Any], source: str) -> nn.Module:

@@ -15,6 +15,7 @@ always computed in fp32: the classifier head runs outside autocast (see
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import sys
@@ -50,11 +51,21 @@ def resolve_device(name: str = "auto", *, local_rank: int | None = None) -> torc
     return device
 
 
+# oneDNN instruction-set caps (ONEDNN_MAX_CPU_ISA) under which it emulates bf16 rather than running it natively
+_ISA_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def fast_bf16(device: torch.device) -> bool:
-    """Does this device run bf16 convolutions/matmuls natively (so autocast pays)?"""
+    """Does this device run bf16 convolutions/matmuls natively (so autocast pays)?
+
+    On CPU: AVX512-BF16 or AMX, and oneDNN not capped below them by ONEDNN_MAX_CPU_ISA (how one
+    reproduces an older CPU on a newer one: bf16 would then be emulated, several times slower than fp32).
+    """
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device.type == "cpu":
+        if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in _ISA_CAPS_WITHOUT_BF16:
+            return False
         cpu = getattr(torch, "cpu", None)
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(bool(getattr(cpu, name, lambda: False)()) for name in checks) and torch.backends.mkldnn.is_available()

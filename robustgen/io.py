@@ -35,8 +35,23 @@ def _inside(path: Path, folder: Path) -> bool:
     try:
         path.resolve().relative_to(folder.resolve())
         return True
-    except (ValueError, OSError):
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         return False
+
+
+def symlink_loop(path: str | os.PathLike) -> bool:
+    """Does resolving `path` run into a symbolic-link loop (ELOOP)? exists() says False there, mkdir says "File exists"."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def refuse_symlink_loop(path: str | os.PathLike, *, what: str = "output path") -> None:
+    """One line, before anything is computed or written, for a path that runs into a loop of symbolic links."""
+    if symlink_loop(path):
+        raise RobustgenError(f"{what} {str(path)!r} runs into a loop of symbolic links: fix the link or choose another path (--out)")
 
 
 def _where_fix(path: Path) -> str:
@@ -94,6 +109,7 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Pat
     becomes one RobustgenError naming `path`; `path` itself is untouched.
     """
     path = Path(path)
+    refuse_symlink_loop(path)  # os.replace would put the file where the link was; mkdir calls it "File exists"
     tmp: Path | None = None
     try:
         tmp = _create_temp(path)
@@ -410,6 +426,29 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ROBUSTGEN_CACHE", "~/.cache/robustgen")).expanduser()
 
 
+@contextlib.contextmanager
+def download_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """`ensure_writable_dir(path)` for a download: if the block fails, the folders it created are removed again.
+
+    Only folders that did not exist before are removed (with whatever the failed download put in
+    them), so a failed download never leaves an empty --data-root or model dir behind.
+    """
+    path = Path(path)
+    created = path
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent
+    fresh = not created.exists() and not created.is_symlink()
+    ensure_writable_dir(path)
+    try:
+        yield path
+    except BaseException:
+        if fresh:
+            import shutil
+
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create `path` (and parents) and check we can write into it.
 
@@ -425,7 +464,9 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         with contextlib.suppress(OSError):
             probe.unlink()
-        if path.exists() and not path.is_dir():
+        if symlink_loop(path):
+            reason = "its path runs into a loop of symbolic links"
+        elif path.exists() and not path.is_dir():
             reason = "it is a file"
         elif isinstance(exc, (FileExistsError, NotADirectoryError)):
             reason = "a parent is a file"

@@ -18,10 +18,10 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_write_text, now_iso, read_jsonl, versions
+from robustgen.io import atomic_write_text, ensure_writable_dir, now_iso, read_jsonl, versions
 
 REPORT_NAME = "report.html"
 
@@ -35,6 +35,23 @@ def find_runs(root: Path) -> tuple[list[Path], list[Path]]:
 
 def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None) -> Path:
     """Write `report.html` into `run_dir` (or `out`) and return its path."""
+    target = Path(out) if out else Path(run_dir) / REPORT_NAME
+    atomic_write_text(target, render_report(run_dir))
+    return target
+
+
+def build_reports(run_dirs: Sequence[str | os.PathLike]) -> list[Path]:
+    """`build_report` for several run dirs, all rendered (and so all checked) before the first page is written."""
+    pages = [(Path(run_dir) / REPORT_NAME, render_report(run_dir)) for run_dir in run_dirs]
+    for target, _ in pages:
+        ensure_writable_dir(target.parent)  # a read-only B fails before A's page is written
+    for target, page in pages:
+        atomic_write_text(target, page)
+    return [target for target, _ in pages]
+
+
+def render_report(run_dir: str | os.PathLike) -> str:
+    """The report page of `run_dir` as HTML text; reads every file it shows, writes nothing."""
     root = Path(run_dir)
     if not root.is_dir():
         raise RobustgenError(f"{root} is not a directory: pass a run dir written by robustgen train, sample or demo")
@@ -50,10 +67,7 @@ def build_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
         sections.append(_samples_section(sample_dirs, root))
     sections += [_training_section(d, root) for d in train_dirs]
     sections.append(_versions_section(root, train_dirs, sample_dirs))
-    page = _PAGE.format(title=html.escape(f"robustgen report: {root.resolve().name}"), generated=now_iso(), body="\n".join(sections))
-    target = Path(out) if out else root / REPORT_NAME
-    atomic_write_text(target, page)
-    return target
+    return _PAGE.format(title=html.escape(f"robustgen report: {root.resolve().name}"), generated=now_iso(), body="\n".join(sections))
 
 
 # --------------------------------------------------------------------------- sections

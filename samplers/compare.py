@@ -60,6 +60,7 @@ def compare(
     """
     from samplers.from_checkpoint import sample_from_checkpoint
 
+    check_scorers(features=features, judge=judge)  # a bad --features or --judge fails before the first image is sampled
     out, options = Path(out), dict(sample_options or {})
     rows, plans = [], dict(configs)
     if controls:
@@ -84,6 +85,16 @@ def compare(
     add_gains(rows)
     write_comparison(out, rows, features=features, judge=judge, n=n, seed=seed)
     return rows
+
+
+def check_scorers(*, features: str | Path, judge: str | Path | None) -> None:
+    """Read the feature extractor and the judge the way scoring will, so a bad one fails now, not after sampling."""
+    from robustgen.checkpoint import load_checkpoint
+    from samplers.scoring.extractors import resolve_extractor
+
+    resolve_extractor(features)
+    if judge is not None:
+        load_checkpoint(Path(judge).expanduser())
 
 
 def write_comparison(out: Path, rows: list[Row], *, features, judge, n: int, seed: int) -> None:

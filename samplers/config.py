@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from robustgen.data import is_large
 from robustgen.errors import RobustgenError
+from robustgen.finite import FiniteFields
 
 INITS = ("local-pca", "pca", "gaussian", "uniform")
 SAMPLERS = ("pgd", "sgld")
@@ -22,7 +23,7 @@ SANTURKAR_GRAIN = 4  # gaussian at large sizes: fit at 1/4 of the height and wid
 
 
 @dataclass(frozen=True)
-class InitConfig:
+class InitConfig(FiniteFields):
     """Where each chain starts (x0)."""
 
     kind: str = "local-pca"  # local-pca | pca | gaussian | uniform
@@ -88,7 +89,7 @@ class InitConfig:
 
 
 @dataclass(frozen=True)
-class SamplerConfig:
+class SamplerConfig(FiniteFields):
     """How each chain moves: SGLD with momentum, or normalised-gradient PGD."""
 
     kind: str = "pgd"  # pgd | sgld
@@ -152,7 +153,7 @@ class SamplerConfig:
 
 
 @dataclass(frozen=True)
-class StopConfig:
+class StopConfig(FiniteFields):
     """When a chain stops: `adaptive` (energy band of real data, or no progress) or `fixed` (all steps)."""
 
     rule: str = "adaptive"  # adaptive | fixed

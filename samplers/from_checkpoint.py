@@ -52,8 +52,10 @@ def _load_named_dataset(meta: dict, *, dataset: str | None, data_root: str | Pat
     root = data_root if data_root is not None else meta.get("data_root")
     expected_shape = meta.get("input_shape")
     size = {"image_size": tuple(expected_shape[1:])} if spec.startswith("folder:") and expected_shape else {}
+    channels = (meta.get("config") or {}).get("channels")  # the --channels the model was trained with, so its data are read alike
+    channels = channels if channels in (1, 3) else None
     try:
-        data = load_dataset(spec, root=root, **size)
+        data = load_dataset(spec, root=root, channels=channels, **size)
     except RobustgenError as exc:
         raise RobustgenError(
             f"sampling needs the training images of {spec!r} (to fit the initialiser and reference energies) "

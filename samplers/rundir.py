@@ -64,6 +64,15 @@ def check_out(out: Path, settings: dict, *, overwrite: bool, resume: bool) -> bo
     return False
 
 
+def block_size(out: Path | None, batch_size: int, *, resuming: bool) -> int:
+    """Chains per shard: the batch size the run dir started with, so a resumed run with another --batch-size
+    finds its finished blocks where they are (the chain batch on the device may differ: the images do not)."""
+    if not resuming:
+        return batch_size
+    recorded = _read_run_json(out).get("batch_size")
+    return recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1 else batch_size
+
+
 def _read_run_json(out: Path) -> dict:
     run_file = out / "run.json"
     if not run_file.is_file():
@@ -99,14 +108,22 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
             np.savez(fh, **arrays)
 
 
-def read_shard(path: Path) -> dict[str, np.ndarray] | None:
-    """A finished block, or None when the file is damaged or foreign (the block is then sampled again)."""
+def read_shard(path: Path, ids: Sequence[int] | None = None) -> dict[str, np.ndarray] | None:
+    """A finished block (of chains `ids`, if given), or None when the file is missing, truncated, damaged
+    or foreign: the block is then sampled again."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
+    except FileNotFoundError:
         return None
-    if set(SHARD_KEYS) - set(arrays) or arrays["images"].dtype != np.uint8 or len(arrays["ids"]) != len(arrays["images"]):
+    except Exception:  # truncated or damaged: BadZipFile, zlib.error, EOFError, ValueError, OSError, ...
+        return None
+    if set(SHARD_KEYS) - set(arrays) or arrays["images"].dtype != np.uint8:
+        return None
+    per_chain = ("ids", "images", "labels", "energy_joint", "energy_marginal", "steps", "grad_evals", "eta")
+    if len({len(arrays[k]) for k in per_chain}) != 1 or len(arrays["strip_ids"]) != len(arrays["strip_frames"]):
+        return None
+    if ids is not None and not np.array_equal(np.sort(arrays["ids"]), np.asarray(ids)):
         return None
     return arrays
 

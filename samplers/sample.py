@@ -228,12 +228,13 @@ def sample(
             rundir.create_out(out, settings, overwrite=overwrite)
         dist.barrier()
         labels = balanced_labels(class_list, n)
+        block = rundir.block_size(out, batch_size, resuming=resuming)
         store = _run_blocks(maybe_compile(model, compiled, dynamic=False), labels, inits, thresholds, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill,
-                            out=out, dist=dist, progress=progress)
+                            block=block, out=out, dist=dist, progress=progress)
         dist.barrier()
         result = None
         if dist.is_main or out is None:
-            parts = _all_parts(store, out, n_blocks=-(-n // batch_size), dist=dist)
+            parts = _all_parts(store, out, n=n, block=block, dist=dist)
             result = _result(rundir.assemble(parts), thresholds, out=out, seconds=time.perf_counter() - t0)
         if out is not None and dist.is_main:
             rundir.finalize(out, result, classes=dataset.classes, settings=settings, png=png, checkpoint=checkpoint, started=started, device=device)
@@ -296,14 +297,14 @@ def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerp
     return inits, thresholds
 
 
-def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_size, refill, out, dist, progress) -> BlockStore:
-    """Run this rank's unfinished blocks through one continuously refilled batch."""
+def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_size, refill, block, out, dist, progress) -> BlockStore:
+    """Run this rank's unfinished blocks (`block` consecutive chains each) through one continuously refilled batch."""
     from tqdm.auto import tqdm
 
     n = len(labels)
-    blocks = {b: list(range(b * batch_size, min(n, (b + 1) * batch_size))) for b in dist.shard(list(range(-(-n // batch_size))))}
+    blocks = {b: list(range(b * block, min(n, (b + 1) * block))) for b in dist.shard(list(range(-(-n // block))))}
     if out is not None:
-        blocks = {b: ids for b, ids in blocks.items() if rundir.read_shard(rundir.shard_path(out, b)) is None}
+        blocks = {b: ids for b, ids in blocks.items() if rundir.read_shard(rundir.shard_path(out, b), ids) is None}
     traced = {int(i) for c in dict.fromkeys(labels.tolist()) for i in np.flatnonzero(labels == c)[:STRIPS_PER_CLASS]}
     pending = [i for b in sorted(blocks) for i in blocks[b]]
     device = next(model.parameters()).device
@@ -315,11 +316,11 @@ def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_
     return store
 
 
-def _all_parts(store: BlockStore, out: Path | None, *, n_blocks: int, dist) -> list[dict]:
+def _all_parts(store: BlockStore, out: Path | None, *, n: int, block: int, dist) -> list[dict]:
     """Every block's arrays: from the shards on disk (with `out`) or gathered from the ranks."""
     if out is None:
         return [part for parts in dist.all_gather_objects(store.parts) for part in parts]
-    parts = [rundir.read_shard(rundir.shard_path(out, b)) for b in range(n_blocks)]
+    parts = [rundir.read_shard(rundir.shard_path(out, b), range(b * block, min(n, (b + 1) * block))) for b in range(-(-n // block))]
     missing = [b for b, part in enumerate(parts) if part is None]
     if missing:
         raise RobustgenError(f"{out}: blocks {missing[:5]} did not finish (a rank failed?): rerun with --resume")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from robustgen.errors import RobustgenError
+from robustgen.finite import finite
 from robustgen.io import atomic_path, atomic_write_json, atomic_write_text
 from samplers.compare import Configs, Row, compare, markdown
 from samplers.config import InitConfig, SamplerConfig, StopConfig
@@ -54,6 +55,8 @@ def _parse(text: str, config, name: str, knob: str) -> Any:
             raise RobustgenError(f"--knob {knob} cannot be none: give a value")
         return None
     kind = str if annotation.startswith("str") else int if annotation.startswith("int") else float
+    if kind is float:
+        return finite(text.strip(), name=f"--values: {knob}")
     try:
         return kind(text.strip())
     except ValueError:

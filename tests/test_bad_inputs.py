@@ -20,15 +20,16 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import click
 import numpy as np
 import pytest
 import torch
-from clicheck import assert_one_line_error, invoke, snapshot
+from clicheck import assert_one_line_error, invoke, runner, snapshot
 
 
 class Case(NamedTuple):
     id: str
-    argv: list[str]  # {bad} session dir of bad files, {ckpt} the tiny checkpoint, {out} a fresh path, {samples} an .npz of images
+    argv: list[str]  # {bad} session dir of bad files, {ckpt} the tiny checkpoint, {run} its training run dir, {out} a fresh path, {samples} an .npz of images
     fragments: tuple[str, ...]  # must appear in the error line
     env: dict | None = None  # extra environment ({bad} is filled in)
     exit_code: int = 1
@@ -153,6 +154,46 @@ CASES = [
     Case("demo-out-other-files", ["demo", "--out", "{bad}/other-files"], ("not a robustgen demo", "choose another --out")),
     Case("demo-overwrite-other-files", ["demo", "--overwrite", "--out", "{bad}/other-files"], ("not a robustgen demo",)),
     Case("demo-out-is-a-file", ["demo", "--out", "{bad}/a-file"], ("is a file", "--out")),
+    # ---- non-finite numbers (issue 20): every float option, before any work is done
+    *[Case(f"eval-{flag[2:]}-{value}{'-' + extra[-1] if extra else ''}", ["eval", "{ckpt}", flag, value, *extra], ("not", value))
+      for flag, value, extra in (("--eps", "nan", []), ("--eps", "inf", []), ("--eps", "1e999", []), ("--step-size", "nan", []),
+                                 ("--eps", "inf", ["--norm", "L2"]))],
+    *[Case(f"sample-{flag[2:]}-{value}", ["sample", "--checkpoint", "{ckpt}", flag, value, "--out", "{out}"], (f"{flag} {value!r} is not a finite number",))
+      for flag, value in (("--step-size", "nan"), ("--step-size", "inf"), ("--noise", "nan"), ("--scale", "nan"), ("--drift", "nan"),
+                          ("--momentum", "inf"), ("--quantile", "nan"), ("--marginal-quantile", "-inf"), ("--variance", "nan"))],
+    *[Case(f"train-{flag[2:]}-{value}", ["train", "digits", flag, value, "--out", "{out}"], (f"{flag} {value!r} is not a finite number",))
+      for flag, value in (("--der-beta", "inf"), ("--der-gamma", "nan"), ("--lr", "nan"), ("--momentum", "inf"), ("--weight-decay", "nan"))],
+    Case("train-eps-nan", ["train", "digits", "--eps", "nan", "--out", "{out}"], ("cannot read --eps 'nan'",)),
+    usage("train-channels-2", ["train", "digits", "--channels", "2", "--out", "{out}"], "Invalid value for '--channels'", "see robustgen train --help"),
+    *[Case(f"sweep-values-{value}", ["sweep", "--checkpoint", "{ckpt}", "--features", "{ckpt}", "--knob", knob, "--values", f"1,{value}", "--out", "{out}"],
+           ("--values: " + knob, "is not a finite number"))
+      for knob, value in (("scale", "nan"), ("step_size", "inf"))],
+    # ---- weights holding NaN or inf: refused by every reader
+    ckpt("eval", "nan-weights.pt", "holds non-finite weights", "NaN or inf in"),
+    ckpt("eval", "inf-weights.pt", "holds non-finite weights"),
+    ckpt("sample", "nan-weights.pt", "holds non-finite weights"),
+    ckpt("features", "inf-weights.pt", "holds non-finite weights"),
+    ckpt("judge", "nan-weights.pt", "holds non-finite weights"),
+    # ---- --out through a loop of symbolic links (loop-a -> loop-b -> loop-a)
+    Case("train-out-symlink-loop", ["train", "digits", "--out", "{bad}/loop-a", "--device", "cpu"], ("loop of symbolic links",)),
+    Case("train-out-under-symlink-loop", ["train", "digits", "--out", "{bad}/loop-a/run", "--device", "cpu"], ("loop of symbolic links",)),
+    Case("sample-out-symlink-loop", ["sample", "--checkpoint", "{ckpt}", "--n", "2", "--out", "{bad}/loop-a"], ("loop of symbolic links",)),
+    Case("score-out-symlink-loop", ["score", "{samples}", "--ref", "digits", "--features", "{ckpt}", "--out", "{bad}/loop-a"], ("loop of symbolic links",)),
+    Case("score-out-under-symlink-loop", ["score", "{samples}", "--ref", "digits", "--features", "{ckpt}", "--out", "{bad}/loop-b/score.json"],
+         ("loop of symbolic links",)),
+    # ---- half-done work: everything is read and checked before the first file is written
+    Case("report-second-dir-bad", ["report", "{run}", "{bad}/other-files"], ("holds no robustgen run",)),
+    Case("sweep-bad-features", ["sweep", "--checkpoint", "{ckpt}", "--features", "{bad}/junk.pt", "--knob", "steps", "--values", "1", "-n", "2", "--out", "{out}"],
+         ("cannot read checkpoint",)),
+    Case("sweep-missing-judge", ["sweep", "--checkpoint", "{ckpt}", "--features", "{ckpt}", "--judge", "{bad}/missing.pt", "--knob", "steps", "--values", "1",
+                                 "-n", "2", "--out", "{out}"], ("not found",)),
+    Case("sweep-nan-judge", ["sweep", "--checkpoint", "{ckpt}", "--features", "{ckpt}", "--judge", "{bad}/nan-weights.pt", "--knob", "steps", "--values", "1",
+                             "-n", "2", "--out", "{out}"], ("holds non-finite weights",)),
+    # ---- silently accepted before
+    Case("train-empty-out", ["train", "digits", "--out", ""], ("--out is empty",)),
+    Case("eval-state-with-pgd", ["eval", "{ckpt}", "--state", "{out}/aa.json"], ("--state is AutoAttack's resume file", "--attack autoattack")),
+    Case("train-der-start-at-the-end", ["train", "digits", "--method", "pgd", "--steps", "2", "--der", "--der-start", "4", "--epochs", "4", "--out", "{out}"],
+         ("--der-start 4 is not before the last epoch", "DER would never run")),
     # ---- cache
     Case("sample-cache-unwritable", ["sample", "--checkpoint", "{ckpt}", "--n", "2", "--out", "{out}", "--device", "cpu"],
          ("robustgen cache", "set ROBUSTGEN_CACHE"), env={"ROBUSTGEN_CACHE": "{bad}/a-file"}),
@@ -247,6 +288,8 @@ def _write_checkpoint_cases(bad: Path, good: Path) -> None:
     edited("arch-args-list.pt", lambda p: p["meta"].update(arch_args=[8]))
     edited("bad-input-shape.pt", lambda p: p["meta"].update(input_shape="1x8x8"))
     edited("no-state-dict.pt", lambda p: p.pop("state_dict"))
+    edited("nan-weights.pt", lambda p: next(v for k, v in p["state_dict"].items() if k.endswith("conv1.weight")).view(-1)[0:1].fill_(float("nan")))
+    edited("inf-weights.pt", lambda p: p["state_dict"]["head.weight"].view(-1)[-1:].fill_(float("inf")))
     torch.save({"weight": torch.zeros(3)}, bad / "plain-weights.pt")
     (bad / "junk.pt").write_bytes(b"not a checkpoint")
     (bad / "truncated.pt").write_bytes(good.read_bytes()[:1000])
@@ -262,6 +305,8 @@ def bad(tmp_path_factory, robust_digits_checkpoint, digits) -> Path:
     _write_dataset_roots(root)
     _write_checkpoint_cases(root, robust_digits_checkpoint)
     (root / "a-file").write_text("not a directory\n")
+    (root / "loop-a").symlink_to(root / "loop-b")
+    (root / "loop-b").symlink_to(root / "loop-a")
     (root / "other-files").mkdir()
     (root / "other-files" / "thesis.tex").write_text("precious\n")
     np.savez(root / "samples.npz", images=digits.x_test[:20], labels=digits.y_test[:20])
@@ -275,7 +320,7 @@ def bad(tmp_path_factory, robust_digits_checkpoint, digits) -> Path:
     "case", [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=c.owner_todo)] if c.owner_todo else []) for c in CASES]
 )
 def test_bad_input_gives_one_line_and_leaves_nothing(case, bad, robust_digits_checkpoint, tmp_path):
-    fill = dict(bad=bad, ckpt=robust_digits_checkpoint, out=tmp_path / "out", samples=bad / "samples.npz")
+    fill = dict(bad=bad, ckpt=robust_digits_checkpoint, run=robust_digits_checkpoint.parent, out=tmp_path / "out", samples=bad / "samples.npz")
     argv = [part.format(**fill) for part in case.argv]
     env = {k: v.format(**fill) for k, v in (case.env or {}).items()}
     watched = (bad, tmp_path, robust_digits_checkpoint.parent, Path(os.environ["ROBUSTGEN_CACHE"]))
@@ -318,11 +363,11 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch):
 
     (tmp_path / "metrics.jsonl").write_text("{}\n")
 
-    def terminated(run_dir):
+    def terminated(run_dirs):
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM did not interrupt")
 
-    monkeypatch.setattr(demo_cli, "build_report", terminated)
+    monkeypatch.setattr(demo_cli, "build_reports", terminated)
     before = signal.getsignal(signal.SIGTERM)
     result = invoke(["report", tmp_path])
     assert result.exit_code == 130 and result.stderr.strip() == "Interrupted: finished files are kept; rerun with --resume to continue."
@@ -335,6 +380,7 @@ def test_bare_group_and_help_are_not_errors():
         assert result.exit_code == 0 and "Usage:" in result.stdout and result.stderr == ""
 
 
+@pytest.mark.slow
 def test_python_dash_m_robustgen_runs_the_cli():
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     version = subprocess.run([sys.executable, "-m", "robustgen", "--version"], capture_output=True, text=True, env=env)
@@ -352,3 +398,103 @@ def test_a_second_demo_on_one_out_gets_one_line(tmp_path):
         result = invoke(["demo", "--out", out])
         assert_one_line_error(result, f"another robustgen process is writing {out} (pid {os.getpid()})", "wait for it or choose another --out")
         assert snapshot(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- issue 20: numbers, downloads, resumes
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_every_float_field_of_every_config_refuses_non_finite_numbers(value):
+    """The Python API gets the CLI's check: each config refuses NaN/inf in any float field when it is built."""
+    import dataclasses
+
+    from robustgen.errors import RobustgenError
+    from samplers.config import InitConfig, SamplerConfig, StopConfig
+    from training.config import TrainConfig
+
+    checked = 0
+    for cls in (TrainConfig, InitConfig, SamplerConfig, StopConfig):
+        for field in dataclasses.fields(cls):
+            if "float" not in str(field.type):
+                continue
+            with pytest.raises(RobustgenError, match=f"{cls.__name__}.{field.name} .* is not a finite number"):
+                cls(**{field.name: value})
+            checked += 1
+    assert checked >= 15  # eps, step_size, lr, der_beta, ..., drift, noise, quantile, ...
+
+
+def test_evaluation_api_refuses_non_finite_radii(robust_digits_checkpoint, digits):
+    from robustgen.checkpoint import load_checkpoint
+    from robustgen.errors import RobustgenError
+    from training import evaluate_robustness
+
+    model, _ = load_checkpoint(robust_digits_checkpoint)
+    for kwargs in (dict(eps=float("nan")), dict(eps=float("inf"), norm="L2"), dict(eps=0.1, step_size=float("nan"))):
+        with pytest.raises(RobustgenError, match="not a finite number"):
+            evaluate_robustness(model, digits, steps=1, restarts=1, subset=4, **kwargs)
+
+
+def test_check_finite_weights_names_the_first_bad_tensor():
+    from robustgen.checkpoint import check_finite_weights
+    from robustgen.errors import RobustgenError
+
+    good = {"a": torch.zeros(3), "steps": torch.tensor(7), "b": torch.ones(2, 2)}
+    check_finite_weights(good, source="x.pt")  # integer buffers and finite floats pass
+    for bad_value in (float("nan"), float("inf")):
+        bad = {**good, "b": torch.tensor([[1.0, bad_value], [0.0, 0.0]]), "c": torch.full((2,), bad_value)}
+        with pytest.raises(RobustgenError, match=r"^x.pt holds non-finite weights \(NaN or inf in b and 1 more tensor\)"):
+            check_finite_weights(bad, source="x.pt")
+
+
+def test_json_output_never_holds_nan():
+    from robustgen.cli.common import echo_json
+
+    result = runner().invoke(click.Command("j", callback=lambda: echo_json({"a": float("nan"), "b": [1.5, float("inf")], "c": np.float32("nan")})))
+    assert json.loads(result.stdout) == {"a": None, "b": [1.5, None], "c": None}
+    assert "NaN" not in result.stdout and "Infinity" not in result.stdout
+
+
+def test_failed_download_leaves_no_empty_data_root(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    def offline(*args, **kwargs):
+        Path(kwargs["download_root"], "cifar-10-python.tar.gz").write_bytes(b"partial")  # what an interrupted transfer leaves
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
+    (tmp_path / "existing").mkdir()
+    for root, created in ((tmp_path / "new" / "data", tmp_path / "new"), (tmp_path / "existing" / "cifar", tmp_path / "existing" / "cifar")):
+        result = invoke(["train", "cifar10", "--data-root", root, "--out", tmp_path / "out"])
+        assert_one_line_error(result, "could not download", "--data-root")
+        assert not created.exists() and not (tmp_path / "out").exists()
+    assert (tmp_path / "existing").is_dir()  # a folder that was there before stays
+
+
+def _shards_from(samples: Path, shards: Path, *, block: int, blocks) -> None:
+    """The shards an interrupted run leaves: blocks of `block` chains taken from a finished run's samples.npz."""
+    shards.mkdir()
+    with np.load(samples) as z:
+        for b in blocks:
+            ids = np.arange(b * block, min(len(z["labels"]), (b + 1) * block))
+            np.savez(shards / f"block-{b:06d}.npz", ids=ids, images=z["images"][ids], labels=z["labels"][ids], energy_joint=z["energy_joint"][ids],
+                     energy_marginal=z["energy_marginal"][ids], steps=z["steps"][ids], grad_evals=np.zeros(len(ids), np.int64),
+                     eta=np.zeros(len(ids)), strip_ids=np.zeros(0, np.int64), strip_frames=np.zeros((0, 3, 8, 8, 1), np.uint8))
+
+
+def test_sample_resume_redoes_a_truncated_shard_and_takes_another_batch_size(tmp_path, robust_digits_checkpoint):
+    args = ["sample", "--checkpoint", robust_digits_checkpoint, "-n", "24", "--class", "2", "--class", "6", "--steps", "5", "--device", "cpu"]
+    assert invoke([*args, "--batch-size", "6", "--out", tmp_path / "straight"]).exit_code == 0
+    for name, batch in (("truncated", "6"), ("rebatched", "5")):
+        run = tmp_path / name
+        assert invoke([*args, "--batch-size", "6", "--out", run]).exit_code == 0
+        (run / "samples.npz").unlink()
+        (run / "meta.json").unlink()
+        _shards_from(tmp_path / "straight" / "samples.npz", run / "shards", block=6, blocks=(0, 1, 3))
+        whole = (run / "shards" / "block-000001.npz").read_bytes()
+        (run / "shards" / "block-000001.npz").write_bytes(whole[: len(whole) // 2])  # killed while the disk was full
+        result = invoke([*args, "--batch-size", batch, "--out", run, "--resume"])
+        assert result.exit_code == 0, result.stderr
+        with np.load(tmp_path / "straight" / "samples.npz") as a, np.load(run / "samples.npz") as b:
+            assert len(b["labels"]) == 24
+            for key in ("images", "labels", "energy_joint", "steps"):
+                assert np.array_equal(a[key], b[key]), (name, key)

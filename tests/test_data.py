@@ -276,13 +276,37 @@ def test_read_images_handles_grayscale_modes_like_the_scorer(tmp_path):
     Image.fromarray(gray, "L").convert("LA").save(tmp_path / "la.png")
     Image.fromarray(gray, "L").convert("P").save(tmp_path / "p.png")  # palette of grays
     Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "i16.png")  # 16-bit PNG: scaled, not clipped
-    stack = read_images([tmp_path / n for n in ("l.png", "la.png", "p.png", "i16.png")], source="test")
-    assert stack.shape == (4, 4, 4, 1)
+    stack, converted = read_images([tmp_path / n for n in ("l.png", "la.png", "p.png", "i16.png")], source="test")
+    assert stack.shape == (4, 4, 4, 1) and converted == 0
     assert all(np.array_equal(img[..., 0], gray) for img in stack)
     Image.new("RGBA", (4, 4), (10, 20, 30, 40)).save(tmp_path / "rgba.png")
     Image.new("RGB", (4, 4), (200, 0, 0)).convert("P").save(tmp_path / "color-p.png")
-    color = read_images([tmp_path / "rgba.png", tmp_path / "color-p.png"], source="test")
-    assert color.shape == (2, 4, 4, 3) and tuple(color[0, 0, 0]) == (10, 20, 30)
+    color, converted = read_images([tmp_path / "rgba.png", tmp_path / "color-p.png"], source="test")
+    assert color.shape == (2, 4, 4, 3) and tuple(color[0, 0, 0]) == (10, 20, 30) and converted == 0
+
+
+def test_read_images_converts_the_minority_to_the_majority_channel_count(tmp_path):
+    from PIL import Image
+
+    from robustgen.data import read_images
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (4, 4), dtype=np.uint8)
+    colour = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    for i in range(2):
+        Image.fromarray(colour, "RGB").save(tmp_path / f"c{i}.png")
+    paths = [tmp_path / n for n in ("c0.png", "g.png", "c1.png")]
+    images, converted = read_images(paths, source="test")  # 2 colour vs 1 gray: RGB, the gray one repeated
+    assert images.shape == (3, 4, 4, 3) and converted == 1
+    assert np.array_equal(images[1], np.repeat(gray[..., None], 3, -1)) and np.array_equal(images[0], colour)
+    images, converted = read_images(paths, source="test", channels=1)  # asked for: the colour ones become luminance, as Pillow's "L"
+    assert images.shape == (3, 4, 4, 1) and converted == 2
+    assert np.array_equal(images[0, ..., 0], np.asarray(Image.fromarray(colour).convert("L"))) and np.array_equal(images[1, ..., 0], gray)
+    tie, converted = read_images(paths[:2], source="test")  # one of each: colour keeps what gray would lose
+    assert tie.shape[-1] == 3 and converted == 1
+    with pytest.raises(RobustgenError, match="--channels 2: use 1 .* or 3"):
+        read_images(paths, source="test", channels=2)
 
 
 def test_read_images_refuses_bombs_and_non_raster_formats(tmp_path):

@@ -112,11 +112,35 @@ def test_sampling_resumes_at_another_world_size(tmp_path, robust_digits_checkpoi
         assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["steps"], b["steps"])
 
 
-def test_a_failing_rank_ends_the_job_with_its_message():
+def test_a_failing_rank_ends_the_job_with_its_message(tmp_path):
     done = run(["train", "nosuchset", "--device", "cpu"], timeout=120)  # would hang for 30 min if a rank waited on a dead one
     assert done.returncode != 0
     assert re.search(r"Error: rank [01]: unknown dataset 'nosuchset'", done.stderr)  # the launcher then stops the other rank
     assert not re.search(r'File ".*/(robustgen|training|samplers)/', done.stderr)  # torchrun's own report only, no traceback of ours
+    # a global batch that does not divide by the ranks: refused before config.json (or anything) is written, and
+    # torchrun's failure summary carries the rank's line where it would otherwise link to its docs
+    done = run(TRAIN + ["--batch-size", "63", "--out", tmp_path / "run"], timeout=120)
+    assert done.returncode == 1 and not (tmp_path / "run").exists()
+    line = "--batch-size 63 is the global batch and must divide by the 2 ranks: use a multiple of 2"
+    assert re.search(rf"^Error: rank [01]: {re.escape(line)}$", done.stderr, re.M)
+    assert re.search(rf"traceback : Error: rank [01]: {re.escape(line)}", done.stderr)
+
+
+def test_readme_torchrun_examples_reach_robustgen_with_their_options():
+    """Every README line that launches robustgen under torchrun parses as torchrun would parse it: its options reach
+    robustgen (no `--n`, which torchrun reads as its own --nnodes)."""
+    import shlex
+    from pathlib import Path
+
+    from torch.distributed.run import get_args_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [line.split("#")[0].strip() for line in readme.splitlines() if line.lstrip().startswith("torchrun ") and " -m robustgen " in line]
+    assert len(lines) >= 3
+    for line in lines:
+        args = shlex.split(line)[1:]
+        parsed = get_args_parser().parse_args(args)
+        assert parsed.training_script == "robustgen" and parsed.training_script_args == args[args.index("robustgen") + 1:], line
 
 
 def test_every_cli_option_survives_torchrun_argument_parsing():

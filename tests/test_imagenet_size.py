@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-import robustgen.data as data_module
+import robustgen.data.folders as folders_module
 from robustgen.cli import main
 from robustgen.data import ImageDataset, LazyImageFolder, load_dataset
 from robustgen.errors import RobustgenError
@@ -49,13 +49,13 @@ def folder(tmp_path):
 def reads(monkeypatch):
     """Every image file decoded by robustgen.data, in order."""
     seen = []
-    original = data_module._read_image
+    original = folders_module.decode_image
 
-    def counting(path, source, image_module):
+    def counting(path, source):
         seen.append(path)
-        return original(path, source, image_module)
+        return original(path, source)
 
-    monkeypatch.setattr(data_module, "_read_image", counting)
+    monkeypatch.setattr(folders_module, "decode_image", counting)
     return seen
 
 
@@ -115,7 +115,7 @@ def test_lazy_folder_reads_nothing_up_front_then_one_class(folder, reads):
 
 
 def test_lazy_folder_refuses_a_split_too_large_with_one_line(folder, monkeypatch):
-    monkeypatch.setattr(data_module, "WHOLE_SPLIT_BYTES", 1000)
+    monkeypatch.setattr(folders_module, "WHOLE_SPLIT_BYTES", 1000)
     lazy = load_dataset(f"folder:{folder}")
     for access in (lambda: lazy.split("train"), lambda: lazy.x_train, lambda: lazy.x_test):
         with pytest.raises(RobustgenError, match="read one class at a time") as info:

@@ -15,6 +15,19 @@ from robustgen.io import append_jsonl, atomic_path, atomic_write_json, parse_eps
 from robustgen.models import build_model, model_names
 
 
+def test_fast_bf16_follows_the_onednn_isa_cap(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 makes oneDNN emulate bf16, so --precision auto then means fp32:
+    capping the ISA reproduces an older CPU faithfully (issue 20)."""
+    from robustgen.device import fast_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # an AVX512-BF16 CPU, whatever runs the test
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    for cap, fast in (("", True), ("AVX512_CORE_BF16", True), ("avx512_core_amx", True), ("AVX512_CORE", False), ("AVX2", False), ("SSE41", False)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert fast_bf16(cpu) is fast and resolve_precision("auto", cpu) == ("bf16" if fast else "fp32"), cap
+
+
 def test_cross_entropy_is_joint_minus_marginal_energy():
     logits = torch.randn(64, 10) * 5
     y = torch.randint(0, 10, (64,))

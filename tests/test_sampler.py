@@ -69,14 +69,27 @@ def test_energy_functions():
 
 @pytest.mark.parametrize("kind", ["sgld", "pgd"])
 def test_energy_decreases_along_a_chain(robust, digits, kind):
+    """The chains descend E(x, y): they end below their start, and below where a move of the same length in a random
+    direction takes the same start. That control comes from the model under test, so the margin (three standard
+    errors of the paired difference) holds for whatever weights this CPU's kernels trained."""
     init = samplers.fit_initializer(InitConfig(kind="pca"), digits, 5)
     x0 = init.draw(32, torch.Generator().manual_seed(0))
     y = torch.full((32,), 5)
-    e0 = -robust(x0).gather(1, y[:, None]).squeeze(1).detach()
+
+    def energy(x):
+        with torch.no_grad():
+            return -robust(x).gather(1, y[:, None]).squeeze(1)
+
     config = SamplerConfig(kind=kind, steps=15, noise=0.0, step_size=0.05 if kind == "pgd" else None)
     out = run_chains(robust, x0, y, sampler=config, stop=StopConfig(rule="fixed"), thresholds=torch.full((32,), -np.inf), generator=torch.Generator().manual_seed(0))
-    assert (out["energy_joint"] < e0).float().mean() > 0.9
-    assert float(out["energy_joint"].mean()) < float(e0.mean()) - 0.5
+    e0, e_end = energy(x0), out["energy_joint"]
+    assert torch.allclose(e_end, energy(out["x"]), atol=1e-4)  # the energy reported is the final image's
+    assert (e_end < e0).float().mean() > 0.9
+    length = (out["x"] - x0).flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    direction = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    e_random = energy((x0 + length * direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1))
+    gain = e_random - e_end  # how much lower the chain ends than the random move of the same length
+    assert float(gain.mean()) > 3 * float(gain.std()) / len(gain) ** 0.5, (gain.mean(), gain.std())
     assert out["grad_evals"] == 32 * 15 and torch.all(out["steps"] == 15)
     assert float(out["x"].min()) >= 0 and float(out["x"].max()) <= 1
 
@@ -96,6 +109,7 @@ def test_adaptive_stopping_freezes_chains_and_saves_evaluations(robust, digits):
     assert torch.all(out["steps"] == 4) and out["grad_evals"] == 20 * 5
 
 
+@pytest.mark.slow
 def test_sample_adaptive_saves_evaluations_and_seeds_reproduce(robust, digits):
     kwargs = dict(classes=[1, "7"], n=40, batch_size=16, progress=False)
     fixed = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), **kwargs)
@@ -203,6 +217,7 @@ def test_sgld_default_step_is_calibrated_to_the_drift(robust, digits):
     assert torch.allclose(rms, torch.full((8,), 0.004), rtol=1e-3)  # every chain's first step has the same pixel rms
 
 
+@pytest.mark.slow
 def test_compiled_chains_match_eager_ones_to_rounding(robust, digits):
     from robustgen.device import compile_available
 

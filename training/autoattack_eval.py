@@ -28,6 +28,7 @@ from torch import nn
 
 from robustgen.data import ImageDataset, to_float
 from robustgen.errors import RobustgenError
+from robustgen.finite import finite
 from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_dir, sha256_arrays
 from training.evaluate import evaluation_indices
 
@@ -114,8 +115,8 @@ def evaluate_autoattack(
 def _check_arguments(*, eps: float, norm: str, steps: int | None, restarts: int | None, batch_size: int) -> None:
     if norm not in ("Linf", "L2"):
         raise RobustgenError(f"unknown norm {norm!r}: AutoAttack here runs Linf or L2")
-    if eps <= 0:
-        raise RobustgenError(f"AutoAttack needs eps > 0, got {eps}")
+    if finite(eps, name="eps") <= 0:
+        raise RobustgenError(f"AutoAttack needs eps > 0, got {eps}: give the threat model's radius, e.g. 8/255")
     if (steps is not None and steps < 1) or (restarts is not None and restarts < 1) or batch_size < 1:
         raise RobustgenError("--steps, --restarts and --batch-size must be at least 1 for AutoAttack")
 

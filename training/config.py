@@ -7,12 +7,13 @@ resolved config (no Nones left) is what runs and what `config.json` records.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from robustgen.data.images import check_channels
 from robustgen.device import COMPILE_MODES
 from robustgen.errors import RobustgenError
+from robustgen.finite import FiniteFields
 from robustgen.io import safe_name
 from robustgen.models import model_names
 from robustgen.threat import check_norm
@@ -45,9 +46,10 @@ DATASET_DEFAULTS: dict[str, dict] = {
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(FiniteFields):
     dataset: str = "digits"  # registry name, npz:PATH or folder:PATH
     data_root: str | None = None  # where downloadable datasets live (None = ~/.cache/robustgen/data)
+    channels: int | None = None  # 1 or 3: convert every image to this many channels (None = the count most training images have)
     method: str = "fgsm-rs"  # standard | fgsm | fgsm-rs | n-fgsm | pgd | trades
     norm: str = "Linf"  # Linf | L2
     eps: float | None = None  # attack radius, pixel units in [0, 1] (8/255 = 0.0314)
@@ -111,6 +113,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     """Validate and fill every None with its default; raises RobustgenError with one line."""
     method = get_method(config.method)
     check_norm(config.norm)
+    check_channels(config.channels)
     if config.arch not in model_names():
         raise RobustgenError(f"unknown architecture {config.arch!r}: choose one of {', '.join(model_names())}")
     if config.schedule not in SCHEDULES:
@@ -135,6 +138,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         batch_size=d["batch_size"] if config.batch_size is None else int(config.batch_size),
         lr=d["lr"] if config.lr is None else float(config.lr),
     )
+    if resolved.out is not None and not str(resolved.out).strip():
+        raise RobustgenError("--out is empty: give the run dir's path, or leave --out out for runs/<dataset>-<method>")
     resolved = dataclasses.replace(resolved, out=resolved.out or default_out_dir(resolved))
     checks = [
         (resolved.epochs >= 1, f"--epochs must be at least 1 (got {resolved.epochs})"),
@@ -148,11 +153,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         (resolved.restarts >= 1, f"--restarts must be at least 1 (got {resolved.restarts})"),
         (resolved.der_beta >= 0 and resolved.der_gamma >= 0, "--der-beta and --der-gamma must be non-negative"),
         (resolved.der_start >= 0, f"--der-start must be a non-negative epoch (got {resolved.der_start})"),
+        (not _der_never_runs(resolved, method), f"--der-start {resolved.der_start} is not before the last epoch ({resolved.epochs} epochs, counted from 0), "
+         f"so DER would never run: give --der-start below {resolved.epochs} or more --epochs"),
         (resolved.eval_pgd_steps >= 0, f"--eval-pgd-steps must be non-negative (got {resolved.eval_pgd_steps})"),
         (resolved.eval_subset is None or resolved.eval_subset >= 1, f"--eval-subset must be at least 1 (got {resolved.eval_subset})"),
-        (resolved.momentum >= 0 and math.isfinite(resolved.momentum), f"--momentum must be >= 0 (got {resolved.momentum})"),
-        (resolved.weight_decay >= 0 and math.isfinite(resolved.weight_decay), f"--weight-decay must be >= 0 (got {resolved.weight_decay})"),
-        (math.isfinite(resolved.lr) and math.isfinite(resolved.eps) and math.isfinite(resolved.step_size), "--lr, --eps and --step-size must be finite numbers"),
+        (resolved.momentum >= 0, f"--momentum must be >= 0 (got {resolved.momentum})"),
+        (resolved.weight_decay >= 0, f"--weight-decay must be >= 0 (got {resolved.weight_decay})"),
         (resolved.co_check_every >= 0, f"--co-check-every must be >= 0 steps (got {resolved.co_check_every})"),
         (resolved.co_check_images >= 2, f"--co-check-images must be at least 2 (got {resolved.co_check_images})"),
     ]
@@ -160,6 +166,11 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         if not ok:
             raise RobustgenError(message)
     return resolved
+
+
+def _der_never_runs(config: TrainConfig, method) -> bool:
+    """DER asked for (now or by an --on-co der switch) on a multi-step method, but only from an epoch the run never reaches."""
+    return (config.der or config.on_co == "der") and method.multi_step and config.der_start >= config.epochs
 
 
 __all__ = ["AUGMENTS", "DATASET_DEFAULTS", "DER_BETA", "DER_GAMMA", "METHODS", "ON_CO", "SCHEDULES", "TrainConfig", "resolve_config"]

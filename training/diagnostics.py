@@ -213,7 +213,7 @@ def diagnose_run(run_dir: str | Path, *, checkpoint: str = "best", n: int = 64, 
     title = f"{Path(run_dir).name}: {config.method}{' + DER' if config.der else ''}, {config.norm} eps {config.eps:.4g}"
     curves = plot_curves(records, run_dir / "curves.png", title=title)
     model, meta = load_checkpoint(run_dir / f"{checkpoint}.pt", device=resolve_device(device))
-    dataset = load_dataset(config.dataset, root=config.data_root)
+    dataset = load_dataset(config.dataset, root=config.data_root, channels=config.channels)
     x_test, y_test = dataset.split("test")
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(y_test), generator=generator)[:n].numpy()

@@ -73,9 +73,14 @@ def build_classifier(config: TrainConfig, dataset: ImageDataset) -> tuple[nn.Mod
     return build_model(config.arch, **arch_args), arch_args
 
 
-def build_session(config: TrainConfig, dataset: ImageDataset, *, dist: Dist, precision: str, run_dir: Path, say, progress: bool) -> Session:
+def check_world(config: TrainConfig, dist: Dist) -> None:
+    """What the number of ranks requires of the config; `train` checks it before the run dir is touched."""
     if config.batch_size % dist.world_size:
         raise RobustgenError(f"--batch-size {config.batch_size} is the global batch and must divide by the {dist.world_size} ranks: use a multiple of {dist.world_size}")
+
+
+def build_session(config: TrainConfig, dataset: ImageDataset, *, dist: Dist, precision: str, run_dir: Path, say, progress: bool) -> Session:
+    check_world(config, dist)
     device = dist.device
     torch.manual_seed(derived_seed(config.seed, 0))  # identical initial weights on every rank
     net, arch_args = build_classifier(config, dataset)

@@ -9,6 +9,7 @@ from robustgen import distributed
 from robustgen.data import ImageDataset, load_dataset, to_float
 from robustgen.device import autocast, derived_seed
 from robustgen.errors import RobustgenError
+from robustgen.finite import finite
 from robustgen.threat import check_norm
 from training.attacks.pgd import pgd
 
@@ -43,6 +44,10 @@ def evaluate_robustness(
     torchrun each rank attacks its share of the images and the counts are summed.
     """
     check_norm(norm)
+    eps = finite(eps, name="eps")
+    step_size = finite(step_size, name="step_size") if step_size is not None else None
+    if eps < 0 or (step_size is not None and step_size < 0):
+        raise RobustgenError(f"eps {eps} and step_size {step_size} must be >= 0 (pixel units)")
     if batch_size < 1:
         raise RobustgenError(f"--batch-size {batch_size} must be at least 1")
     if isinstance(dataset, str):

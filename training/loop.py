@@ -24,13 +24,13 @@ from typing import Callable
 
 from robustgen import distributed
 from robustgen.checkpoint import load_weights, read_checkpoint
-from robustgen.data import load_dataset
+from robustgen.data import conversion_note, load_dataset
 from robustgen.device import resolve_precision
 from robustgen.errors import RobustgenError
 from robustgen.io import LOCK_NAME, atomic_write_json, atomic_write_text, clean_stale_temps, ensure_writable_dir, now_iso, read_jsonl, run_dir_lock, versions
 from training.config import TrainConfig, resolve_config
 from training.diagnostics import plot_curves
-from training.epoch import Session, build_session, run_epoch, save_epoch
+from training.epoch import Session, build_session, check_world, run_epoch, save_epoch
 
 RUN_FILES = ("config.json", "metrics.jsonl", "monitor.jsonl", "best.pt", "last.pt", "curves.png", "quiver.png")
 
@@ -69,7 +69,8 @@ def train(
         config = resolve_config(config if config is not None else TrainConfig())
         run_dir, recorded = Path(config.out), None
     dist = distributed.setup(config.device)
-    dataset = load_dataset(config.dataset, root=config.data_root)  # before anything is written: a bad spec leaves no trace
+    check_world(config, dist)  # under torchrun: refused before config.json is written
+    dataset = load_dataset(config.dataset, root=config.data_root, channels=config.channels)  # before anything is written: a bad spec leaves no trace
     if recorded is not None and recorded.get("dataset", {}).get("sha256") not in (None, dataset.fingerprint()):
         raise RobustgenError(f"cannot resume {run_dir}: dataset {config.dataset} differs from the one the run started with (sha256 changed)")
     with contextlib.ExitStack() as held:
@@ -87,6 +88,9 @@ def _may_write(run_dir: Path, overwrite: bool) -> bool:
 def _train(config, dataset, run_dir, recorded, dist, *, overwrite, progress, log, on_epoch_end) -> TrainResult:
     say = (log or (lambda message: None)) if dist.is_main else (lambda message: None)
     precision = resolve_precision(config.precision, dist.device)
+    note = conversion_note(dataset)
+    if note:
+        say(note)
     if recorded is None:
         config = replace(config, augment=config.augment or default_augment(dataset))
         if dist.is_main:
@@ -152,7 +156,8 @@ def _write_config(run_dir: Path, config: TrainConfig, dataset, dist, precision: 
         "batch_norm": "sync" if config.sync_bn else ("per-rank" if dist.active else "local"),
         "versions": versions(),
         "dataset": {"spec": config.dataset, "sha256": dataset.fingerprint(), "n_train": len(dataset.y_train),
-                    "n_test": len(dataset.y_test), "image_shape": list(dataset.image_shape), "classes": list(dataset.classes)},
+                    "n_test": len(dataset.y_test), "image_shape": list(dataset.image_shape), "classes": list(dataset.classes),
+                    "converted_images": int(getattr(dataset, "converted", 0))},
         "created": now_iso(),
         "argv": sys.argv,
     })

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import math
 import os
 import sys
 
@@ -18,7 +19,8 @@ import click
 
 from robustgen.tables import format_table  # noqa: F401  (re-exported for the commands)
 from robustgen.errors import RobustgenError
-from robustgen.io import dumps_json, parse_eps, write_error
+from robustgen.finite import finite
+from robustgen.io import dumps_json, parse_eps, to_jsonable, write_error
 
 INTERRUPTED = "Interrupted: finished files are kept; rerun with --resume to continue."
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -32,7 +34,23 @@ def fail(message: str, *, as_json: bool = False) -> None:
     if as_json:
         click.echo(dumps_json({"error": message}, indent=None))
     click.echo(f"Error: {message}", err=True)
+    _tell_torchrun(f"Error: {message}")
     sys.exit(EXIT_ERROR)
+
+
+def _tell_torchrun(line: str) -> None:
+    """Under torchrun, put the one line where its failure summary looks (the rank's error file), so the summary's
+    `traceback :` entry reads `Error: rank N: ...` instead of a link to the elastic docs. torchrun still prints its
+    own ChildFailedError traceback after it: nothing a worker does turns that off (README, "Several processes")."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    import time
+
+    record = {"message": {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}}
+    with contextlib.suppress(OSError):
+        with open(path, "w") as fh:  # torchrun's own file in its temp dir, read only after this process exits
+            fh.write(dumps_json(record, indent=None))
 
 
 def interrupted() -> None:
@@ -42,6 +60,8 @@ def interrupted() -> None:
 
 def os_error_message(exc: OSError) -> str | None:
     """One line for the OSErrors a user can fix (full disk, permissions); None for the rest (bugs)."""
+    if exc.errno == errno.ELOOP:
+        return f"{exc.filename or 'a path'}: its path runs into a loop of symbolic links: fix the link or choose another path"
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
         return None
     if exc.filename:
@@ -137,5 +157,35 @@ class EpsType(click.ParamType):
 EPS = EpsType()
 
 
+class FiniteFloat(click.ParamType):
+    """A float option that must be a finite number: `--noise nan` or `--der-beta inf` is refused with one line.
+
+    The check is `robustgen.finite.finite`, the same one every config runs on its fields.
+    """
+
+    name = "FLOAT"
+
+    def convert(self, value, param, ctx):
+        option = param.opts[0] if param is not None and param.opts else "value"
+        try:
+            return finite(value, name=option)
+        except RobustgenError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+FINITE = FiniteFloat()
+
+
 def echo_json(obj) -> None:
-    click.echo(dumps_json(obj))
+    """Print `obj` as JSON on stdout; NaN and inf become null, so the output is valid JSON for any reader."""
+    click.echo(dumps_json(_json_finite(to_jsonable(obj))))
+
+
+def _json_finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_finite(v) for v in value]
+    return value

@@ -33,7 +33,7 @@ import click
 from robustgen.cli.common import echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
 from robustgen.io import LOCK_NAME, atomic_write_json, clean_stale_temps, now_iso, read_jsonl, run_dir_lock, versions
-from robustgen.report import build_report
+from robustgen.report import build_report, build_reports
 
 DATASET = "digits"
 
@@ -236,6 +236,8 @@ def demo(out, samples_per_class, robust_epochs, reference_epochs, seed, device, 
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @user_errors
 def report(run_dirs):
-    """(Re)build report.html for each RUN_DIR (training run, sample run, or demo dir)."""
-    for run_dir in run_dirs:
-        click.echo(f"Report: {build_report(run_dir)}")
+    """(Re)build report.html for each RUN_DIR (training run, sample run, or demo dir).
+
+    Every RUN_DIR is read and checked before any page is written: one bad dir leaves all pages as they were."""
+    for page in build_reports(run_dirs):
+        click.echo(f"Report: {page}")

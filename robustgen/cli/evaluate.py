@@ -48,6 +48,7 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
       robustgen eval --checkpoint robustness:imagenet_linf_4.pt --data folder:imagenet --attack apgd-ce,apgd-t --subset 100
       robustgen eval python:nets.py:resnet20=resnet20.th --data npz:cifar10.npz --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --eps 2/255
     """
+    from robustgen.data import conversion_note
     from robustgen.models.sources import load_classifier
     from training.autoattack_eval import attack_label, evaluate_autoattack, parse_attacks
 
@@ -62,6 +63,11 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
         raise RobustgenError(f"--steps must be >= {0 if pgd else 1}, --restarts, --subset and --batch-size >= 1")
     if norm is not None and norm not in ("Linf", "L2"):
         raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
+    if state is not None and pgd:
+        raise RobustgenError("--state is AutoAttack's resume file and PGD evaluation keeps none: drop --state, or use --attack autoattack")
+    for value, option in ((eps, "--eps"), (step_size, "--step-size")):  # read before the model loads; the bound waits for the norm
+        if value is not None:
+            parse_eps(value, norm=norm, name=option)
 
     model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=data,
                                   data_root=data_root)
@@ -86,11 +92,12 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
                                      batch_size=batch_size, seed=seed, state_path=state or "auto", progress=not as_json)
         label = attack_label(attacks, steps)
     result.update(checkpoint=str(spec), source=meta.get("source"), dataset=dataset.name, epoch=meta.get("epoch"),
-                  weights_sha256=meta.get("weights_sha256"), notes=meta.get("notes", []))
+                  weights_sha256=meta.get("weights_sha256"), notes=[*meta.get("notes", []), *filter(None, [conversion_note(dataset)])])
     if as_json:
         echo_json(result)
         return
-    _print_result(result, spec=spec, dataset=dataset, label=label, norm=norm, eps=eps_value, notes=meta.get("notes", []))
+    notes = [*meta.get("notes", []), *filter(None, [conversion_note(dataset)])]
+    _print_result(result, spec=spec, dataset=dataset, label=label, norm=norm, eps=eps_value, notes=notes)
 
 
 
@@ -102,8 +109,9 @@ def _evaluation_dataset(spec: str, meta: dict, *, data, data_root):
     dataset_spec = data or meta.get("dataset")
     if not dataset_spec:
         raise RobustgenError(f"{spec} does not name its dataset: pass --data (e.g. npz:PATH or folder:PATH)")
+    channels = (meta.get("config") or {}).get("channels")  # the --channels the model was trained with, so its data are read alike
     try:
-        dataset = load_dataset(dataset_spec, root=data_root or meta.get("data_root"))
+        dataset = load_dataset(dataset_spec, root=data_root or meta.get("data_root"), channels=channels if channels in (1, 3) else None)
     except RobustgenError as exc:
         raise RobustgenError(f"evaluating needs the test images of {dataset_spec!r}, which cannot be loaded ({str(exc).rstrip('.')}): point to them with --data-root DIR or --data npz:PATH / folder:PATH") from None
     if data is None and meta.get("dataset_sha256") and meta["dataset_sha256"] != dataset.fingerprint():
@@ -131,14 +139,8 @@ def _print_result(result: dict, *, spec: str, dataset, label: str, norm: str, ep
         click.echo(f"AutoAttack check: {message}")
 
 def _radius(value: str, norm: str, what: str) -> float:
-    """8/255 or 0.031; under L2 a radius above 1 (e.g. 1.5) is fine too."""
-    try:
-        radius = float(value)
-    except ValueError:
-        return parse_eps(value)
-    if radius < 0 or (norm == "Linf" and radius > 1):
-        raise RobustgenError(f"{what} {value} is outside pixel space [0, 1]: pixel values are in [0, 1], so write 8/255 not 8")
-    return radius
+    """8/255 or 0.031; under L2 a radius above 1 (e.g. 1.5) is fine too; NaN and inf are refused."""
+    return parse_eps(value, norm=norm, name=what)
 
 
 def _eps_text(eps: float) -> str:

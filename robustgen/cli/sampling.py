@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import EpsType
+from robustgen.cli.common import FINITE, EpsType
 from robustgen.device import COMPILE_MODES
 from samplers.config import ENERGIES, INITS, NEIGHBOUR_SPACES, NORMS, SAMPLERS, STOP_RULES, InitConfig, SamplerConfig, StopConfig
 
@@ -37,21 +37,21 @@ KNOB_OPTIONS = (
     click.option("--stop", "stop_rule", type=click.Choice(STOP_RULES), default=_T.rule, show_default=True,
                  help="adaptive: stop in the energy band of real data or when no longer improving; fixed: run all steps."),
     click.option("--steps", type=int, default=None, help=f"Maximum steps per chain (0 = the init-only control).  [default: {_S.steps}]"),
-    click.option("--step-size", type=float, default=None,
+    click.option("--step-size", type=FINITE, default=None,
                  help=f"SGLD eta (pixel change per unit gradient), or PGD step length in pixels.  [default: sgld calibrated by --drift; pgd L2 {_PGD_L2_STEP:g} x sqrt(D/3072), Linf 2/255]"),
-    click.option("--drift", type=float, default=None, help=f"SGLD without --step-size: eta is set per chain so its first drift step moves pixels by this rms.  [default: {_S.drift:g}]"),
-    click.option("--noise", type=float, default=None, help=f"SGLD noise std in pixel units.  [default: {_S.noise:g}]"),
-    click.option("--momentum", type=float, default=None, help=f"SGLD momentum m.  [default: {_S.momentum:g}]"),
+    click.option("--drift", type=FINITE, default=None, help=f"SGLD without --step-size: eta is set per chain so its first drift step moves pixels by this rms.  [default: {_S.drift:g}]"),
+    click.option("--noise", type=FINITE, default=None, help=f"SGLD noise std in pixel units.  [default: {_S.noise:g}]"),
+    click.option("--momentum", type=FINITE, default=None, help=f"SGLD momentum m.  [default: {_S.momentum:g}]"),
     click.option("--eps", type=EpsType(), default=None, help="PGD: radius of the ball around x0 (pixels, e.g. 16/255, or an L2 radius like 2.0). Default: no ball."),
     click.option("--norm", type=click.Choice(NORMS), default=_S.norm, show_default=True, is_eager=True, help="PGD step and ball norm."),
     click.option("--energy", type=click.Choice(ENERGIES), default=_S.energy, show_default=True, help="joint E(x,y), cross-entropy, or E(x,y) + w E(x)."),
-    click.option("--quantile", type=float, default=None, help=f"Adaptive: stop once E(x,y) <= this quantile of real training images' E(x,y).  [default: {_T.quantile:g}]"),
-    click.option("--marginal-quantile", type=float, default=None, help="Adaptive: also require E(x) <= this quantile of real images' E(x).  [default: off]"),
+    click.option("--quantile", type=FINITE, default=None, help=f"Adaptive: stop once E(x,y) <= this quantile of real training images' E(x,y).  [default: {_T.quantile:g}]"),
+    click.option("--marginal-quantile", type=FINITE, default=None, help="Adaptive: also require E(x) <= this quantile of real images' E(x).  [default: off]"),
     click.option("--patience", type=int, default=None, help=f"Adaptive: stop after this many steps without improvement.  [default: {_T.patience}]"),
     click.option("--k", type=int, default=None, help=f"local-pca: neighbourhood size.  [default: {_I.k}]"),
-    click.option("--variance", type=float, default=None, help=f"pca/local-pca: fraction of variance kept.  [default: {_I.variance:g}]"),
+    click.option("--variance", type=FINITE, default=None, help=f"pca/local-pca: fraction of variance kept.  [default: {_I.variance:g}]"),
     click.option("--components", type=int, default=None, help="pca/local-pca: keep exactly this many components (overrides --variance)."),
-    click.option("--scale", type=float, default=None, help=f"pca/local-pca: scale in units of each component's std.  [default: {_I.scale:g}]"),
+    click.option("--scale", type=FINITE, default=None, help=f"pca/local-pca: scale in units of each component's std.  [default: {_I.scale:g}]"),
     click.option("--neighbour-space", type=click.Choice(NEIGHBOUR_SPACES), default=None,
                  help=f"local-pca: space of the neighbour search (auto: pixels up to 64x64x3, the model's penultimate features above).  [default: {_I.neighbour_space}]"),
     click.option("--resolution", type=int, default=None,

@@ -55,7 +55,7 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
     FID is against the train split (comparable with papers) and, as fid_test, the test split.
     Memorisation compares each sample's distance to its nearest training image with that of real test images.
     """
-    from robustgen.io import ensure_writable_dir
+    from robustgen.io import ensure_writable_dir, refuse_symlink_loop
     from samplers.scoring import default_output, format_result
     from samplers.scoring import score as run_score
     from samplers.scoring.extractors import INCEPTION
@@ -65,6 +65,8 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
     judge = model_spec(judge) if judge is not None else None
 
     target = _output_path(out) if out is not None else default_output(samples)
+    if target is not None:
+        refuse_symlink_loop(target, what="--out")  # checked before the scoring work, not after
     result = run_score(
         samples,
         ref=ref,

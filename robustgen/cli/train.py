@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import EPS, echo_json, format_table, user_errors
+from robustgen.cli.common import EPS, FINITE, echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
 from robustgen.device import PRECISIONS
 from robustgen.models import model_names
@@ -28,19 +28,19 @@ _CONFIG = TrainConfig()
 @click.option("--steps", type=int, default=None, help="Attack steps for pgd/trades [default: 10]")
 @click.option("--restarts", type=int, default=_CONFIG.restarts, show_default=True, help="Attack restarts at train time (pgd).")
 @click.option("--der/--no-der", default=False, show_default=True, help="Add the Delta Energy Regularizer.")
-@click.option("--der-beta", type=float, default=_CONFIG.der_beta, show_default=True, help="Weight of the DER term.")
-@click.option("--der-gamma", type=float, default=_CONFIG.der_gamma, show_default=True, help="Tolerated ||[dE(x), dE(x,y)]|| (energy units) before DER bites.")
+@click.option("--der-beta", type=FINITE, default=_CONFIG.der_beta, show_default=True, help="Weight of the DER term.")
+@click.option("--der-gamma", type=FINITE, default=_CONFIG.der_gamma, show_default=True, help="Tolerated ||[dE(x), dE(x,y)]|| (energy units) before DER bites.")
 @click.option("--der-start", type=int, default=_CONFIG.der_start, show_default=True, help="First epoch (0-based) with DER for multi-step methods.")
 @click.option("--der-squared", is_flag=True, help="Penalise the squared delta-energy norm.")
 @click.option("--arch", type=click.Choice(model_names()), default=_CONFIG.arch, show_default=True)
 @click.option("--width", type=int, default=None, help="Base width of PreActResNet-18 [default: 64; digits 16].")
 @click.option("--epochs", type=int, default=None, help="[default: 30]")
 @click.option("--batch-size", type=int, default=None, help="Global batch (images per SGD step, split over torchrun ranks) [default: 128]")
-@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 0.2; digits 0.1].")
+@click.option("--lr", type=FINITE, default=None, help="Peak learning rate [default: 0.2; digits 0.1].")
 @click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=_CONFIG.schedule, show_default=True, help="cyclic (one-cycle) or piecewise (/10 at 50% and 75%).")
 @click.option("--augment", type=click.Choice(list(AUGMENTS)), default=None, help="Training augmentation [default: the dataset's: crop+flip for CIFAR, crop for digits/SVHN].")
-@click.option("--momentum", type=float, default=_CONFIG.momentum, show_default=True)
-@click.option("--weight-decay", type=float, default=_CONFIG.weight_decay, show_default=True)
+@click.option("--momentum", type=FINITE, default=_CONFIG.momentum, show_default=True)
+@click.option("--weight-decay", type=FINITE, default=_CONFIG.weight_decay, show_default=True)
 @click.option("--eval-pgd-steps", type=int, default=_CONFIG.eval_pgd_steps, show_default=True, help="PGD steps of the per-epoch test evaluation (0 = clean only).")
 @click.option("--eval-subset", type=int, default=_CONFIG.eval_subset, show_default=True, help="Test images for the per-epoch evaluation.")
 @click.option("--co-check-every", type=int, default=_CONFIG.co_check_every, show_default=True, help="SGD steps between in-epoch catastrophic-overfitting checks (0 = off).")
@@ -50,6 +50,8 @@ _CONFIG = TrainConfig()
 @click.option("--sync-bn", is_flag=True, help="Synchronise BatchNorm statistics across torchrun ranks [default: per-rank BN].")
 @click.option("--out", default=None, help="Run dir [default: runs/{dataset}-{method}[-der]].")
 @click.option("--data-root", default=None, help="Where downloadable datasets are (or go).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+              help="Convert every image to 1 (grayscale) or 3 (RGB) channels [default: the count most training images have; the others are converted and counted].")
 @click.option("--device", default=_CONFIG.device, show_default=True, help="auto (cuda:LOCAL_RANK under torchrun, else cuda, mps or cpu), cpu, cuda, cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default=_CONFIG.precision, show_default=True,
               help="auto: bf16 where the hardware has fast bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32.")
@@ -63,7 +65,7 @@ _CONFIG = TrainConfig()
 @user_errors
 def train(ctx, dataset, preset, method, norm, eps, step_size, steps, restarts, der, der_beta, der_gamma, der_start, der_squared, arch, width,
           epochs, batch_size, lr, schedule, augment, momentum, weight_decay, eval_pgd_steps, eval_subset, co_check_every, co_check_images,
-          on_co, sync_bn, out, data_root, device, precision, compile_mode, seed, resume, overwrite, as_json):
+          on_co, sync_bn, out, data_root, channels, device, precision, compile_mode, seed, resume, overwrite, as_json):
     """Adversarially train a classifier on DATASET (digits, cifar10, cifar100, svhn, tiny-imagenet, npz:PATH, folder:PATH).
 
     \b
@@ -83,7 +85,8 @@ def train(ctx, dataset, preset, method, norm, eps, step_size, steps, restarts, d
         result = run_training(resume=resume, progress=not as_json)
     else:
         fields = dict(
-            dataset=dataset or "digits", data_root=data_root, method=method, norm=norm, eps=eps, step_size=step_size,
+            dataset=dataset or "digits", data_root=data_root, channels=int(channels) if channels else None, method=method, norm=norm,
+            eps=eps, step_size=step_size,
             steps=steps, restarts=restarts, der=der, der_beta=der_beta, der_gamma=der_gamma, der_start=der_start, der_squared=der_squared,
             arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
             schedule=schedule, augment=augment, eval_pgd_steps=eval_pgd_steps, eval_subset=eval_subset, co_check_every=co_check_every,

@@ -27,7 +27,7 @@ from typing import Any
 from torch import nn
 
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_path, ensure_writable_dir
+from robustgen.io import atomic_path, download_dir
 from robustgen.models.foreign import fit_problem, load_checked, read_weights_file, state_dict_of
 
 INSTALL = "pip install 'robustgen[zoo]'"
@@ -200,8 +200,7 @@ def fetch(model: RobustBenchModel, *, download: bool) -> None:
     if not download:
         raise RobustgenError(f"RobustBench model {model.name} is not at {model.path} and downloads are off: {where}")
     try:
-        ensure_writable_dir(model.path.parent)
-        with atomic_path(model.path) as tmp:
+        with download_dir(model.path.parent), atomic_path(model.path) as tmp:  # a failed download leaves no empty model dir
             try:
                 gdrive_download(model.gdrive_id, tmp)
             except Exception as exc:  # requests/gdown/socket errors all mean the same to the user
@@ -249,8 +248,7 @@ def _load_timm_hosted(model: RobustBenchModel, *, trust: bool, download: bool) -
             raise RobustgenError(f"RobustBench model {model.name} is not at {model.path} and the download failed ({_reason(exc)}): download {_where(model)}") from None
         import torch
 
-        ensure_writable_dir(model.path.parent)
-        with atomic_path(model.path) as tmp:
+        with download_dir(model.path.parent), atomic_path(model.path) as tmp:
             torch.save(pretrained.state_dict(), tmp)
     net = timm.create_model(model.timm_name, num_classes=NUM_CLASSES[model.dataset], pretrained=False)
     state = state_dict_of(read_weights_file(model.path, trust=trust), source=str(model.path))

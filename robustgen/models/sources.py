@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from robustgen.errors import RobustgenError
+from robustgen.finite import finite
 from robustgen.io import default_cache_dir, sha256_file
 from robustgen.models.foreign import (
     IMAGENET_MEAN,
@@ -410,10 +411,12 @@ def parse_channels(value: str | Sequence[float], what: str) -> list[float]:
     """"0.485,0.456,0.406" or a sequence -> floats."""
     if isinstance(value, str):
         try:
-            return [float(v) for v in value.replace(" ", "").split(",") if v]
+            numbers = [float(v) for v in value.replace(" ", "").split(",") if v]
         except ValueError:
             raise RobustgenError(f"cannot read {what} {value!r}: give one number per channel, e.g. 0.485,0.456,0.406") from None
-    return [float(v) for v in value]
+    else:
+        numbers = list(value)
+    return [finite(v, name=what) for v in numbers]
 
 
 # --------------------------------------------------------------------------- datasets in the model's classes

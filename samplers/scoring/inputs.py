@@ -193,12 +193,12 @@ def _load_folder(folder: Path) -> ImageSet:
             raise RobustgenError(
                 f"{folder} holds no images{other}: put PNG/JPEG samples there, or give a run dir with {SAMPLES_FILE} or an .npz"
             )
-        images = read_images(images_here, source=str(folder))
+        images, _ = read_images(images_here, source=str(folder))  # one channel count: the majority's
         return ImageSet(str(folder), images, None)
     items = [(p, i) for i, d in enumerate(subdirs) for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not items:
         raise RobustgenError(f"{folder} has sub-folders but no images in them: put PNG/JPEG samples in {folder}/<class>/")
-    images = read_images([p for p, _ in items], source=str(folder))
+    images, _ = read_images([p for p, _ in items], source=str(folder))
     labels = np.asarray([i for _, i in items], dtype=np.int64)
     return ImageSet(str(folder), images, labels, class_names=tuple(d.name for d in subdirs))
 
