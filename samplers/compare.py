@@ -61,6 +61,8 @@ def compare(
     from samplers.from_checkpoint import sample_from_checkpoint
 
     check_scorers(features=features, judge=judge)  # a bad --features or --judge fails before the first image is sampled
+    for spec in (extra_features or {}).values():
+        check_scorers(features=spec, judge=None)
     out, options = Path(out), dict(sample_options or {})
     rows, plans = [], dict(configs)
     if controls:
@@ -87,14 +89,15 @@ def compare(
     return rows
 
 
-def check_scorers(*, features: str | Path, judge: str | Path | None) -> None:
+def check_scorers(*, features, judge, data: str | None = None) -> None:
     """Read the feature extractor and the judge the way scoring will, so a bad one fails now, not after sampling."""
-    from robustgen.checkpoint import load_checkpoint
-    from samplers.scoring.extractors import resolve_extractor
+    import torch
+
+    from samplers.scoring.extractors import load_judge, resolve_extractor
 
     resolve_extractor(features)
     if judge is not None:
-        load_checkpoint(Path(judge).expanduser())
+        load_judge(judge, device=torch.device("cpu"), data=data)
 
 
 def write_comparison(out: Path, rows: list[Row], *, features, judge, n: int, seed: int) -> None:

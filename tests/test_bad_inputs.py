@@ -186,7 +186,7 @@ CASES = [
     Case("sweep-bad-features", ["sweep", "--checkpoint", "{ckpt}", "--features", "{bad}/junk.pt", "--knob", "steps", "--values", "1", "-n", "2", "--out", "{out}"],
          ("cannot read checkpoint",)),
     Case("sweep-missing-judge", ["sweep", "--checkpoint", "{ckpt}", "--features", "{ckpt}", "--judge", "{bad}/missing.pt", "--knob", "steps", "--values", "1",
-                                 "-n", "2", "--out", "{out}"], ("not found",)),
+                                 "-n", "2", "--out", "{out}"], ("--judge", "missing.pt", "no such checkpoint")),
     Case("sweep-nan-judge", ["sweep", "--checkpoint", "{ckpt}", "--features", "{ckpt}", "--judge", "{bad}/nan-weights.pt", "--knob", "steps", "--values", "1",
                              "-n", "2", "--out", "{out}"], ("holds non-finite weights",)),
     # ---- silently accepted before

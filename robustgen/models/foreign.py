@@ -232,15 +232,12 @@ def _numbered(keys: list[str]) -> bool:
 
 
 def check_finite(net: nn.Module, *, source: str) -> None:
-    """Refuse weights holding NaN or infinity (a damaged file or a diverged run), naming the first such tensor."""
-    for name, tensor in net.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            name = name[len("body."):] if isinstance(net, ForeignClassifier) and name.startswith("body.") else name  # the file's own name
-            raise RobustgenError(
-                f"{source}: the weights hold NaN or infinite values ({bad} of {tensor.numel()} in {name}): "
-                "the file is damaged or was saved from a diverged run; use another checkpoint"
-            )
+    """Refuse weights holding NaN or infinity (a damaged file or a diverged run), naming the first such tensor in the file's own names."""
+    from robustgen.checkpoint import check_finite_weights
+
+    strip = "body." if isinstance(net, ForeignClassifier) else ""
+    state = {(name[len(strip):] if strip and name.startswith(strip) else name): tensor for name, tensor in net.state_dict().items()}
+    check_finite_weights(state, source=source)
 
 
 # --------------------------------------------------------------------------- the wrapper
