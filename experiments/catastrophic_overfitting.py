@@ -2,8 +2,7 @@
 
 Two runs with the same seed, data and budget: `--method fgsm` (zero init) without DER,
 then the same with `--der`. For each run the script finds the epoch where test PGD
-accuracy collapses (the CO alarm of training.diagnostics, or a fall below half the best
-so far) and prints delta energies and AAE counts around it. Outputs (small files only)
+accuracy collapses (training.collapse.collapse_epoch, the rule the CO alarms use) and prints delta energies and AAE counts around it. Outputs (small files only)
 go to experiments/results/co-<tag>/{plain,der}/: metrics.jsonl, config.json, curves.png,
 quiver.png, plus summary.json / summary.md.
 
@@ -24,16 +23,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
-
-
-def collapse_epoch(records: list[dict]) -> int | None:
-    """First epoch whose test PGD accuracy fell below half of the best so far (after a best of >= 10%)."""
-    best = 0.0
-    for r in records:
-        if best >= 0.10 and r["test_pgd_acc"] < 0.5 * best:
-            return r["epoch"]
-        best = max(best, r["test_pgd_acc"])
-    return None
 
 
 def around(records: list[dict], epoch: int, width: int = 2) -> list[dict]:
@@ -65,6 +54,7 @@ def main(argv=None) -> int:
     from robustgen.io import atomic_write_json, atomic_write_text, parse_eps, read_jsonl
     from training import TrainConfig, train
     from training.config import DER_BETA, DER_GAMMA
+    from training.collapse import collapse_epoch
     from training.diagnostics import diagnose_run
 
     if not Path(args.data).is_file():

@@ -25,7 +25,9 @@ import math
 import statistics
 from pathlib import Path
 
-from grid import collapse_epoch, grid_arguments, markdown_table, read_cell, run_cells
+from grid import grid_arguments, markdown_table, read_cell, run_cells
+
+from training.collapse import collapse_epoch
 
 SEEDS = (0, 1, 2)
 METHODS = ("fgsm", "fgsm-rs")

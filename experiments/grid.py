@@ -15,7 +15,6 @@ copied to experiments/results/<experiment>/<cell>/ for the repository.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -38,25 +37,16 @@ def grid_arguments(description: str, *, work: str) -> argparse.ArgumentParser:
     return p
 
 
-def finished(run_dir: Path) -> bool:
-    """The run ran all its epochs, or stopped on purpose (--on-co stop)."""
-    try:
-        config = json.loads((run_dir / "config.json").read_text())["config"]
-        lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError, KeyError):
-        return False
-    return bool(lines) and (len(lines) >= config["epochs"] or bool(lines[-1].get("stopped")))
-
-
 def run_cells(cells: dict, args) -> None:
     """Train every cell of this shard that is not finished yet (resuming interrupted ones)."""
     from training import train
+    from training.rundir import is_finished
 
     index, count = (int(v) for v in args.shard.split("/"))
     names = sorted(cells)[index::count]
     for i, name in enumerate(names):
         run_dir = Path(args.work) / name
-        if finished(run_dir):
+        if is_finished(run_dir):
             continue
         started = time.perf_counter()
         print(f"[{i + 1}/{len(names)}] {name}", file=sys.stderr, flush=True)
@@ -77,25 +67,12 @@ def copy_results(run_dir: Path, target: Path) -> None:
 
 def read_cell(results: Path, name: str) -> tuple[dict, list[dict], list[dict]] | None:
     """(config.json, metrics.jsonl records, monitor.jsonl records) of a finished cell, or None."""
-    base = results / name
-    if not (base / "metrics.jsonl").is_file():
+    from training.rundir import read_training_run
+
+    if not (results / name / "metrics.jsonl").is_file():
         return None
-    config = json.loads((base / "config.json").read_text())
-    metrics = [json.loads(line) for line in (base / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    monitor_path = base / "monitor.jsonl"
-    monitor = [json.loads(line) for line in monitor_path.read_text().splitlines() if line.strip()] if monitor_path.is_file() else []
-    return config, metrics, monitor
-
-
-def collapse_epoch(records: list[dict], *, fraction: float = 0.5, floor: float = 0.10) -> int | None:
-    """Catastrophic overfitting: the first epoch whose test PGD accuracy fell below `fraction` of the best so far
-    (once that best reached `floor`), or None."""
-    best = 0.0
-    for r in records:
-        if best >= floor and r["test_pgd_acc"] < fraction * best:
-            return r["epoch"]
-        best = max(best, r["test_pgd_acc"])
-    return None
+    run = read_training_run(results / name)
+    return run.recorded, run.metrics, run.monitor
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:

@@ -14,7 +14,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from grid import finished, markdown_table  # noqa: E402
+from grid import markdown_table  # noqa: E402
+
+from training.rundir import is_finished  # noqa: E402
 
 SEEDS = (0, 1, 2)
 
@@ -31,7 +33,7 @@ def main() -> None:
     for precision in ("bf16", "fp32"):
         for seed in SEEDS:
             run = work / f"{precision}-s{seed}"
-            if not finished(run):
+            if not is_finished(run):
                 train(TrainConfig(dataset="digits", der=True, precision=precision, seed=seed, device="cpu", out=str(run)), overwrite=True, progress=False)
             model, meta = load_checkpoint(run / "best.pt")
             result = evaluate_robustness(model, digits, eps=meta["config"]["eps"], steps=20, restarts=1)

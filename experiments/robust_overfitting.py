@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grid import finished, grid_arguments, markdown_table, read_cell, run_cells
+from grid import grid_arguments, markdown_table, read_cell, run_cells
+
+from training.rundir import is_finished
 
 EPOCHS, WIDTH = 24, 16
 RUNS = {"plain": False, "der-from-decay": True}
@@ -47,7 +49,7 @@ def final_evaluations(work: Path, results: Path, names: list[str]) -> dict:
         path = results / name / "final-eval.json"
         found = json.loads(path.read_text()) if path.is_file() else {}
         for which in ("best", "last"):
-            if which in found or not finished(work / name):  # a run still training has no final best/last yet
+            if which in found or not is_finished(work / name):  # a run still training has no final best/last yet
                 continue
             model, meta = load_checkpoint(work / name / f"{which}.pt")
             result = evaluate_robustness(model, load_dataset(meta["dataset"]), eps=8 / 255, steps=50, restarts=10)

@@ -1,6 +1,7 @@
 """Training: each method's step, the loop's run dir, checkpoints, resume, evaluation, CO alarms."""
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ from robustgen.errors import RobustgenError
 from robustgen.io import read_jsonl
 from robustgen.models import build_model
 from training import METHODS, TrainConfig, evaluate_robustness, train
+from training.collapse import collapse_epoch
 from training.config import resolve_config
 from training.diagnostics import co_alarm
+from training.rundir import is_finished, read_training_run
 from training.schedule import learning_rate
 from training.step import train_step
 
@@ -76,6 +79,10 @@ def test_train_writes_a_complete_run_dir(tmp_path):
         assert r["test_pgd_acc"] <= r["test_clean_acc"]
     assert result.metrics == records[-1]
     assert result.best_metrics["test_pgd_acc"] == max(r["test_pgd_acc"] for r in records)
+    reread = read_training_run(run)  # the reader the demo, report and experiments use
+    assert reread.finished and is_finished(run) and reread.config == result.config and reread.metrics == records
+    (run / "metrics.jsonl").write_text(json.dumps(records[0]) + "\n")  # as if killed during the second epoch
+    assert not is_finished(run) and not is_finished(tmp_path / "nowhere")
 
 
 def test_checkpoint_round_trip_and_metadata(robust_digits_checkpoint, digits):
@@ -216,6 +223,16 @@ def test_co_alarm_fires_on_collapse_or_energy_spike_only():
     assert co_alarm(_rec(0, 0.0, 0.1, 9.0), []) is None
 
 
+def test_collapse_label_of_the_experiments_is_the_rule_the_alarm_fires_on():
+    """collapse_epoch (what the experiments score alarms against) marks the epoch co_alarm reports a collapse at,
+    on random accuracy curves whose train adversarial accuracy keeps rising."""
+    rng = random.Random(0)
+    for _ in range(200):
+        records = [_rec(e, rng.choice([0.0, 0.04, 0.08, 0.12, 0.2, 0.3, 0.4]), 0.1 * e, 1.0) for e in range(8)]
+        alarms = [e for e in range(8) if "collapsed" in (co_alarm(records[e], records[:e]) or "")]
+        assert collapse_epoch(records) == (alarms[0] if alarms else None)
+
+
 def test_schedules():
     assert learning_rate(0, schedule="cyclic", lr=0.2, epochs=10) == 0
     assert learning_rate(4, schedule="cyclic", lr=0.2, epochs=10) == pytest.approx(0.2)
@@ -269,6 +286,7 @@ def test_co_alarm_actions_roll_back_switch_der_on_or_stop_and_are_recorded(tmp_p
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     if action == "stop":
         assert result.stopped and "stopped by --on-co stop at step 6" in result.stopped and len(records) == 1
+        assert is_finished(tmp_path / "run")  # stopped on purpose: done, not to be resumed
         with pytest.raises(RobustgenError, match="already finished"):
             train(resume=tmp_path / "run", progress=False, log=None)
         return

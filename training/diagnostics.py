@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 
 from robustgen.io import atomic_path
+from training.collapse import collapsed
 
-COLLAPSE_FRACTION = 0.5  # test PGD acc below this fraction of its best so far...
-COLLAPSE_FLOOR = 0.10  # ...once the best so far is at least this (else there is nothing to collapse)
 SPIKE_FACTOR = 3.0  # mean ||dE|| above this multiple of the median of earlier epochs
 
 
@@ -57,7 +56,7 @@ def epoch_summary(sums: dict[str, Tensor]) -> dict[str, float]:
 def co_alarm(record: dict, history: list[dict]) -> str | None:
     """Why `record` (this epoch) looks like catastrophic overfitting, given earlier epochs; None if it does not.
 
-    Two signals: (1) test PGD accuracy collapses below half its best while train
+    Two signals: (1) test PGD accuracy collapses (`training.collapse.collapsed`) while train
     adversarial accuracy rises (the attack became useless: the model learned to
     mask single-step gradients); (2) the mean delta-energy norm spikes to
     SPIKE_FACTOR x the median of earlier epochs (the energy signature of CO).
@@ -66,7 +65,7 @@ def co_alarm(record: dict, history: list[dict]) -> str | None:
     if history and record.get("eval_pgd_steps", 0) > 0:
         best = max(h["test_pgd_acc"] for h in history)
         prev = history[-1]
-        if best >= COLLAPSE_FLOOR and record["test_pgd_acc"] < COLLAPSE_FRACTION * best and record["train_adv_acc"] > prev["train_adv_acc"]:
+        if collapsed(record["test_pgd_acc"], best) and record["train_adv_acc"] > prev["train_adv_acc"]:
             reasons.append(
                 f"test PGD acc collapsed to {record['test_pgd_acc']:.3f} (best {best:.3f}) while train adversarial acc rose to {record['train_adv_acc']:.3f}"
             )
@@ -188,28 +187,19 @@ def energy_shift(model, x: Tensor, y: Tensor, *, config) -> dict[str, Tensor]:
 
 def diagnose_run(run_dir: str | Path, *, checkpoint: str = "best", n: int = 64, device: str = "auto", seed: int = 0) -> dict:
     """Draw curves.png (from metrics.jsonl) and quiver.png (a test batch of the checkpoint) in `run_dir`."""
-    import json
-
     from robustgen.checkpoint import load_checkpoint
     from robustgen.data import load_dataset, to_float
     from robustgen.device import resolve_device
     from robustgen.errors import RobustgenError
-    from robustgen.io import read_jsonl
-    from training.config import TrainConfig
+    from training.rundir import read_training_run
 
-    run_dir = Path(run_dir)
-    metrics_path, config_path = run_dir / "metrics.jsonl", run_dir / "config.json"
-    if not metrics_path.is_file() or not config_path.is_file():
-        raise RobustgenError(f"{run_dir} is not a training run dir (needs metrics.jsonl and config.json): pass the --out of `robustgen train`")
-    records = read_jsonl(metrics_path)
+    run = read_training_run(run_dir)
+    run_dir, records = run.run_dir, run.metrics
     if not records:
-        raise RobustgenError(f"{metrics_path} holds no finished epoch yet: wait for the first epoch to end")
+        raise RobustgenError(f"{run_dir / 'metrics.jsonl'} holds no finished epoch yet: wait for the first epoch to end")
     if checkpoint not in ("best", "last"):
         raise RobustgenError(f"unknown checkpoint {checkpoint!r}: use best or last")
-    try:
-        config = TrainConfig.from_dict(json.loads(config_path.read_text())["config"])
-    except (ValueError, KeyError, TypeError):
-        raise RobustgenError(f"{config_path} is unreadable: was the run dir written by robustgen train?") from None
+    config = run.config
     title = f"{Path(run_dir).name}: {config.method}{' + DER' if config.der else ''}, {config.norm} eps {config.eps:.4g}"
     curves = plot_curves(records, run_dir / "curves.png", title=title)
     model, meta = load_checkpoint(run_dir / f"{checkpoint}.pt", device=resolve_device(device))

@@ -18,7 +18,7 @@ last windows are abnormal adversarial examples while the PGD accuracy of the
 checks falls below AAE_PGD_FRACTION of its best: on the CIFAR-10 subset healthy
 and DER runs stay at 0-7%, runs that go on to collapse reach 15-45% an epoch or
 more before their test PGD accuracy falls) or on a PGD collapse (accuracy below
-COLLAPSE_FRACTION of its best, with FGSM at least MASKING_GAP above PGD). Under torchrun every number is all-reduced first, so all
+training.collapse.COLLAPSE_FRACTION of its best, with FGSM at least MASKING_GAP above PGD). Under torchrun every number is all-reduced first, so all
 ranks see the same values and take the same decision.
 
 `--on-co`: warn (log it), stop (end the run cleanly), rollback (restore the
@@ -38,12 +38,12 @@ from torch import Tensor, nn
 from robustgen.device import derived_seed
 from robustgen.distributed import Dist
 from training.attacks import fgsm, pgd
+from training.collapse import collapsed
 from training.config import TrainConfig
 from training.methods import get_method
 from training.step import accumulate, zero_stats
 
-COLLAPSE_FRACTION = 0.5  # PGD-2 accuracy below this fraction of its best so far ...
-COLLAPSE_FLOOR = 0.10  # ... once the best is at least this (else there is nothing to collapse)
+# A PGD collapse is training.collapse.collapsed(smoothed PGD-2 accuracy, its best) ...
 MASKING_GAP = 0.10  # ... while FGSM accuracy is at least this much higher (single-step gradients masked)
 AAE_ALARM_RATE = 0.20  # abnormal adversarial examples among the training samples of the last SMOOTHING windows ...
 AAE_PGD_FRACTION = 0.9  # ... while the smoothed PGD-2 accuracy is below this fraction of its best (robust digits
@@ -190,7 +190,7 @@ def alarm_reason(history: list[dict], current: Check | dict) -> str | None:
         best = max(_smoothed(healthy[: i + 1], "pgd_acc") for i in range(SMOOTHING - 1, len(healthy)))
         pgd, fgsm_acc = _smoothed(healthy[-(SMOOTHING - 1):] + [current], "pgd_acc"), _smoothed(healthy[-(SMOOTHING - 1):] + [current], "fgsm_acc")
         pgd_falling = pgd < AAE_PGD_FRACTION * best
-        if best >= COLLAPSE_FLOOR and pgd < COLLAPSE_FRACTION * best and fgsm_acc - pgd >= MASKING_GAP:
+        if collapsed(pgd, best) and fgsm_acc - pgd >= MASKING_GAP:
             reasons.append(f"PGD-{CHECK_PGD_STEPS} accuracy collapsed to {pgd:.3f} (best {best:.3f}) while FGSM accuracy is {fgsm_acc:.3f}")
     if len(history) >= SMOOTHING - 1:
         aae = _smoothed(history[-(SMOOTHING - 1):] + [current], "aae_rate")

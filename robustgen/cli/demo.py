@@ -32,7 +32,7 @@ import click
 
 from robustgen.cli.common import echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
-from robustgen.io import LOCK_NAME, atomic_write_json, clean_stale_temps, now_iso, read_jsonl, run_dir_lock, versions
+from robustgen.io import LOCK_NAME, atomic_write_json, clean_stale_temps, now_iso, run_dir_lock, versions
 from robustgen.report import build_report, build_reports
 
 DATASET = "digits"
@@ -112,6 +112,7 @@ def _empty(out: Path) -> None:
 def _train_stages(config: DemoConfig, out: Path, stage) -> tuple[Path, Path]:
     """The robust model and the reference classifier; returns (robust run dir, reference best.pt)."""
     from training import TrainConfig, train
+    from training.rundir import is_finished
 
     def train_stage(run: Path, cfg: TrainConfig):
         def work():
@@ -130,8 +131,8 @@ def _train_stages(config: DemoConfig, out: Path, stage) -> tuple[Path, Path]:
         dataset=DATASET, method="standard", epochs=config.reference_epochs, eval_pgd_steps=0,
         seed=config.seed + 1, device=config.device, out=str(reference_dir),
     )
-    stage("train robust model (fgsm-rs + DER)", _finished(robust_dir), train_stage(robust_dir, robust_cfg))
-    stage("train reference classifier (standard)", _finished(reference_dir), train_stage(reference_dir, reference_cfg))
+    stage("train robust model (fgsm-rs + DER)", is_finished(robust_dir), train_stage(robust_dir, robust_cfg))
+    stage("train reference classifier (standard)", is_finished(reference_dir), train_stage(reference_dir, reference_cfg))
     return robust_dir, reference_dir / "best.pt"
 
 
@@ -150,12 +151,14 @@ HEADLINE = (("FID (test)", "fid_test", "{:.3g}"), ("judge acc", "judge_accuracy"
 
 
 def _summary(config: DemoConfig, out: Path, robust_dir: Path, rows: list, timings: dict[str, float]) -> dict:
-    records = read_jsonl(robust_dir / "metrics.jsonl")
-    robust_final = records[-1] if records else {}
+    from training.rundir import read_training_run
+
+    robust = read_training_run(robust_dir)
+    robust_final = robust.metrics[-1] if robust.metrics else {}
     previous = _readable_json(out / "demo.json") or {}
     headline = [  # a list of pairs: JSON objects are written with sorted keys, this keeps the reading order
         ["robust model clean acc (test)", robust_final.get("test_clean_acc")],
-        [f"robust model PGD-{robust_final.get('eval_pgd_steps')} acc (test, eps {_eps(robust_dir)})", robust_final.get("test_pgd_acc")],
+        [f"robust model PGD-{robust_final.get('eval_pgd_steps')} acc (test, eps {_eps(robust)})", robust_final.get("test_pgd_acc")],
     ]
     for row in rows:
         values = [fmt.format(row.metrics[key]) if isinstance(row.metrics.get(key), (int, float)) else "-" for _, key, fmt in HEADLINE]
@@ -183,18 +186,8 @@ def _readable_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _finished(run_dir: Path) -> bool:
-    """A training run is finished when its last epoch is recorded and last.pt exists."""
-    if not (run_dir / "last.pt").exists() or not (run_dir / "metrics.jsonl").exists():
-        return False
-    config = (_readable_json(run_dir / "config.json") or {}).get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("epochs"), int):
-        return False  # unreadable: let `train --resume` say what is wrong
-    return len(read_jsonl(run_dir / "metrics.jsonl")) >= config["epochs"]
-
-
-def _eps(run_dir: Path) -> str:
-    eps = ((_readable_json(run_dir / "config.json") or {}).get("config") or {}).get("eps")
+def _eps(run) -> str:
+    eps = run.recorded["config"].get("eps")
     return f"{eps:.3g}" if isinstance(eps, (int, float)) else "?"
 
 
