@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(REPO / "experiments" / "results"))
     args = p.parse_args(argv)
 
-    from robustgen.io import atomic_write_json, atomic_write_text, parse_eps, read_jsonl
+    from robustgen.io import atomic_write_json, atomic_write_text, read_jsonl
+    from robustgen.threat import parse_eps
     from training import TrainConfig, train
     from training.config import DER_BETA, DER_GAMMA
     from training.collapse import collapse_epoch

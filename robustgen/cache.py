@@ -9,6 +9,7 @@ Under torchrun only rank 0 writes; the other ranks compute or wait for it.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,7 +22,8 @@ from robustgen.io import atomic_path, ensure_writable_dir
 
 def read_npz(path: Path, names: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray] | None, bool]:
     """(arrays, corrupt): the entry's arrays (only `names` if given), or (None, False) if there is none,
-    or (None, True) if it exists but cannot be used."""
+    or (None, True) if it exists but cannot be used. The one safe npz read: never unpickles, never raises
+    for a damaged or foreign file."""
     if not path.is_file():
         return None, False
     try:
@@ -30,7 +32,7 @@ def read_npz(path: Path, names: Sequence[str] | None = None) -> tuple[dict[str, 
             return None, True
         with loaded as z:
             return {name: z[name] for name in (names if names is not None else z.files)}, False
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
         return None, True
 
 

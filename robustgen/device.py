@@ -108,6 +108,9 @@ def compile_available(device: torch.device) -> str | None:
     return None
 
 
+LONG_RUN_IMAGE_STEPS = 2_000_000  # `--compile auto` compiles runs of at least this many image-steps (a compile costs ~1 min on CPU)
+
+
 def resolve_compile(mode: str, device: torch.device, *, long_run: bool) -> tuple[bool, str | None]:
     """(compile?, warning): `auto` compiles long runs where a compiler exists; `on` asks for it (falls back with a warning)."""
     if mode not in COMPILE_MODES:

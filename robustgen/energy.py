@@ -10,8 +10,10 @@ energies of shape (N,). Low energy = the model finds the input likely.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def marginal_energy(logits: Tensor) -> Tensor:
@@ -32,3 +34,21 @@ def delta_energies(logits_nat: Tensor, logits_adv: Tensor, y: Tensor) -> tuple[T
     d_marginal = marginal_energy(logits_nat) - marginal_energy(logits_adv)
     d_joint = joint_energy(logits_nat, y) - joint_energy(logits_adv, y)
     return d_marginal, d_joint
+
+
+def value_and_input_grad(
+    model: nn.Module, x: Tensor, y: Tensor, per_sample: Callable[[Tensor, Tensor], Tensor], *, keep_graph: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(per_sample(model(x), y) detached (N,), its gradient with respect to x, the logits): one gradient evaluation.
+
+    The one input-gradient of attacks (a loss to raise) and samplers (an energy to lower). Samples are
+    independent (eval-mode BatchNorm does not mix them), so the gradient of the sum is per sample.
+    keep_graph=True keeps the forward's graph and returns attached logits, so a training step can reuse
+    this forward as f(x) instead of running the model again.
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        value = per_sample(logits, y)
+        (grad,) = torch.autograd.grad(value.sum(), x, retain_graph=keep_graph)
+    return value.detach(), grad.detach(), logits if keep_graph else logits.detach()

@@ -18,7 +18,6 @@ import enum
 import errno
 import hashlib
 import json
-import math
 import os
 import platform
 import re
@@ -345,6 +344,11 @@ def sha256_arrays(*arrays) -> str:
     return digest.hexdigest()
 
 
+def settings_hash(parts: dict, *, length: int = 24) -> str:
+    """Stable hash of JSON-able settings (key order does not matter): names caches and resume files."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and of the libraries that change numbers."""
     import importlib.metadata as md
@@ -360,50 +364,6 @@ def versions() -> dict[str, str]:
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------- eps / radii
-
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_EPS = re.compile(rf"^\s*({_NUMBER})\s*(?:/\s*({_NUMBER})\s*)?$")
-
-
-def parse_eps(text: str | float, *, norm: str | None = "Linf", name: str = "eps") -> float:
-    """Parse an eps or ball radius in pixel units: `0.031`, `8/255`, `1e-3`.
-
-    norm "Linf": a value in [0, 1] (pixels are in [0, 1], so 8/255 not 8).
-    norm "L2" or None (not known yet): any finite value >= 0 (L2 radii may exceed 1).
-    `name` is the option the value came from, for the message.
-
-    >>> parse_eps("8/255") == 8 / 255
-    True
-    """
-    if isinstance(text, bool):
-        raise RobustgenError(f"cannot read {name} {text!r}: give a number such as 0.031 or a fraction such as 8/255")
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        match = _EPS.match(str(text))
-        if not match:
-            raise RobustgenError(
-                f"cannot read {name} {text!r}: give a number in pixel units such as 0.031, 1e-3 or a fraction such as 8/255"
-            )
-        num = float(match.group(1))
-        den = float(match.group(2)) if match.group(2) else 1.0
-        if den == 0:
-            raise RobustgenError(f"{name} {text!r} divides by zero: write it like 8/255")
-        value = num / den
-    if not math.isfinite(value):
-        raise RobustgenError(f"{name} {text!r} is not a finite number: give a value such as 8/255")
-    if value < 0:
-        raise RobustgenError(f"{name} {text!r} is negative: give a value >= 0 such as 8/255")
-    if norm == "Linf" and value > 1:
-        raise RobustgenError(
-            f"{name} {text!r} = {value:.4g} is outside pixel space [0, 1]: pixel values are in [0, 1], so write 8/255 not 8"
-        )
-    if norm not in ("Linf", "L2", None):
-        raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
-    return value
 
 
 # --------------------------------------------------------------------------- names and folders

@@ -219,19 +219,15 @@ def _memorisation_block(run: Path, root: Path) -> str:
 
 def _pairs_strip(path: Path, tile: int = 64, gap: int = 4) -> str:
     """An image strip of the pairs in memorisation.npz (samples on top, nearest training images below)."""
-    import zipfile
-
     import numpy as np
     from PIL import Image
 
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            return ""
-        with loaded as z:
-            top, bottom = z["pair_sample_images"], z["pair_train_images"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    from robustgen.cache import read_npz
+
+    arrays, _ = read_npz(path, ["pair_sample_images", "pair_train_images"])
+    if arrays is None:
         return ""
+    top, bottom = arrays["pair_sample_images"], arrays["pair_train_images"]
     if top.ndim != 4 or top.shape != bottom.shape or top.dtype != np.uint8 or not len(top):
         return ""
     mode = "L" if top.shape[-1] == 1 else "RGB"

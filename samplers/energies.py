@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from robustgen.energy import joint_energy, marginal_energy
+from robustgen.energy import joint_energy, marginal_energy, value_and_input_grad
 from robustgen.errors import RobustgenError
 
 EnergyFn = Callable[[Tensor, Tensor], Tensor]
@@ -30,17 +30,8 @@ def energy_function(name: str, *, marginal_weight: float = 0.5) -> EnergyFn:
 
 
 def energy_and_grad(model: nn.Module, x: Tensor, y: Tensor, energy: EnergyFn) -> tuple[Tensor, Tensor, Tensor]:
-    """(energy (N,), d energy / dx (N, C, H, W), logits) at x; one gradient evaluation.
-
-    Samples are independent, so the gradient of the summed energy is the
-    per-sample gradient (eval-mode BatchNorm does not mix samples).
-    """
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        logits = model(x)
-        value = energy(logits, y)
-        (grad,) = torch.autograd.grad(value.sum(), x)
-    return value.detach(), grad.detach(), logits.detach()
+    """(energy (N,), d energy / dx (N, C, H, W), logits) at x; one gradient evaluation."""
+    return value_and_input_grad(model, x, y, energy)
 
 
 @torch.no_grad()

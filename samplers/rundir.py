@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from robustgen.cache import read_npz
 from robustgen.errors import RobustgenError
 from robustgen.io import LOCK_NAME, atomic_path, atomic_write_json, ensure_writable_dir, now_iso, safe_name, sha256_file, to_jsonable, versions
 from samplers.grid import save_grid, save_png, save_strips
@@ -111,12 +112,8 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def read_shard(path: Path, ids: Sequence[int] | None = None) -> dict[str, np.ndarray] | None:
     """A finished block (of chains `ids`, if given), or None when the file is missing, truncated, damaged
     or foreign: the block is then sampled again."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        return None
-    except Exception:  # truncated or damaged: BadZipFile, zlib.error, EOFError, ValueError, OSError, ...
+    arrays, _ = read_npz(path)
+    if arrays is None:
         return None
     if set(SHARD_KEYS) - set(arrays) or arrays["images"].dtype != np.uint8:
         return None

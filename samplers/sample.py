@@ -29,19 +29,18 @@ from torch import nn
 
 from robustgen import distributed
 from robustgen.data import ImageDataset, to_uint8
-from robustgen.device import derived_seed, maybe_compile, resolve_compile, resolve_precision, with_precision
+from robustgen.device import LONG_RUN_IMAGE_STEPS, derived_seed, maybe_compile, resolve_compile, resolve_precision, with_precision
 from robustgen.errors import RobustgenError
 from robustgen.io import clean_stale_temps, now_iso, run_dir_lock
+from robustgen.models import model_fingerprint
 from samplers import rundir
 from samplers.chains import ChainBatch, run_queue
 from samplers.config import InitConfig, SamplerConfig, StopConfig
 from samplers.gradients import low_pass
 from samplers.initializers import build_initializer, fitted_arrays, resolve_init, uses_model
-from samplers.initializers.base import Initializer, model_fingerprint
+from samplers.initializers.base import Initializer
 from samplers.rundir import SampleResult, load_result
 from samplers.stopping import reference_energies, stop_thresholds
-
-LONG_SAMPLING = 2_000_000  # image-steps from which `compile="auto"` compiles the chains' model (a compile costs ~1 min on CPU)
 
 STRIPS_PER_CLASS = 2  # chains per class whose start -> middle -> final frames are kept
 
@@ -189,7 +188,7 @@ def sample(
 
     `precision`: fp32, bf16 (autocast + channels_last; the head and energies stay fp32) or auto
     (bf16 where the hardware has fast bf16, see robustgen.device.fast_bf16). `compile`: off, on or
-    auto (on for runs of at least LONG_SAMPLING image-steps where torch.compile works): the chains'
+    auto (on for runs of at least robustgen.device.LONG_RUN_IMAGE_STEPS image-steps where torch.compile works): the chains'
     model is compiled; images then match eager ones to rounding, not bit for bit.
     `model` maps [0, 1] images to logits and is put in eval mode. `batch_size`: chains on the
     device at once; `refill`: new chains take the slots of stopped ones (same images either
@@ -208,7 +207,7 @@ def sample(
     fingerprint, model_hash = dataset.fingerprint(), model_fingerprint(model)
     settings = _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, dataset, fingerprint, model_hash, dist)
     settings["precision"] = getattr(model, "precision", "fp32")
-    compiled, warning = resolve_compile(compile, device, long_run=n * max(sampler.steps, 1) >= LONG_SAMPLING)
+    compiled, warning = resolve_compile(compile, device, long_run=n * max(sampler.steps, 1) >= LONG_RUN_IMAGE_STEPS)
     if warning and progress:
         print(warning, file=sys.stderr)
     settings["compile"] = compiled

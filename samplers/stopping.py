@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from robustgen.data import ImageDataset, to_float
+from robustgen.models import model_fingerprint
 from samplers.config import StopConfig
 from samplers.energies import energies
 from samplers.initializers.base import (
@@ -29,7 +30,6 @@ from samplers.initializers.base import (
     cached_arrays,
     class_images,
     default_cache_dir,
-    model_fingerprint,
 )
 
 

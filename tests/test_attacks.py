@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from robustgen.checkpoint import load_checkpoint
 from robustgen.data import to_float
-from training.attacks import fgsm, fgsm_rs, fgsm_rs_with_start, fgsm_with_start, n_fgsm, pgd, trades_kl
+from training.attacks import fgsm, fgsm_rs, fgsm_rs_with_start, fgsm_with_start, n_fgsm, pgd, pgd_with_start, trades_kl
 from robustgen.threat import perturbation_norm, project, project_delta, steepest_ascent_step, uniform_in_ball
 
 EPS = {"Linf": 0.1, "L2": 0.5}
@@ -84,6 +84,21 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_do_not_hurt(model_and_ba
     wrong_pgd_r3 = (model(pgd(model, x, y, eps=0.1, steps=10, restarts=3)).argmax(1) != y).sum()
     assert wrong_pgd >= wrong_fgsm
     assert wrong_pgd_r3 >= wrong_pgd  # same first restart, best-of-3 per sample
+
+
+def test_pgd_restarts_report_what_they_fooled_and_only_add_to_it(model_and_batch):
+    """`fooled` (what training.evaluate counts as not robust) is what the returned x* does to the model, and a
+    restart only adds to it: the first restart draws the same start under the same seed."""
+    model, x, y = model_and_batch
+    fooled = {}
+    for restarts in (1, 4):
+        torch.manual_seed(1)
+        result = pgd_with_start(model, x, y, eps=0.05, steps=3, restarts=restarts)
+        with torch.no_grad():
+            assert torch.equal(result.fooled, model(result.x_adv).argmax(1) != y)
+        assert (perturbation_norm(result.x_adv, x, norm="Linf") <= 0.05 + 1e-6).all()
+        fooled[restarts] = result.fooled
+    assert (fooled[4] | ~fooled[1]).all()  # every image restart 1 fooled stays fooled
 
 
 def test_nfgsm_leaves_the_eps_ball_but_not_the_image_box(model_and_batch):

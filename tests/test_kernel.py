@@ -11,7 +11,8 @@ from robustgen.checkpoint import load_checkpoint, model_meta, read_checkpoint, s
 from robustgen.data import load_dataset
 from robustgen.energy import cross_entropy_from_energies, delta_energies, joint_energy, marginal_energy
 from robustgen.errors import RobustgenError
-from robustgen.io import append_jsonl, atomic_path, atomic_write_json, parse_eps, read_jsonl
+from robustgen.io import append_jsonl, atomic_path, atomic_write_json, read_jsonl
+from robustgen.threat import parse_eps
 from robustgen.models import build_model, model_names
 
 

@@ -15,7 +15,6 @@ mid-write corrupts it) and only records whole attacks as done.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -29,7 +28,9 @@ from torch import nn
 from robustgen.data import ImageDataset, to_float
 from robustgen.errors import RobustgenError
 from robustgen.finite import finite
-from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_dir, sha256_arrays
+from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_dir, settings_hash, sha256_arrays
+from robustgen.models import model_fingerprint
+from robustgen.threat import check_norm, perturbation_norm
 from training.evaluate import evaluation_indices
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -113,8 +114,7 @@ def evaluate_autoattack(
 
 
 def _check_arguments(*, eps: float, norm: str, steps: int | None, restarts: int | None, batch_size: int) -> None:
-    if norm not in ("Linf", "L2"):
-        raise RobustgenError(f"unknown norm {norm!r}: AutoAttack here runs Linf or L2")
+    check_norm(norm)
     if finite(eps, name="eps") <= 0:
         raise RobustgenError(f"AutoAttack needs eps > 0, got {eps}: give the threat model's radius, e.g. 8/255")
     if (steps is not None and steps < 1) or (restarts is not None and restarts < 1) or batch_size < 1:
@@ -124,7 +124,7 @@ def _check_arguments(*, eps: float, norm: str, steps: int | None, restarts: int 
 def _settings(model: nn.Module, dataset: ImageDataset, idx: np.ndarray, *, eps, norm, attacks, steps, restarts, seed, batch_size) -> dict:
     """What a state file must match to be resumed: the weights, the images and every attack setting."""
     return {
-        "model_sha256": sha256_arrays(*[t.detach().cpu().float().contiguous().numpy() for t in model.state_dict().values()]),
+        "model_sha256": model_fingerprint(model),
         "dataset": dataset.name,
         "dataset_sha256": dataset.fingerprint(),
         "indices_sha256": sha256_arrays(idx.astype(np.int64)),
@@ -151,8 +151,7 @@ def _attack_chunk(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, A
     x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
     with torch.no_grad():
         robust = clean & (model(x_adv).argmax(1) == y)
-    delta = (x_adv - x).flatten(1)
-    size = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
+    size = perturbation_norm(x_adv, x, norm=norm)
     return {"clean": clean.int().tolist(), "robust": robust.int().tolist(), "max_perturbation": float(size.max()) if len(size) else 0.0}
 
 
@@ -199,7 +198,7 @@ def _state_path(state_path, settings: dict) -> Path | None:
     if state_path is None:
         return None
     if str(state_path) == "auto":  # one file per evaluation: rerunning the same command resumes it
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+        key = settings_hash(settings)
         return default_cache_dir() / "autoattack" / f"{key}.json"
     return Path(state_path).expanduser()
 

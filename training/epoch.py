@@ -20,7 +20,7 @@ from torch import nn
 
 from robustgen.checkpoint import model_meta, save_checkpoint
 from robustgen.data import ImageDataset, augment, to_float
-from robustgen.device import derived_seed, maybe_compile, memory_format, resolve_compile
+from robustgen.device import LONG_RUN_IMAGE_STEPS, derived_seed, maybe_compile, memory_format, resolve_compile
 from robustgen.distributed import Dist
 from robustgen.errors import RobustgenError
 from robustgen.io import append_jsonl
@@ -32,7 +32,6 @@ from training.monitor import Monitor, TrainingStopped
 from training.schedule import learning_rate
 from training.step import MAX_KEYS, StepModels, accumulate, der_active, train_step, zero_stats
 
-LONG_RUN_IMAGES = 2_000_000  # `--compile auto` compiles runs of at least this many image-steps (epochs x images x attack steps)
 
 
 @dataclass
@@ -97,8 +96,8 @@ def build_session(config: TrainConfig, dataset: ImageDataset, *, dist: Dist, pre
 
 
 def _step_models(net: nn.Module, config: TrainConfig, dataset: ImageDataset, dist: Dist, say) -> StepModels:
-    images = config.epochs * len(dataset.y_train) * max(config.steps, 1)
-    compiled, warning = resolve_compile(config.compile, dist.device, long_run=images >= LONG_RUN_IMAGES)
+    images = config.epochs * len(dataset.y_train) * max(config.steps, 1)  # image-steps: epochs x images x attack steps
+    compiled, warning = resolve_compile(config.compile, dist.device, long_run=images >= LONG_RUN_IMAGE_STEPS)
     if warning:
         say(warning)
     attack = maybe_compile(net, compiled)

@@ -23,6 +23,9 @@ from torch import Tensor, nn
 
 from robustgen.errors import RobustgenError
 from training.attacks import AttackResult, fgsm_rs_with_start, fgsm_with_start, n_fgsm_with_start, pgd_with_start, trades_kl_with_start
+from training.attacks.fgsm import fgsm_step_size
+from training.attacks.fgsm_rs import fgsm_rs_step_size
+from training.attacks.nfgsm import n_fgsm_step_size
 from training.attacks.pgd import default_pgd_step_size
 
 TRADES_BETA = 6.0  # weight of the KL term in the TRADES outer loss (Zhang et al. 2019)
@@ -55,7 +58,7 @@ class Method:
     name: str
     multi_step: bool  # DER on every sample from der_start (multi-step) or on AAEs from the start (single-step)
     default_steps: int  # attack iterations when --steps is not given
-    default_step_size: Callable[[float, int], float] | None  # (eps, steps) -> step size in pixel units
+    default_step_size: Callable[[float, int], float] | None  # (eps, steps) -> step size in pixel units: the attack file's own default
     attack: Attack | None  # None: no adversarial examples (standard training)
     outer_loss: OuterLoss
     clean_grad: bool = False  # the outer loss needs f(x) with a gradient (TRADES)
@@ -91,9 +94,9 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("standard", False, 0, None, None, clean_ce),
-        Method("fgsm", False, 1, lambda eps, steps: eps, _fgsm, adversarial_ce, starts_at_x=True),
-        Method("fgsm-rs", False, 1, lambda eps, steps: 1.25 * eps, _fgsm_rs, adversarial_ce),
-        Method("n-fgsm", False, 1, lambda eps, steps: eps, _n_fgsm, adversarial_ce),
+        Method("fgsm", False, 1, fgsm_step_size, _fgsm, adversarial_ce, starts_at_x=True),
+        Method("fgsm-rs", False, 1, fgsm_rs_step_size, _fgsm_rs, adversarial_ce),
+        Method("n-fgsm", False, 1, n_fgsm_step_size, _n_fgsm, adversarial_ce),
         Method("pgd", True, 10, default_pgd_step_size, _pgd, adversarial_ce),
         Method("trades", True, 10, default_pgd_step_size, _trades, trades_loss, clean_grad=True),
     )

@@ -20,7 +20,8 @@ import click
 from robustgen.tables import format_table  # noqa: F401  (re-exported for the commands)
 from robustgen.errors import RobustgenError
 from robustgen.finite import finite
-from robustgen.io import dumps_json, parse_eps, to_jsonable, write_error
+from robustgen.io import dumps_json, to_jsonable, write_error
+from robustgen.threat import parse_eps
 
 INTERRUPTED = "Interrupted: finished files are kept; rerun with --resume to continue."
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -130,7 +131,7 @@ def sigterm_as_interrupt():
 
 
 class EpsType(click.ParamType):
-    """An eps or radius in pixel units: 8/255, 0.031, 1e-3 (robustgen.io.parse_eps).
+    """An eps or radius in pixel units: 8/255, 0.031, 1e-3 (robustgen.threat.parse_eps).
 
     norm "Linf" bounds it to [0, 1]; "L2" allows radii above 1. With norm=None the
     command's own `--norm` decides if click has already read it (declare `--norm`

@@ -6,7 +6,7 @@ import click
 
 from robustgen.cli.common import echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
-from robustgen.io import parse_eps
+from robustgen.threat import check_norm, parse_eps
 
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,8 +61,8 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
     attacks = None if pgd else parse_attacks(attack)  # validated before anything is loaded
     if (steps is not None and steps < (0 if pgd else 1)) or (restarts is not None and restarts < 1) or (subset is not None and subset < 1) or batch_size < 1:
         raise RobustgenError(f"--steps must be >= {0 if pgd else 1}, --restarts, --subset and --batch-size >= 1")
-    if norm is not None and norm not in ("Linf", "L2"):
-        raise RobustgenError(f"unknown norm {norm!r}: use Linf or L2")
+    if norm is not None:
+        check_norm(norm)
     if state is not None and pgd:
         raise RobustgenError("--state is AutoAttack's resume file and PGD evaluation keeps none: drop --state, or use --attack autoattack")
     for value, option in ((eps, "--eps"), (step_size, "--step-size")):  # read before the model loads; the bound waits for the norm
@@ -73,7 +73,7 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
                                   data_root=data_root)
     trained = meta.get("config") or {}
     norm = norm or trained.get("norm") or "Linf"
-    eps_value = _radius(eps, norm, "--eps") if eps is not None else trained.get("eps")
+    eps_value = parse_eps(eps, norm=norm, name="--eps") if eps is not None else trained.get("eps")
     if eps_value is None:
         raise RobustgenError(f"{spec} does not record its threat model's eps: pass --eps (e.g. 8/255)")
     dataset = _evaluation_dataset(spec, meta, data=data, data_root=data_root)
@@ -84,7 +84,7 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
         steps = 50 if steps is None else steps
         restarts = 10 if restarts is None else restarts
         result = evaluate_robustness(model, dataset, eps=eps_value, norm=norm, steps=steps, restarts=restarts,
-                                     step_size=_radius(step_size, norm, "--step-size") if step_size is not None else None,
+                                     step_size=parse_eps(step_size, norm=norm, name="--step-size") if step_size is not None else None,
                                      subset=subset, batch_size=batch_size, seed=seed, progress=not as_json)
         label = f"PGD-{steps}-{restarts}"
     else:
@@ -137,11 +137,6 @@ def _print_result(result: dict, *, spec: str, dataset, label: str, norm: str, ep
         click.echo(f"warning: an adversarial example lies {result['max_perturbation']:.4g} from its image, outside eps {eps:.4g}")
     for message in result["warnings"]:
         click.echo(f"AutoAttack check: {message}")
-
-def _radius(value: str, norm: str, what: str) -> float:
-    """8/255 or 0.031; under L2 a radius above 1 (e.g. 1.5) is fine too; NaN and inf are refused."""
-    return parse_eps(value, norm=norm, name=what)
-
 
 def _eps_text(eps: float) -> str:
     """8/255 when eps is a whole number of grey levels, else the number."""

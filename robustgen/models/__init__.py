@@ -31,6 +31,16 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's weights and buffers (by name): keys caches and resume files that depend on the model."""
+    from robustgen.io import sha256_arrays
+
+    state = model.state_dict()
+    arrays = [state[k].detach().cpu().contiguous().numpy() for k in sorted(state)]
+    precision = getattr(model, "precision", "fp32")  # a bf16 run's energies differ: keep their caches apart
+    return sha256_arrays(*arrays) + ("" if precision == "fp32" else f"-{precision}")
+
+
 def build_model(name: str, **arch_args) -> nn.Module:
     if name not in _REGISTRY:
         raise RobustgenError(f"unknown architecture {name!r}: choose one of {', '.join(model_names())}")

@@ -18,9 +18,10 @@ import numpy as np
 from torch import nn
 
 from robustgen.data import ImageDataset
+from robustgen.models import model_fingerprint
 from samplers.config import InitConfig
 from samplers.initializers import gaussian, local_pca, pca, uniform
-from samplers.initializers.base import Initializer, cache_key, cached_arrays, default_cache_dir, model_fingerprint
+from samplers.initializers.base import Initializer, cache_key, cached_arrays, default_cache_dir
 from samplers.initializers.gaussian import GaussianInit
 from samplers.initializers.local_pca import LocalPCAInit
 from samplers.initializers.pca import PCAInit

@@ -11,8 +11,6 @@ implement; at 224x224 a class is converted to float only a batch at a time.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,25 +21,17 @@ from torch import Tensor, nn
 from robustgen.data import ImageDataset, to_float
 from robustgen.errors import RobustgenError
 from robustgen.cache import cached_npz
-from robustgen.io import default_cache_dir, sha256_arrays  # noqa: F401  (default_cache_dir re-exported)
+from robustgen.io import default_cache_dir, settings_hash  # noqa: F401  (default_cache_dir re-exported)
 
 
 def cache_key(**parts) -> str:
     """Short stable hash of JSON-able parts (dataset fingerprint, class, options, model hash)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return settings_hash(parts)
 
 
 def cached_arrays(cache_dir: Path | None, name: str, fit: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Load `<cache_dir>/<name>.npz` or compute it with `fit()` and store it (a damaged entry is refitted)."""
     return cached_npz(Path(cache_dir) / f"{name}.npz" if cache_dir is not None else None, fit, what="sampler cache entry")
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 of a model's weights and buffers: keys caches that depend on the model."""
-    state = model.state_dict()
-    arrays = [state[k].detach().cpu().contiguous().numpy() for k in sorted(state)]
-    precision = getattr(model, "precision", "fp32")  # a bf16 run's energies differ: keep their caches apart
-    return sha256_arrays(*arrays) + ("" if precision == "fp32" else f"-{precision}")
 
 
 def class_images(dataset: ImageDataset, cls: int, *, minimum: int = 1, what: str = "this init") -> np.ndarray:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from robustgen.errors import RobustgenError
+from robustgen.io import settings_hash
 
 INCEPTION = "inception"
 INCEPTION_FIDELITY_NAME = "inception-v3-compat"
@@ -249,13 +250,10 @@ def _load(spec, *, what: str, device, data=None, data_root=None, input_shape=Non
 def _model_key(meta: dict) -> str:
     """The weights' sha256 for a robustgen checkpoint (as before: existing caches stay valid); for other sources
     the sha256 of the weights, the source, architecture, normalisation and classes, which all change the features."""
-    import hashlib
-    import json
-
     if meta.get("source", "robustgen") == "robustgen":
         return meta["weights_sha256"]
     described = {k: meta.get(k) for k in ("weights_sha256", "source", "arch", "mean", "std", "input_shape", "classes")}
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+    return settings_hash(described, length=64)
 
 
 def _probe_feature_dim(model: nn.Module, shape) -> int:

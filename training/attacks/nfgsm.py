@@ -16,8 +16,13 @@ from robustgen.threat import uniform_in_ball
 NOISE_MULTIPLIER = 2.0  # noise radius in units of eps (de Jorge et al. 2022)
 
 
+def n_fgsm_step_size(eps: float, steps: int = 1) -> float:
+    """N-FGSM's default step: eps (de Jorge et al. 2022)."""
+    return eps
+
+
 def n_fgsm_with_start(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float | None = None, norm: str = "Linf") -> AttackResult:
-    step = eps if step_size is None else step_size
+    step = n_fgsm_step_size(eps) if step_size is None else step_size
     x_start = (x + uniform_in_ball(x, radius=NOISE_MULTIPLIER * eps, norm=norm)).clamp(0.0, 1.0)
     return single_step(model, x, y, x_start=x_start, eps=eps, step_size=step, norm=norm, project_to_ball=False)
 
