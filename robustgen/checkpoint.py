@@ -19,7 +19,7 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ from torch import nn
 from robustgen.errors import RobustgenError
 from robustgen.io import atomic_path, versions
 from robustgen.models import build_model, model_names
-from robustgen.models.foreign import check_readable, fit_problem, load_checked
+from robustgen.models.foreign import check_finite_weights, check_readable, fit_problem, load_checked
 
 FORMAT = "robustgen-checkpoint"
 FORMAT_VERSION = 1
@@ -108,24 +108,6 @@ def _check_payload(payload: dict[str, Any], path: Path) -> None:
         raise RobustgenError(f"checkpoint {path}: meta input_shape is not [C, H, W]: {damaged}")
     _dry_build(meta, str(path))
     check_finite_weights(state, source=f"checkpoint {path}")
-
-
-def check_finite_weights(state_dict: Mapping[str, Any], *, source: str) -> None:
-    """Refuse weights holding NaN or inf, with one line naming the first such tensor.
-
-    A model with them evaluates to chance and samples black images without any other sign.
-    Every robustgen checkpoint read goes through it (`read_checkpoint`); loaders of
-    third-party files call it on the state dict they load. `source` starts the message.
-    """
-    bad = [name for name, value in state_dict.items()
-           if isinstance(value, torch.Tensor) and not value.is_meta and (value.is_floating_point() or value.is_complex())
-           and not bool(torch.isfinite(value).all())]
-    if bad:
-        more = f" and {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''}" if len(bad) > 1 else ""
-        raise RobustgenError(
-            f"{source} holds non-finite weights (NaN or inf in {bad[0]}{more}), which would evaluate to chance and sample black images: "
-            "use a checkpoint from before the training diverged (e.g. best.pt), or get an undamaged copy of the file"
-        )
 
 
 def _build(meta: dict[str, Any], source: str) -> nn.Module:

@@ -9,33 +9,25 @@ from typing import Sequence
 import numpy as np
 
 from robustgen.io import atomic_write_bytes
+from robustgen.pictures import png_bytes, tile, zoom_for
 
 
 def grid_array(
     images: np.ndarray, labels: np.ndarray, *, classes: Sequence[int], per_row: int = 10, rows_per_class: int = 1, min_cell: int = 32, pad: int = 2
 ) -> np.ndarray:
-    """uint8 NHWC images -> one uint8 HxWx3 picture: `rows_per_class` rows of `per_row` images for each class, in order."""
+    """uint8 NHWC images -> one uint8 HxWx3 picture: `rows_per_class` rows of `per_row` images for each class, in order
+    (a class with fewer images leaves white cells)."""
     _, h, w, c = images.shape
-    zoom = max(1, int(np.ceil(min_cell / max(h, w))))
-    ch, cw = h * zoom, w * zoom
-    rows = len(classes) * rows_per_class
-    out = np.full((rows * (ch + pad) + pad, per_row * (cw + pad) + pad, 3), 255, dtype=np.uint8)
+    cells_per_class = per_row * rows_per_class
+    cells = np.full((len(classes) * cells_per_class, h, w, c), 255, dtype=np.uint8)
     for r, cls in enumerate(classes):
-        for j, img in enumerate(images[labels == cls][: per_row * rows_per_class]):
-            img = img if c == 3 else np.repeat(img[..., :1], 3, axis=-1)
-            img = img.repeat(zoom, axis=0).repeat(zoom, axis=1)
-            row, col = r * rows_per_class + j // per_row, j % per_row
-            top, left = pad + row * (ch + pad), pad + col * (cw + pad)
-            out[top : top + ch, left : left + cw] = img
-    return out
+        mine = images[labels == cls][:cells_per_class]
+        cells[r * cells_per_class : r * cells_per_class + len(mine)] = mine
+    return tile(cells, per_row=per_row, zoom=zoom_for(h, w, min_cell), pad=pad)
 
 
 def save_png(path: str | os.PathLike, picture: np.ndarray) -> None:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(picture if picture.shape[-1] == 3 else picture[..., 0]).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png_bytes(picture))
 
 
 def save_grid(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray, *, classes: Sequence[int], per_row: int = 10, min_cell: int = 32) -> None:
@@ -47,16 +39,7 @@ def save_grid(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray, *
 def strips_array(frames: np.ndarray, *, min_cell: int = 48, pad: int = 2) -> np.ndarray:
     """(S, 3, H, W, C) uint8 start/middle/final frames -> one picture, a chain per row."""
     s, k, h, w, c = frames.shape
-    zoom = max(1, int(np.ceil(min_cell / max(h, w))))
-    ch, cw = h * zoom, w * zoom
-    out = np.full((s * (ch + pad) + pad, k * (cw + pad) + pad, 3), 255, dtype=np.uint8)
-    for row in range(s):
-        for col in range(k):
-            img = frames[row, col]
-            img = img if c == 3 else np.repeat(img[..., :1], 3, axis=-1)
-            top, left = pad + row * (ch + pad), pad + col * (cw + pad)
-            out[top : top + ch, left : left + cw] = img.repeat(zoom, axis=0).repeat(zoom, axis=1)
-    return out
+    return tile(frames.reshape(s * k, h, w, c), per_row=k, zoom=zoom_for(h, w, min_cell), pad=pad)
 
 
 def save_strips(path: str | os.PathLike, frames: np.ndarray, class_names: Sequence[str], *, steps: Sequence[int]) -> None:

@@ -435,7 +435,7 @@ def test_evaluation_api_refuses_non_finite_radii(robust_digits_checkpoint, digit
 
 
 def test_check_finite_weights_names_the_first_bad_tensor():
-    from robustgen.checkpoint import check_finite_weights
+    from robustgen.models.foreign import check_finite_weights
     from robustgen.errors import RobustgenError
 
     good = {"a": torch.zeros(3), "steps": torch.tensor(7), "b": torch.ones(2, 2)}

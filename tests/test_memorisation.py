@@ -251,7 +251,7 @@ def test_corrupt_cache_entries_are_recomputed_and_replaced(digits, digits_extrac
 
 def test_cli_writes_memorisation_npz_and_the_report_shows_the_pairs(digits, digits_extractor, tmp_path):
     from robustgen.cli import main
-    from robustgen.report import build_report
+    from robustgen.app.report import build_report
 
     run = tmp_path / "run"
     run.mkdir()

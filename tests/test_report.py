@@ -1,26 +1,24 @@
 """The HTML report: builds for each kind of run dir and is self-contained."""
 
 import re
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from robustgen.errors import RobustgenError
-from robustgen.io import append_jsonl, atomic_write_json
-from robustgen.report import build_report
+from robustgen.io import append_jsonl, atomic_write_json, read_jsonl
+from robustgen.app.report import build_report
 
 
-def _training_dir(path):
+def _training_dir(path, run_dir):
+    """A copy of a real training run dir (the session's tiny digits run) whose epoch 2 raised a CO alarm."""
     path.mkdir(parents=True)
-    atomic_write_json(path / "config.json", {"method": "fgsm", "der": True, "eps": 16 / 255, "versions": {"torch": "x"}})
-    for epoch in range(1, 5):
-        append_jsonl(path / "metrics.jsonl", {
-            "epoch": epoch, "test_clean_acc": 0.3 + 0.05 * epoch, "test_pgd_acc": 0.2 if epoch < 4 else 0.0,
-            "train_adv_acc": 0.3 if epoch < 4 else 0.9, "dE_x_mean": 0.1 * epoch, "dE_xy_mean": 0.2 * epoch,
-            "aae_count": 3 if epoch < 4 else 300, "co_alarm": epoch == 4,
-        })
-    Image.new("RGB", (40, 30), "white").save(path / "curves.png")
+    for name in ("config.json", "curves.png"):
+        shutil.copy2(run_dir / name, path / name)
+    for record in read_jsonl(run_dir / "metrics.jsonl"):
+        append_jsonl(path / "metrics.jsonl", {**record, "co_alarm": "test PGD acc collapsed" if record["epoch"] == 1 else None})
 
 
 def _sample_dir(path, with_score=True):
@@ -38,9 +36,9 @@ def _references(page: str) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["train", "sample", "combined"])
-def test_report_builds_for_each_kind_of_run_dir(tmp_path, kind):
+def test_report_builds_for_each_kind_of_run_dir(tmp_path, kind, robust_digits_checkpoint):
     if kind in ("train", "combined"):
-        _training_dir(tmp_path / "train" if kind == "combined" else tmp_path / "run")
+        _training_dir(tmp_path / "train" if kind == "combined" else tmp_path / "run", robust_digits_checkpoint.parent)
     if kind in ("sample", "combined"):
         _sample_dir(tmp_path / "samples" if kind == "combined" else tmp_path / "run")
     root = tmp_path if kind == "combined" else tmp_path / "run"
@@ -52,7 +50,8 @@ def test_report_builds_for_each_kind_of_run_dir(tmp_path, kind):
     assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
     if kind != "sample":
         assert "Training run" in page and "catastrophic-overfitting alarms" in page
-        assert ">4<" in page  # the CO alarm epoch is listed
+        assert "catastrophic-overfitting alarms</th><td>2<" in page  # the CO alarm's epoch, counted from 1
+        assert "last PGD-3 acc" in page and ">6<" in page  # the fixture's eval PGD steps and epochs
     if kind != "train":
         assert "local-pca" in page and "12.5" in page and "not comparable with Inception" in page
 
@@ -65,9 +64,9 @@ def test_report_rejects_a_dir_without_runs(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"\x89PNG not json at all\n", b'{"epoch": 0}\nnot json\n{"epoch": 1}\n', b"[1, 2]\n"])
-def test_report_refuses_an_unreadable_metrics_file(tmp_path, content):
+def test_report_refuses_an_unreadable_metrics_file(tmp_path, content, robust_digits_checkpoint):
     run = tmp_path / "run"
-    run.mkdir()
+    _training_dir(run, robust_digits_checkpoint.parent)
     (run / "metrics.jsonl").write_bytes(content)
     with pytest.raises(RobustgenError, match="metrics.jsonl"):
         build_report(run)

@@ -96,7 +96,24 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_curves(records: list[dict], path: str | Path, *, title: str = "") -> Path:
-    """Three panels per epoch: errors (test PGD, test clean, train adversarial), delta energies, AAE counts."""
+    """curves.png of a run (see `curves_figure`)."""
+    return _save(curves_figure(records, title=title), Path(path))
+
+
+def curves_png(records: list[dict], *, title: str = "") -> bytes:
+    """The same picture as PNG bytes (the HTML report embeds it)."""
+    import io
+
+    fig = curves_figure(records, title=title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def curves_figure(records: list[dict], *, title: str = ""):
+    """The one training-curve plot: per epoch, errors (test PGD, test clean, train adversarial), delta energies,
+    AAE counts, CO alarms as red dashes (metrics.jsonl records, as training.epoch writes them)."""
     plt = _pyplot()
     epochs = [r["epoch"] + 1 for r in records]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -128,7 +145,7 @@ def plot_curves(records: list[dict], path: str | Path, *, title: str = "") -> Pa
         axes[0].text(0.01, 0.02, "red dashes: CO alarm", transform=axes[0].transAxes, color="red", fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, Path(path))
+    return fig
 
 
 def plot_energy_quiver(

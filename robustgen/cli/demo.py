@@ -1,194 +1,14 @@
-"""`robustgen demo` and `robustgen report`: the whole pipeline on the embedded digits data.
-
-The demo is the one place (with the rest of the CLI) that uses all three
-packages: it trains a DER-robust model and a standard reference classifier,
-samples every class with the default sampler and with its controls (the
-init-only start, `--steps 0`; the Santurkar et al. 2019 baseline; real test
-and training images), scores every row with the reference classifier as
-feature extractor and judge against both splits, with memorisation and the
-gain over init (samplers.compare), and writes `demo.json` and `report.html`.
-
-    runs/demo/
-      robust/                    robustgen train digits --der
-      reference/                 robustgen train digits --method standard (extractor + judge)
-      samples/default/           samples.npz, grid.png, strips.png, meta.json, score.json, score-test.json
-      samples/init-only-.../     the default's start without a gradient step
-      samples/santurkar/         class Gaussian + PGD, 60 steps
-      samples/real-test/, samples/real-train/
-      samples/comparison.json    the table; demo.json, report.html
-
-Every stage is skipped on `--resume` once its outputs exist, so an interrupted
-demo continues where it stopped.
-"""
+"""`robustgen demo` and `robustgen report`: thin shells over robustgen.app.demo and robustgen.app.report."""
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
 
+from robustgen.app.report import build_reports
 from robustgen.cli.common import echo_json, format_table, user_errors
-from robustgen.errors import RobustgenError
-from robustgen.io import LOCK_NAME, atomic_write_json, clean_stale_temps, now_iso, run_dir_lock, versions
-from robustgen.report import build_report, build_reports
-
-DATASET = "digits"
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    out: str = "runs/demo"
-    samples_per_class: int = 100  # images per class and sampler
-    robust_epochs: int | None = None  # None = `robustgen train digits --der` defaults
-    reference_epochs: int = 15
-    seed: int = 0
-    device: str = "auto"
-
-
-def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = False, log=click.echo) -> dict:
-    """Train, sample, score, report. Returns the demo summary (also written to demo.json)."""
-    out = Path(config.out)
-    _check_out(out, resume=resume, overwrite=overwrite)
-    with run_dir_lock(out):  # a second demo on this --out gets one clear line
-        clean_stale_temps(out)
-        if overwrite:
-            _empty(out)
-        timings: dict[str, float] = {}
-
-        def stage(name: str, done: bool, work):
-            if done:
-                log(f"[{name}] already done, skipped")
-                return
-            log(f"[{name}] ...")
-            start = time.perf_counter()
-            work()
-            timings[name] = time.perf_counter() - start
-
-        robust_dir, reference_ckpt = _train_stages(config, out, stage)
-        rows = []
-        stage("sample and score the default sampler and its controls", False,
-              lambda: rows.extend(_compare(config, out, robust_dir, reference_ckpt, log=log)))
-        summary = _summary(config, out, robust_dir, rows, timings)
-        atomic_write_json(out / "demo.json", summary)
-        summary["report"] = str(build_report(out))
-    return summary
-
-
-def _demo_entries(out: Path) -> list[Path]:
-    names = ["robust", "reference", "samples", "demo.json"]
-    return [out / name for name in names if (out / name).exists()]
-
-
-def _check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse contradictory flags, resuming what is not a demo, and deleting what is not a demo."""
-    if resume and overwrite:
-        raise RobustgenError("--resume and --overwrite contradict each other: pass --resume to continue the demo or --overwrite to start again")
-    if out.exists() and not out.is_dir():
-        raise RobustgenError(f"{out} is a file: choose a directory with --out")
-    holds_files = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())
-    holds_demo = bool(_demo_entries(out)) if out.is_dir() else False
-    if resume and not holds_demo:
-        raise RobustgenError(f"cannot resume {out}: it holds no demo: drop --resume to start one there, or give the --out of an earlier demo")
-    if holds_files and not holds_demo:
-        raise RobustgenError(f"{out} holds files that are not a robustgen demo: choose another --out (the demo never deletes them)")
-    if holds_demo and not (resume or overwrite):
-        raise RobustgenError(f"{out} already holds a demo: pass --resume to continue it, --overwrite to start again, or --out elsewhere")
-
-
-def _empty(out: Path) -> None:
-    """Delete what an earlier demo wrote in `out` (and only that)."""
-    import shutil
-
-    for path in _demo_entries(out) + ([out / "report.html"] if (out / "report.html").exists() else []):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
-def _train_stages(config: DemoConfig, out: Path, stage) -> tuple[Path, Path]:
-    """The robust model and the reference classifier; returns (robust run dir, reference best.pt)."""
-    from training import TrainConfig, train
-    from training.rundir import is_finished
-
-    def train_stage(run: Path, cfg: TrainConfig):
-        def work():
-            if (run / "last.pt").exists():  # interrupted mid-run: continue it
-                train(resume=run, progress=True)
-            else:
-                train(cfg, overwrite=True)
-
-        return work
-
-    robust_dir, reference_dir = out / "robust", out / "reference"
-    robust_cfg = TrainConfig(dataset=DATASET, der=True, seed=config.seed, device=config.device, out=str(robust_dir))
-    if config.robust_epochs is not None:
-        robust_cfg = replace(robust_cfg, epochs=config.robust_epochs)
-    reference_cfg = TrainConfig(
-        dataset=DATASET, method="standard", epochs=config.reference_epochs, eval_pgd_steps=0,
-        seed=config.seed + 1, device=config.device, out=str(reference_dir),
-    )
-    stage("train robust model (fgsm-rs + DER)", is_finished(robust_dir), train_stage(robust_dir, robust_cfg))
-    stage("train reference classifier (standard)", is_finished(reference_dir), train_stage(reference_dir, reference_cfg))
-    return robust_dir, reference_dir / "best.pt"
-
-
-def _compare(config: DemoConfig, out: Path, robust_dir: Path, reference_ckpt: Path, *, log) -> list:
-    """The default sampler and its controls, sampled (or reused) and scored by samplers.compare."""
-    from samplers import InitConfig, SamplerConfig, StopConfig
-    from samplers.compare import compare
-
-    return compare(robust_dir / "best.pt", {"default": (InitConfig(), SamplerConfig(), StopConfig())}, out=out / "samples",
-                   features=reference_ckpt, judge=reference_ckpt, n=config.samples_per_class * 10, seed=config.seed,
-                   sample_options={"device": config.device}, log=lambda message: log(f"  {message}"))
-
-
-HEADLINE = (("FID (test)", "fid_test", "{:.3g}"), ("judge acc", "judge_accuracy", "{:.3f}"), ("recall (test)", "recall_test", "{:.3f}"),
-            ("near-copies", "near_copies_pixel", "{:.1%}"), ("grad evals / image", "grad_evals_per_image", "{:.1f}"))
-
-
-def _summary(config: DemoConfig, out: Path, robust_dir: Path, rows: list, timings: dict[str, float]) -> dict:
-    from training.rundir import read_training_run
-
-    robust = read_training_run(robust_dir)
-    robust_final = robust.metrics[-1] if robust.metrics else {}
-    previous = _readable_json(out / "demo.json") or {}
-    headline = [  # a list of pairs: JSON objects are written with sorted keys, this keeps the reading order
-        ["robust model clean acc (test)", robust_final.get("test_clean_acc")],
-        [f"robust model PGD-{robust_final.get('eval_pgd_steps')} acc (test, eps {_eps(robust)})", robust_final.get("test_pgd_acc")],
-    ]
-    for row in rows:
-        values = [fmt.format(row.metrics[key]) if isinstance(row.metrics.get(key), (int, float)) else "-" for _, key, fmt in HEADLINE]
-        headline.append([f"{row.name}: " + " / ".join(title for title, _, _ in HEADLINE), " / ".join(values)])
-    return {
-        "config": asdict(config),
-        "headline": headline,
-        "scores": {row.name: row.metrics for row in rows},
-        "extractor": f"features and judge: the demo's reference classifier {out / 'reference' / 'best.pt'}",
-        "timings_s": [[k, v] for k, v in {**dict(previous.get("timings_s", [])), **timings}.items()],  # in run order
-        "note": "Scores use the demo's standard reference classifier (not Inception) as feature extractor and judge: compare rows with "
-        "each other and with the real-data rows, not with papers. FID/precision/recall (test) are against the test split, which a "
-        "start built from training images cannot game; near-copies: samples closer to a training image than 99% of real test images are.",
-        "created": now_iso(),
-        "versions": versions(),
-    }
-
-
-def _readable_json(path: Path) -> dict | None:
-    """A JSON object from `path`, or None if it is missing or unreadable (the stage then runs again)."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _eps(run) -> str:
-    eps = run.recorded["config"].get("eps")
-    return f"{eps:.3g}" if isinstance(eps, (int, float)) else "?"
 
 
 @click.command()
@@ -213,6 +33,8 @@ def demo(out, samples_per_class, robust_epochs, reference_epochs, seed, device, 
       samples/real-test/ real-train/      real images, scored the same way
       report.html                         open it in a browser
     """
+    from robustgen.app.demo import DemoConfig, run_demo
+
     config = DemoConfig(out=out, samples_per_class=samples_per_class, robust_epochs=robust_epochs,
                         reference_epochs=reference_epochs, seed=seed, device=device)
     start = time.perf_counter()

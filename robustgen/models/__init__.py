@@ -13,6 +13,7 @@ from typing import Callable
 from torch import nn
 
 from robustgen.errors import RobustgenError
+from robustgen.io import sha256_arrays
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -33,8 +34,6 @@ def model_names() -> list[str]:
 
 def model_fingerprint(model: nn.Module) -> str:
     """sha256 of a model's weights and buffers (by name): keys caches and resume files that depend on the model."""
-    from robustgen.io import sha256_arrays
-
     state = model.state_dict()
     arrays = [state[k].detach().cpu().contiguous().numpy() for k in sorted(state)]
     precision = getattr(model, "precision", "fp32")  # a bf16 run's energies differ: keep their caches apart

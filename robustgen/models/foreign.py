@@ -18,7 +18,7 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -231,10 +231,26 @@ def _numbered(keys: list[str]) -> bool:
     return all(k.split(".", 1)[0].isdigit() for k in keys)
 
 
+def check_finite_weights(state_dict: Mapping[str, Any], *, source: str) -> None:
+    """Refuse weights holding NaN or inf, with one line naming the first such tensor.
+
+    A model with them evaluates to chance and samples black images without any other sign.
+    Every robustgen checkpoint read goes through it (`read_checkpoint`); loaders of
+    third-party files call it on the state dict they load. `source` starts the message.
+    """
+    bad = [name for name, value in state_dict.items()
+           if isinstance(value, torch.Tensor) and not value.is_meta and (value.is_floating_point() or value.is_complex())
+           and not bool(torch.isfinite(value).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''}" if len(bad) > 1 else ""
+        raise RobustgenError(
+            f"{source} holds non-finite weights (NaN or inf in {bad[0]}{more}), which would evaluate to chance and sample black images: "
+            "use a checkpoint from before the training diverged (e.g. best.pt), or get an undamaged copy of the file"
+        )
+
+
 def check_finite(net: nn.Module, *, source: str) -> None:
     """Refuse weights holding NaN or infinity (a damaged file or a diverged run), naming the first such tensor in the file's own names."""
-    from robustgen.checkpoint import check_finite_weights
-
     strip = "body." if isinstance(net, ForeignClassifier) else ""
     state = {(name[len(strip):] if strip and name.startswith(strip) else name): tensor for name, tensor in net.state_dict().items()}
     check_finite_weights(state, source=source)

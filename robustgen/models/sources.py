@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustgen.checkpoint import load_checkpoint
 from robustgen.errors import RobustgenError
 from robustgen.finite import finite
 from robustgen.io import default_cache_dir, sha256_file
@@ -149,8 +150,6 @@ def load_classifier(
 
 
 def _load_robustgen(path: Path, *, spec: str, device) -> tuple[nn.Module, dict]:
-    from robustgen.checkpoint import load_checkpoint
-
     try:
         model, meta = load_checkpoint(path, device=device)
     except RobustgenError as exc:

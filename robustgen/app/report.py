@@ -7,21 +7,24 @@ Works on any of:
 - a directory holding several of those (e.g. the demo's combined dir).
 
 Everything is embedded (PNG as base64), so the page has no external
-references. The report only reads files: it depends on nothing but the kernel.
+references. The report only reads files; it lives above `training` and
+`samplers` (robustgen.app) so it reads runs with their own readers, plots and keys.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from robustgen.errors import RobustgenError
-from robustgen.io import atomic_write_text, ensure_writable_dir, now_iso, read_jsonl, versions
+from robustgen.io import atomic_write_text, ensure_writable_dir, now_iso, versions
+from samplers.scoring import result as keys
+from training.diagnostics import curves_png
+from training.rundir import read_training_run
 
 REPORT_NAME = "report.html"
 
@@ -84,28 +87,28 @@ def _summary_section(summary: dict) -> str:
 <p class="note">{html.escape(summary.get("note", ""))}</p></section>"""
 
 
-def _training_section(run: Path, root: Path) -> str:
-    config = _read_json(run / "config.json") or {}
-    metrics = read_jsonl(run / "metrics.jsonl")
-    title = html.escape(str(run.relative_to(root)) if run != root else run.name)
+def _training_section(run_dir: Path, root: Path) -> str:
+    run = read_training_run(run_dir)
+    metrics = run.metrics
+    title = html.escape(str(run_dir.relative_to(root)) if run_dir != root else run_dir.name)
     parts = [f"<section><h2>Training run: {title}</h2>"]
     if metrics:
         last = metrics[-1]
-        alarms = [m.get("epoch") for m in metrics if m.get("co_alarm")]
-        best = max(metrics, key=lambda m: _num(_first(m, _ROBUST_KEYS)) or -1)
+        alarms = [m["epoch"] + 1 for m in metrics if m.get("co_alarm")]
+        best = max(metrics, key=lambda m: m["test_pgd_acc"])
         parts.append("<div class='cols'>")
         parts.append(_kv_table({
             "epochs": len(metrics),
-            "last clean acc": _first(last, _CLEAN_KEYS),
-            "last robust acc": _first(last, _ROBUST_KEYS),
-            f"best robust acc (epoch {best.get('epoch')})": _first(best, _ROBUST_KEYS),
+            "last clean acc": last["test_clean_acc"],
+            f"last PGD-{last['eval_pgd_steps']} acc": last["test_pgd_acc"],
+            f"best PGD-{best['eval_pgd_steps']} acc (epoch {best['epoch'] + 1})": best["test_pgd_acc"],
             "catastrophic-overfitting alarms": ", ".join(map(str, alarms)) if alarms else "none",
         }))
         parts.append("</div>")
-        settings = {k: v for k, v in _flatten(config.get("config", config)).items() if v not in (None, "")}
+        settings = {k: v for k, v in _flatten(run.recorded["config"]).items() if v not in (None, "")}
         parts.append(f"<details><summary>config.json ({len(settings)} settings)</summary>{_kv_table(settings)}</details>")
-        parts.append(_img(_curves_png(metrics), "training curves"))
-    pngs = sorted(p for p in run.glob("*.png"))
+        parts.append(_img(curves_png(metrics), "training curves"))
+    pngs = sorted(p for p in run_dir.glob("*.png") if p.name != "curves.png")  # the curves are drawn above, from the current metrics
     if pngs:
         parts.append("<h3>Diagnostics</h3><div class='gallery'>")
         parts += [f"<figure>{_img(p.read_bytes(), p.stem)}<figcaption>{html.escape(p.name)}</figcaption></figure>" for p in pngs]
@@ -157,9 +160,8 @@ def _comparison_section(path: Path, root: Path) -> str:
 
 # Columns of the score table, in reading order; unknown numeric keys follow.
 _SCORE_COLUMNS = (
-    "fid", "fid_test", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "f_score", "judge_accuracy", "class_fid_mean",
-    "nn_ratio_pixel", "near_copy_fraction_pixel", "data_copying_ct_pixel", "nn_ratio_features", "near_copy_fraction_features",
-    "data_copying_ct_features",
+    keys.KEY_FID, keys.KEY_FID_TEST, keys.KEY_IS_MEAN, keys.KEY_IS_STD, keys.KEY_KID_MEAN, keys.KEY_KID_STD, keys.KEY_PRECISION, keys.KEY_RECALL,
+    keys.KEY_F_SCORE, keys.KEY_JUDGE_ACCURACY, keys.KEY_CLASS_FID_MEAN, *(key for space in keys.MEMORISATION_KEYS.values() for key in space),
 )
 
 
@@ -217,12 +219,13 @@ def _memorisation_block(run: Path, root: Path) -> str:
             f"<p class='note'>{html.escape(' | '.join(readings))}</p>{strip}<p class='note'>{html.escape(caption)}</p>")
 
 
-def _pairs_strip(path: Path, tile: int = 64, gap: int = 4) -> str:
+def _pairs_strip(path: Path, size: int = 64, gap: int = 4) -> str:
     """An image strip of the pairs in memorisation.npz (samples on top, nearest training images below)."""
     import numpy as np
     from PIL import Image
 
     from robustgen.cache import read_npz
+    from robustgen.pictures import png_bytes, tile
 
     arrays, _ = read_npz(path, ["pair_sample_images", "pair_train_images"])
     if arrays is None:
@@ -230,15 +233,10 @@ def _pairs_strip(path: Path, tile: int = 64, gap: int = 4) -> str:
     top, bottom = arrays["pair_sample_images"], arrays["pair_train_images"]
     if top.ndim != 4 or top.shape != bottom.shape or top.dtype != np.uint8 or not len(top):
         return ""
-    mode = "L" if top.shape[-1] == 1 else "RGB"
-    strip = Image.new(mode, (len(top) * (tile + gap) - gap, 2 * tile + gap), 255 if mode == "L" else (255, 255, 255))
-    for i, (a, b) in enumerate(zip(top, bottom)):
-        for row, img in enumerate((a, b)):
-            pixels = Image.fromarray(img[..., 0] if mode == "L" else img, mode).resize((tile, tile), Image.NEAREST)
-            strip.paste(pixels, (i * (tile + gap), row * (tile + gap)))
-    buf = io.BytesIO()
-    strip.save(buf, format="PNG")
-    return _img(buf.getvalue(), "closest (sample, nearest training image) pairs", css="pairs")
+    grey = top.shape[-1] == 1
+    cells = np.stack([np.asarray(Image.fromarray(img[..., 0] if grey else img).resize((size, size), Image.NEAREST)) for img in (*top, *bottom)])
+    picture = tile(cells[..., None] if grey else cells, per_row=len(top), pad=gap, border=False)
+    return _img(png_bytes(picture[..., :1] if grey else picture), "closest (sample, nearest training image) pairs", css="pairs")
 
 
 def _versions_section(root: Path, train_dirs: list[Path], sample_dirs: list[Path]) -> str:
@@ -255,44 +253,6 @@ def _versions_section(root: Path, train_dirs: list[Path], sample_dirs: list[Path
 
 
 # --------------------------------------------------------------------------- pieces
-
-_CLEAN_KEYS = ("test_clean_acc", "test_acc", "clean_acc")
-_ROBUST_KEYS = ("test_pgd_acc", "test_robust_acc", "robust_acc")
-
-
-def _curves_png(metrics: list[dict]) -> bytes:
-    """Three panels: accuracies, delta energies, AAE counts; CO alarms as red lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [m.get("epoch", i + 1) for i, m in enumerate(metrics)]
-    numeric = [k for k in metrics[-1] if isinstance(metrics[-1][k], (int, float)) and not isinstance(metrics[-1][k], bool)]
-    groups = {
-        "accuracy": [k for k in numeric if k.endswith("acc")],
-        "delta energy": [k for k in numeric if k.lower().startswith(("de_", "de(", "delta")) and k.endswith("mean")],
-        "abnormal adversarial examples": [k for k in numeric if "aae" in k.lower() and "frac" not in k.lower()],
-    }
-    groups = {title: keys for title, keys in groups.items() if any(m.get(k) for k in keys for m in metrics)}
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 3.4), squeeze=False)
-    alarms = [e for e, m in zip(epochs, metrics) if m.get("co_alarm")]
-    for ax, (title, keys) in zip(axes[0], groups.items()):
-        for k in keys:
-            ax.plot(epochs, [m.get(k, float("nan")) for m in metrics], marker="o", ms=3, label=k)
-        for e in alarms:
-            ax.axvline(e, color="crimson", ls="--", lw=1)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
 
 def _sampler_description(meta: dict) -> str:
     bits = []
@@ -337,14 +297,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)) and len(value) > 8:
         return html.escape(f"[{', '.join(map(str, value[:8]))}, … ({len(value)})]")
     return html.escape("" if value is None else str(value))
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _first(record: dict, keys: tuple[str, ...]) -> Any:
-    return next((record[k] for k in keys if k in record), None)
 
 
 def _read_json(path: Path) -> dict | None:
