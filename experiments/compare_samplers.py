@@ -9,8 +9,8 @@ classifier, the "judge":
   judge_acc   fraction of samples the judge assigns to the class they were drawn for (quality)
   pairwise    mean pairwise L2 distance of the judge's penultimate features within a class,
               averaged over classes (diversity; the real training images' value is printed too)
-  fd          Frechet distance between judge features of samples and of real training images
-              (quality and diversity at once; NOT comparable with Inception FID)
+  fd          Frechet distance (samplers.scoring's, torch-fidelity's) between judge features of samples and
+              of real training images (quality and diversity at once; NOT comparable with Inception FID)
   evals/img   gradient evaluations per image (the cost), steps = mean sampler steps per chain
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,8 @@ from robustgen.cli.common import format_table  # noqa: E402
 from robustgen.data import to_float  # noqa: E402
 from samplers import InitConfig, SamplerConfig, StopConfig, grid_array, load_checkpoint_dataset, sample  # noqa: E402
 from samplers.grid import save_png  # noqa: E402
+from samplers.scoring.metrics import frechet_distance  # noqa: E402
+from samplers.scoring.per_class import judge_accuracy  # noqa: E402
 
 # name -> (init, sampler) ; each runs with stop fixed and adaptive
 METHODS = {
@@ -43,14 +44,15 @@ METHODS = {
 
 
 @torch.no_grad()
-def judge_stats(judge, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    feats, preds = [], []
-    for start in range(0, len(images), batch_size):
-        x = to_float(images[start : start + batch_size], "cpu")
-        f = judge.features(x)
-        feats.append(f.numpy())
-        preds.append(judge.head(f).argmax(1).numpy())
-    return np.concatenate(feats).astype(np.float64), np.concatenate(preds)
+def judge_features(judge, images: np.ndarray, *, batch_size: int = 500) -> np.ndarray:
+    """The judge's penultimate features (float64), the space of `pairwise` and `fd`."""
+    return np.concatenate([judge.features(to_float(images[start : start + batch_size], "cpu")).numpy()
+                           for start in range(0, len(images), batch_size)]).astype(np.float64)
+
+
+def judge_acc(judge, images: np.ndarray, labels: np.ndarray) -> float:
+    """samplers.scoring's judge accuracy: the fraction the judge assigns to their intended class."""
+    return judge_accuracy(judge, images=images, labels=labels, batch_size=500, checkpoint="judge", sha256="").accuracy
 
 
 def mean_pairwise(features: np.ndarray, labels: np.ndarray) -> float:
@@ -64,14 +66,8 @@ def mean_pairwise(features: np.ndarray, labels: np.ndarray) -> float:
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy import linalg
-
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sqrtm's complex-rounding chatter; the real part is what FD uses
-        covmean = linalg.sqrtm(cov_a @ cov_b)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean.real))
+    """The library's Frechet distance (torch-fidelity's, as `robustgen score` computes FID) between two feature sets."""
+    return frechet_distance(torch.from_numpy(a), torch.from_numpy(b))
 
 
 def parse_overrides(text: str | None) -> dict:
@@ -105,10 +101,10 @@ def main() -> None:
     judge, _ = load_checkpoint(args.judge)
     data = load_checkpoint_dataset(meta)
     classes = list(range(data.num_classes))
-    real_feats, _ = judge_stats(judge, data.x_train, data.y_train)  # samples are compared with the training images
-    test_feats, test_pred = judge_stats(judge, data.x_test, data.y_test)  # the judge has not seen these: the real-data row
+    real_feats = judge_features(judge, data.x_train)  # samples are compared with the training images
+    test_feats = judge_features(judge, data.x_test)  # the judge has not seen these: the real-data row
     rows = [{
-        "method": "real test images", "stop": "-", "judge_acc": float((test_pred == data.y_test).mean()),
+        "method": "real test images", "stop": "-", "judge_acc": judge_acc(judge, data.x_test, data.y_test),
         "pairwise": mean_pairwise(test_feats, data.y_test), "fd": frechet(test_feats, real_feats),
         "evals/img": 0.0, "steps": 0.0, "seconds": 0.0,
     }]
@@ -125,9 +121,9 @@ def main() -> None:
             result = sample(model, data, n=args.n_per_class * len(classes), init=init, sampler=sampler, stop=stop,
                             seed=args.seed, batch_size=args.batch_size, progress=False)
             seconds = time.perf_counter() - t0
-            feats, pred = judge_stats(judge, result.images, result.labels)
+            feats = judge_features(judge, result.images)
             rows.append({
-                "method": name, "stop": rule, "judge_acc": float((pred == result.labels).mean()),
+                "method": name, "stop": rule, "judge_acc": judge_acc(judge, result.images, result.labels),
                 "pairwise": mean_pairwise(feats, result.labels), "fd": frechet(feats, real_feats),
                 "evals/img": result.grad_evals_per_image, "steps": float(result.steps.mean()), "seconds": seconds,
             })
