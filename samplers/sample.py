@@ -163,54 +163,32 @@ class BlockStore:
 
 
 def sample(
-    model: nn.Module,
-    dataset: ImageDataset,
-    *,
-    classes: Sequence[int | str] | None = None,
-    n: int = 100,
-    init: InitConfig = InitConfig(),
-    sampler: SamplerConfig = SamplerConfig(),
-    stop: StopConfig = StopConfig(),
-    seed: int = 0,
-    batch_size: int = 250,
-    refill: bool = True,
-    out: str | Path | None = None,
-    png: bool = False,
-    overwrite: bool = False,
-    resume: bool = False,
-    cache_dir: str | Path | None | bool = None,
-    checkpoint: str | Path | None = None,
-    progress: bool = True,
-    precision: str = "fp32",
-    compile: str = "off",
+    model: nn.Module, dataset: ImageDataset, *, classes: Sequence[int | str] | None = None, n: int = 100,
+    init: InitConfig = InitConfig(), sampler: SamplerConfig = SamplerConfig(), stop: StopConfig = StopConfig(),
+    seed: int = 0, batch_size: int = 250, refill: bool = True, out: str | Path | None = None, png: bool = False,
+    overwrite: bool = False, resume: bool = False, cache_dir: str | Path | None | bool = None, checkpoint: str | Path | None = None,
+    progress: bool = True, precision: str = "fp32", compile: str = "off",
 ) -> SampleResult:
     """Generate `n` images of `classes` (None = all, balanced) from a (robust) classifier.
 
-    `precision`: fp32, bf16 (autocast + channels_last; the head and energies stay fp32) or auto
-    (bf16 where the hardware has fast bf16, see robustgen.device.fast_bf16). `compile`: off, on or
-    auto (on for runs of at least robustgen.device.LONG_RUN_IMAGE_STEPS image-steps where torch.compile works): the chains'
-    model is compiled; images then match eager ones to rounding, not bit for bit.
-    `model` maps [0, 1] images to logits and is put in eval mode. `batch_size`: chains on the
-    device at once; `refill`: new chains take the slots of stopped ones (same images either
-    way). `out`: a run dir to write (refused if it exists, unless overwrite or resume).
-    `cache_dir`: where fitted initialisers and reference energies are cached (None = default,
-    False = no cache). `checkpoint`: the file the model came from, recorded with its hash.
+    `model` maps [0, 1] images to logits and is put in eval mode. `precision`: fp32, bf16 (autocast + channels_last; the head
+    and energies stay fp32) or auto (bf16 where the hardware has fast bf16, see robustgen.device.fast_bf16). `compile`: off, on
+    or auto (on for runs of at least robustgen.device.LONG_RUN_IMAGE_STEPS image-steps where torch.compile works): images then
+    match eager ones to rounding, not bit for bit. `batch_size`: chains on the device at once; `refill`: new chains take the
+    slots of stopped ones (same images either way). `out`: a run dir to write (refused if it exists, unless overwrite or resume).
+    `cache_dir`: where fitted initialisers and reference energies are cached (None = default, False = no cache).
+    `checkpoint`: the file the model came from, recorded with its hash.
     """
     started, t0 = now_iso(), time.perf_counter()
     _validate(init, sampler, stop, n=n, batch_size=batch_size)
     class_list = resolve_classes(dataset, classes)
     init = resolve_init(init, dataset, model)  # automatic choices made for this image size (recorded in run.json / meta.json)
-    model.eval()
+    model, compiled = _prepared_model(model, precision=precision, compile=compile, image_steps=n * max(sampler.steps, 1), progress=progress)
     device = next(model.parameters()).device
-    model = with_precision(model, resolve_precision(precision, device))
     dist = distributed.for_device(device)
     fingerprint, model_hash = dataset.fingerprint(), model_fingerprint(model)
-    settings = _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, dataset, fingerprint, model_hash, dist)
-    settings["precision"] = getattr(model, "precision", "fp32")
-    compiled, warning = resolve_compile(compile, device, long_run=n * max(sampler.steps, 1) >= LONG_RUN_IMAGE_STEPS)
-    if warning and progress:
-        print(warning, file=sys.stderr)
-    settings["compile"] = compiled
+    settings = {**_settings(class_list, n, seed, batch_size, refill, init, sampler, stop, dataset, fingerprint, model_hash, dist),
+                "precision": getattr(model, "precision", "fp32"), "compile": compiled}
     out = Path(out) if out is not None else None
     with contextlib.ExitStack() as held:
         if out is not None and dist.is_main:  # one writer per run dir; what a killed writer left half-written goes
@@ -226,19 +204,33 @@ def sample(
         if out is not None and dist.is_main and not resuming:
             rundir.create_out(out, settings, overwrite=overwrite)
         dist.barrier()
-        labels = balanced_labels(class_list, n)
         block = rundir.block_size(out, batch_size, resuming=resuming)
-        store = _run_blocks(maybe_compile(model, compiled, dynamic=False), labels, inits, thresholds, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill,
-                            block=block, out=out, dist=dist, progress=progress)
-        dist.barrier()
-        result = None
-        if dist.is_main or out is None:
-            parts = _all_parts(store, out, n=n, block=block, dist=dist)
-            result = _result(rundir.assemble(parts), thresholds, out=out, seconds=time.perf_counter() - t0)
+        store = _run_blocks(maybe_compile(model, compiled, dynamic=False), balanced_labels(class_list, n), inits, thresholds, sampler=sampler, stop=stop,
+                            seed=seed, batch_size=batch_size, refill=refill, block=block, out=out, dist=dist, progress=progress)
+        result = _collect(store, thresholds, out=out, n=n, block=block, dist=dist, started_at=t0)
         if out is not None and dist.is_main:
             rundir.finalize(out, result, classes=dataset.classes, settings=settings, png=png, checkpoint=checkpoint, started=started, device=device)
         dist.barrier()
     return result if result is not None else load_result(out)
+
+
+def _collect(store, thresholds, *, out: Path | None, n: int, block: int, dist, started_at: float) -> SampleResult | None:
+    """Every block's chains as one SampleResult (on rank 0, or wherever no run dir is written); None elsewhere."""
+    dist.barrier()
+    if not (dist.is_main or out is None):
+        return None
+    return _result(rundir.assemble(_all_parts(store, out, n=n, block=block, dist=dist)), thresholds, out=out, seconds=time.perf_counter() - started_at)
+
+
+def _prepared_model(model: nn.Module, *, precision: str, compile: str, image_steps: int, progress: bool) -> tuple[nn.Module, bool]:
+    """The model in eval mode at its resolved precision, and whether the chains compile it."""
+    model.eval()
+    device = next(model.parameters()).device
+    model = with_precision(model, resolve_precision(precision, device))
+    compiled, warning = resolve_compile(compile, device, long_run=image_steps >= LONG_RUN_IMAGE_STEPS)
+    if warning and progress:
+        print(warning, file=sys.stderr)
+    return model, compiled
 
 
 def _validate(*configs, n: int, batch_size: int) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustgen import distributed
 from robustgen.errors import RobustgenError
 from samplers.scoring.extractors import INCEPTION, Extractor, resolve_extractor
 from samplers.scoring.features import ReferenceFeatures
@@ -74,8 +75,6 @@ def score(
     memorisation: nearest-training-image distances, near-copies and C_T (needs the reference's
         train and test splits; see samplers.scoring.memorisation).
     """
-    from robustgen import distributed
-
     wanted = parse_metrics(metrics)
     if batch_size < 1:
         raise RobustgenError(f"--batch-size {batch_size}: must be at least 1")
@@ -97,8 +96,7 @@ def score(
     class_rows = _class_fids(inputs, feats, wanted=wanted, per_class=per_class, extractor=extractor, values=values, found=found)
     judged = _judge(inputs, judge, judge_model, batch_size=batch_size, values=values, found=found)
     memo = _memorise(inputs, feats, extractor=extractor, cache_dir=cache_root, device=dev, found=found) if memorise else None
-    if memo is not None:
-        values.update(memorisation_metrics(memo))
+    values.update(memorisation_metrics(memo) if memo is not None else {})
     run = dict(wanted=wanted, batch_size=batch_size, device=dev, settings=settings, memorisation=memorise)
     return _assemble(inputs, extractor, feats, values=values, class_rows=class_rows, judged=judged, memo=memo, found=found, run=run)
 
