@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import sys
 from typing import Callable, TypeVar
@@ -126,16 +125,6 @@ def resolve_compile(mode: str, device: torch.device, *, long_run: bool) -> tuple
 def maybe_compile(fn: F, enabled: bool, **options) -> F:
     """torch.compile(fn) when enabled; fn itself otherwise."""
     return torch.compile(fn, **options) if enabled else fn
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, numpy and torch; return a CPU generator for data order/augmentation."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
 
 
 def derived_seed(*parts: int) -> int:

@@ -80,11 +80,6 @@ def stop_thresholds(reference: dict[str, np.ndarray] | None, config: StopConfig)
     return joint, marginal
 
 
-def stop_threshold(reference_joint: np.ndarray, config: StopConfig) -> float:
-    """E(x, y) a chain must reach to stop under the band rule (-inf for `fixed`: never)."""
-    return stop_thresholds({"joint": reference_joint, "marginal": reference_joint}, config)[0]
-
-
 def stop_now(
     energy_joint: Tensor, energy_marginal: Tensor, threshold: Tensor, best: Tensor, since: Tensor, config: StopConfig
 ) -> tuple[Tensor, Tensor, Tensor]:

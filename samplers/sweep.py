@@ -116,7 +116,3 @@ def plot_frontier(rows: list[Row], path: Path, *, title: str = "") -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
-
-
-def read_sweep(out: str | Path) -> dict:
-    return json.loads((Path(out) / "sweep.json").read_text())

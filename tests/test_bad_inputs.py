@@ -33,9 +33,6 @@ class Case(NamedTuple):
     fragments: tuple[str, ...]  # must appear in the error line
     env: dict | None = None  # extra environment ({bad} is filled in)
     exit_code: int = 1
-    owner_todo: str | None = None  # known gap in code another owner is changing: xfail with this reason
-
-
 
 
 def npz(name, *fragments, cmd="train"):
@@ -48,14 +45,14 @@ def npz(name, *fragments, cmd="train"):
     return Case(f"{cmd}-npz-{name}", argv, fragments)
 
 
-def ckpt(cmd, name, *fragments, owner_todo=None):
+def ckpt(cmd, name, *fragments):
     argv = {
         "eval": ["eval", f"{{bad}}/{name}"],
         "sample": ["sample", "--checkpoint", f"{{bad}}/{name}", "--n", "2", "--out", "{out}"],
         "features": ["score", "{samples}", "--ref", "digits", "--features", f"{{bad}}/{name}", "--no-per-class", "--out", "{out}/score.json"],
         "judge": ["score", "{samples}", "--ref", "digits", "--features", "{ckpt}", "--judge", f"{{bad}}/{name}", "--no-per-class", "--out", "{out}/score.json"],
     }[cmd]
-    return Case(f"{cmd}-ckpt-{name}", argv, fragments, owner_todo=owner_todo)
+    return Case(f"{cmd}-ckpt-{name}", argv, fragments)
 
 
 def usage(id, argv, *fragments):
@@ -317,7 +314,7 @@ def bad(tmp_path_factory, robust_digits_checkpoint, digits) -> Path:
 
 
 @pytest.mark.parametrize(
-    "case", [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=c.owner_todo)] if c.owner_todo else []) for c in CASES]
+    "case", [pytest.param(c, id=c.id) for c in CASES]
 )
 def test_bad_input_gives_one_line_and_leaves_nothing(case, bad, robust_digits_checkpoint, tmp_path):
     fill = dict(bad=bad, ckpt=robust_digits_checkpoint, run=robust_digits_checkpoint.parent, out=tmp_path / "out", samples=bad / "samples.npz")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clicheck import assert_one_line_error
 
 from robustgen.checkpoint import load_checkpoint, save_checkpoint
 from robustgen.cli import main
@@ -19,13 +20,6 @@ def _cache(tmp_path, monkeypatch):
 
 def _run(*args):
     return CliRunner().invoke(main, ["sample", *map(str, args)])
-
-
-def _one_line_error(result, fragment):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], result.output
 
 
 def test_sample_writes_run_dir_and_json(robust_digits_checkpoint, tmp_path):
@@ -54,19 +48,19 @@ def test_defaults_all_classes_and_default_out(robust_digits_checkpoint, tmp_path
 
 def test_errors_are_one_line_and_write_nothing(robust_digits_checkpoint, tmp_path):
     out = tmp_path / "never"
-    _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--class", 10, "--out", out), "out of range")
-    _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--class", "cat", "--out", out), "unknown class 'cat'")
-    _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--n", 0, "--out", out), "--num-images 0")
-    _one_line_error(_run("--checkpoint", tmp_path / "missing.pt", "--out", out), "not found")
-    _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--variance", 2, "--out", out), "--variance")
+    assert_one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--class", 10, "--out", out), "out of range")
+    assert_one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--class", "cat", "--out", out), "unknown class 'cat'")
+    assert_one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--n", 0, "--out", out), "--num-images 0")
+    assert_one_line_error(_run("--checkpoint", tmp_path / "missing.pt", "--out", out), "not found")
+    assert_one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--variance", 2, "--out", out), "--variance")
     assert not out.exists()
     done = tmp_path / "done"
     assert _run("--checkpoint", robust_digits_checkpoint, "--n", 3, "--class", 1, "--out", done).exit_code == 0
     before = (done / "samples.npz").read_bytes()
-    _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--n", 3, "--class", 1, "--out", done), "--overwrite")
+    assert_one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--n", 3, "--class", 1, "--out", done), "--overwrite")
     assert (done / "samples.npz").read_bytes() == before
     assert _run("--checkpoint", robust_digits_checkpoint, "--n", 3, "--class", 1, "--out", done, "--resume").exit_code == 0
-    _one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--n", 5, "--class", 1, "--out", done, "--resume"), "options differ")
+    assert_one_line_error(_run("--checkpoint", robust_digits_checkpoint, "--n", 5, "--class", 1, "--out", done, "--resume"), "options differ")
 
 
 def test_missing_dataset_says_what_data_and_how_to_point_to_it(robust_digits_checkpoint, tmp_path):
@@ -75,7 +69,7 @@ def test_missing_dataset_says_what_data_and_how_to_point_to_it(robust_digits_che
     save_checkpoint(moved, model=model, meta={**meta, "dataset": f"npz:{tmp_path}/gone.npz"})
     out = tmp_path / "o"
     result = _run("--checkpoint", moved, "--n", 2, "--out", out)
-    _one_line_error(result, "gone.npz")
+    assert_one_line_error(result, "gone.npz")
     assert "--data-root" in result.output and "--dataset npz:PATH" in result.output and not out.exists()
     # pointing at the data fixes it
     assert _run("--checkpoint", moved, "--n", 2, "--out", out, "--dataset", "digits").exit_code == 0

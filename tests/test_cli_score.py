@@ -8,6 +8,7 @@ import urllib.error
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clicheck import assert_one_line_error
 
 from robustgen.cli import main
 from test_scoring import pixel_checkpoint, to_images, write_ref
@@ -30,15 +31,6 @@ def setup(tmp_path):
 
 def invoke(*args: str):
     return CliRunner().invoke(main, ["score", *map(str, args)])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_score_run_dir_prints_table_and_writes_score_json(setup):

@@ -6,6 +6,7 @@ import urllib.error
 import pytest
 import torch
 from click.testing import CliRunner
+from clicheck import assert_one_line_error
 
 from robustgen.cli import main
 
@@ -14,15 +15,6 @@ TINY = ["--width", "4", "--epochs", "1", "--eval-pgd-steps", "1", "--eval-subset
 
 def _run(args):
     return CliRunner().invoke(main, args, catch_exceptions=False)
-
-
-def _assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_help_texts_are_useful():
@@ -66,7 +58,7 @@ def test_train_table_and_default_out_dir(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "digits-standard" / "best.pt").is_file()
     assert "best.pt" in result.stdout and "test clean acc" in result.stdout
     again = _run(["train", "digits", "--method", "standard", *TINY])  # same default out dir: refused
-    _assert_one_line_error(again, "already holds files", "--resume", "--overwrite")
+    assert_one_line_error(again, "already holds files", "--resume", "--overwrite")
     assert _run(["train", "digits", "--method", "standard", "--overwrite", *TINY]).exit_code == 0
 
 
@@ -90,7 +82,7 @@ def test_train_table_and_default_out_dir(tmp_path, monkeypatch):
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, monkeypatch, args, fragment):
     monkeypatch.chdir(tmp_path)
     full = args[:1] + TINY + args[1:] if args[0] == "train" else args  # the case's own options come last and win
-    _assert_one_line_error(_run(full), fragment)
+    assert_one_line_error(_run(full), fragment)
     assert not (tmp_path / "runs").exists()
 
 
@@ -103,25 +95,25 @@ def test_missing_data_offline_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
     out = tmp_path / "run"
     result = _run(["train", "cifar10", "--data-root", str(tmp_path / "data"), "--out", str(out), *TINY])
-    _assert_one_line_error(result, "cifar10", "--data-root")
+    assert_one_line_error(result, "cifar10", "--data-root")
     assert not out.exists()
 
 
 def test_unwritable_output_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a directory")
-    _assert_one_line_error(_run(["train", "digits", "--out", str(blocker / "run"), *TINY]), "cannot write to output directory")
+    assert_one_line_error(_run(["train", "digits", "--out", str(blocker / "run"), *TINY]), "cannot write to output directory")
 
 
 def test_eval_rejects_foreign_unreadable_and_mismatched_checkpoints(tmp_path, robust_digits_checkpoint):
     plain = tmp_path / "plain.pt"
     torch.save({"conv.weight": torch.zeros(2)}, plain)
-    _assert_one_line_error(_run(["eval", str(plain)]), "not a robustgen checkpoint")
+    assert_one_line_error(_run(["eval", str(plain)]), "not a robustgen checkpoint")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage")
-    _assert_one_line_error(_run(["eval", str(junk)]), "cannot read checkpoint")
+    assert_one_line_error(_run(["eval", str(junk)]), "cannot read checkpoint")
     payload = torch.load(robust_digits_checkpoint, weights_only=True)
     payload["meta"]["arch_args"]["num_classes"] = 7  # claims another head: weights do not fit
     foreign = tmp_path / "foreign.pt"
     torch.save(payload, foreign)
-    _assert_one_line_error(_run(["eval", str(foreign)]), "does not fit this architecture")
+    assert_one_line_error(_run(["eval", str(foreign)]), "does not fit this architecture")

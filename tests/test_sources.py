@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from clicheck import assert_one_line_error
 
 from robustgen.cli import main
 from robustgen.errors import RobustgenError
@@ -39,16 +40,6 @@ def _run(*args):
 def _json(result) -> dict:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout[result.stdout.index("{"):])
-
-
-def _one_line_error(result, *fragments) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- files in their real layouts
@@ -176,16 +167,16 @@ def test_robustbench_file_of_another_architecture_is_one_line(tmp_path):
     path = model_dir / "cifar10" / "Linf" / "Wong2020Fast.pt"
     path.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), path)
-    line = _one_line_error(_run("eval", WONG, "--model-dir", model_dir, "--eps", "8/255"), str(path), "does not fit RobustBench's Wong2020Fast")
+    line = assert_one_line_error(_run("eval", WONG, "--model-dir", model_dir, "--eps", "8/255"), str(path), "does not fit RobustBench's Wong2020Fast")
     assert "missing" in line and "drive.google.com" in line
 
 
 def test_robustbench_unknown_name_lists_close_names(tmp_path):
     _robustbench()
-    _one_line_error(_run("sample", "--checkpoint", "robustbench:cifar10/Linf/Wong2020Fsat", "--model-dir", tmp_path, "--out", tmp_path / "o"),
+    assert_one_line_error(_run("sample", "--checkpoint", "robustbench:cifar10/Linf/Wong2020Fsat", "--model-dir", tmp_path, "--out", tmp_path / "o"),
                     "unknown RobustBench model 'Wong2020Fsat'", "Wong2020Fast")
-    _one_line_error(_run("eval", "robustbench:cifar11/Linf/Wong2020Fast"), "unknown RobustBench dataset 'cifar11'", "cifar10")
-    _one_line_error(_run("eval", "robustbench:cifar10/Wong2020Fast"), "robustbench:DATASET/THREAT/NAME")
+    assert_one_line_error(_run("eval", "robustbench:cifar11/Linf/Wong2020Fast"), "unknown RobustBench dataset 'cifar11'", "cifar10")
+    assert_one_line_error(_run("eval", "robustbench:cifar10/Wong2020Fast"), "robustbench:DATASET/THREAT/NAME")
     assert not (tmp_path / "o").exists()
 
 
@@ -203,7 +194,7 @@ def test_robustbench_missing_file_offline_names_path_and_source(tmp_path, monkey
     model_dir = tmp_path / "zoo"
     monkeypatch.setenv("ROBUSTGEN_MODEL_DIR", str(model_dir))  # the environment variable is the default --model-dir
     expected = model_dir / "cifar10" / "Linf" / "Wong2020Fast.pt"
-    _one_line_error(_run("eval", WONG, "--eps", "8/255"), f"is not at {expected}", f"drive.google.com/uc?id={WONG_GDRIVE}", "no network")
+    assert_one_line_error(_run("eval", WONG, "--eps", "8/255"), f"is not at {expected}", f"drive.google.com/uc?id={WONG_GDRIVE}", "no network")
     assert calls == [WONG_GDRIVE] and not model_dir.exists()  # nothing half-written, not even the empty folders the download needed
     with pytest.raises(RobustgenError, match="downloads are off"):
         load_classifier(WONG, download=False)
@@ -251,7 +242,7 @@ def test_robustness_resnet50_loads_samples_on_an_imagenet_subset_and_evaluates(t
     aa = _json(_run("eval", spec, "--data", f"folder:{imagenet_folder}", "--attack", "apgd-ce", "--steps", 2, "--json"))
     assert aa["n"] == 2 and aa["within_eps"] and aa["robust_acc"] <= aa["clean_acc"]
 
-    _one_line_error(_run("eval", f"robustness:resnet18={path}", "--data", f"folder:{imagenet_folder}"), "does not fit torchvision's resnet18")
+    assert_one_line_error(_run("eval", f"robustness:resnet18={path}", "--data", f"folder:{imagenet_folder}"), "does not fit torchvision's resnet18")
 
 
 def test_robustness_layout_without_normalizer_and_plain_state_dict_errors(tmp_path):
@@ -299,12 +290,12 @@ def test_torchvision_state_dict_with_mean_std_samples_and_evaluates(tmp_path, im
     assert summary["images"] == 2 and summary["classes"] == [207]  # a class of the model, named, held by the 2-class folder
     result = _json(_run("eval", spec, "--data", f"folder:{imagenet_folder}", "--eps", "2/255", "--steps", 1, "--restarts", 1, "--json"))
     assert result["n"] == 2 and result["eps"] == pytest.approx(2 / 255) and "ImageNet" in result["notes"][0]
-    _one_line_error(_run("eval", spec, "--data", f"folder:{imagenet_folder}"), "does not record", "--eps")
+    assert_one_line_error(_run("eval", spec, "--data", f"folder:{imagenet_folder}"), "does not record", "--eps")
 
-    _one_line_error(_run("eval", f"torchvision:resnet18={path}", "--eps", "1/255"), "does not fit torchvision's resnet18", str(path))
-    _one_line_error(_run("eval", f"torchvision:resnet5O={path}", "--eps", "1/255"), "unknown torchvision architecture 'resnet5O'", "resnet50")
-    _one_line_error(_run("eval", f"torchvision:{path}", "--eps", "1/255"), "torchvision:ARCH=PATH")
-    _one_line_error(_run("eval", str(path), "--eps", "1/255"), "not a robustgen checkpoint", f"torchvision:resnet50={path}")
+    assert_one_line_error(_run("eval", f"torchvision:resnet18={path}", "--eps", "1/255"), "does not fit torchvision's resnet18", str(path))
+    assert_one_line_error(_run("eval", f"torchvision:resnet5O={path}", "--eps", "1/255"), "unknown torchvision architecture 'resnet5O'", "resnet50")
+    assert_one_line_error(_run("eval", f"torchvision:{path}", "--eps", "1/255"), "torchvision:ARCH=PATH")
+    assert_one_line_error(_run("eval", str(path), "--eps", "1/255"), "not a robustgen checkpoint", f"torchvision:resnet50={path}")
 
 
 def test_timm_state_dict_and_safetensors(tmp_path, imagenet_folder):
@@ -324,7 +315,7 @@ def test_timm_state_dict_and_safetensors(tmp_path, imagenet_folder):
             assert torch.allclose(model(x), expected, atol=1e-4)
             assert torch.allclose(model.head(model.features(x)), model(x), atol=1e-5)
         assert meta["classes"] == [str(i) for i in range(7)] and meta["dataset"] == "folder:x" and meta["weights_sha256"] == sha256_file(path)
-    _one_line_error(_run("eval", f"timm:mobilenetv3_smal_050={pt}", "--eps", "1/255"), "unknown timm architecture", "mobilenetv3_small_050")
+    assert_one_line_error(_run("eval", f"timm:mobilenetv3_smal_050={pt}", "--eps", "1/255"), "unknown timm architecture", "mobilenetv3_small_050")
 
 
 # --------------------------------------------------------------------------- files that need unpickling
@@ -352,8 +343,8 @@ def test_file_that_needs_unpickling_is_refused_and_runs_nothing(tmp_path, source
         path = tmp_path / "evil.pt"
         spec, extra = (f"robustness:{path}" if source == "robustness" else f"torchvision:resnet18={path}"), []
     torch.save({"model": _Payload(marker)}, path)
-    _one_line_error(_run("eval", spec, *extra, "--eps", "8/255"), str(path), "--trust-checkpoint", "not loaded")
-    _one_line_error(_run("sample", "--checkpoint", spec, *extra, "--out", tmp_path / "o"), "--trust-checkpoint")
+    assert_one_line_error(_run("eval", spec, *extra, "--eps", "8/255"), str(path), "--trust-checkpoint", "not loaded")
+    assert_one_line_error(_run("sample", "--checkpoint", spec, *extra, "--out", tmp_path / "o"), "--trust-checkpoint")
     assert not marker.exists() and not (tmp_path / "o").exists()
     if source == "torchvision":  # the flag really unpickles (and the result is then judged as a state dict)
         with pytest.raises(RobustgenError, match="not a state dict"):
@@ -365,21 +356,21 @@ def test_file_that_needs_unpickling_is_refused_and_runs_nothing(tmp_path, source
 
 
 def test_unknown_source_missing_package_and_misplaced_options(tmp_path, monkeypatch):
-    _one_line_error(_run("eval", "hub:resnet50", "--eps", "8/255"), "unknown model source 'hub'", "robustbench:DATASET/THREAT/NAME")
-    _one_line_error(_run("sample", "--checkpoint", "hub:resnet50"), "unknown model source 'hub'")
-    _one_line_error(_run("eval", "x.pt", "--attack", "apgd-ce,cw"), "unknown attack cw")
-    _one_line_error(_run("eval"), "no model given")
-    _one_line_error(_run("eval", "a.pt", "--checkpoint", "b.pt"), "two models given")
-    _one_line_error(_run("eval", WONG, "--mean", "0.5,0.5,0.5"), "carries its own normalisation", "--mean/--std do not apply")
+    assert_one_line_error(_run("eval", "hub:resnet50", "--eps", "8/255"), "unknown model source 'hub'", "robustbench:DATASET/THREAT/NAME")
+    assert_one_line_error(_run("sample", "--checkpoint", "hub:resnet50"), "unknown model source 'hub'")
+    assert_one_line_error(_run("eval", "x.pt", "--attack", "apgd-ce,cw"), "unknown attack cw")
+    assert_one_line_error(_run("eval"), "no model given")
+    assert_one_line_error(_run("eval", "a.pt", "--checkpoint", "b.pt"), "two models given")
+    assert_one_line_error(_run("eval", WONG, "--mean", "0.5,0.5,0.5"), "carries its own normalisation", "--mean/--std do not apply")
     monkeypatch.setitem(sys.modules, "robustbench", None)  # as if the zoo extra were not installed
-    _one_line_error(_run("eval", WONG, "--model-dir", tmp_path), "pip install 'robustgen[zoo]'")
+    assert_one_line_error(_run("eval", WONG, "--model-dir", tmp_path), "pip install 'robustgen[zoo]'")
     monkeypatch.setitem(sys.modules, "timm", None)
-    _one_line_error(_run("eval", f"timm:resnet50={tmp_path}/w.pt", "--eps", "1/255"), "pip install 'robustgen[zoo]'")
+    assert_one_line_error(_run("eval", f"timm:resnet50={tmp_path}/w.pt", "--eps", "1/255"), "pip install 'robustgen[zoo]'")
 
 
 def test_autoattack_without_pyautoattack_is_one_line(robust_digits_checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyautoattack", None)
-    _one_line_error(_run("eval", robust_digits_checkpoint, "--attack", "autoattack", "--subset", 4), "pip install 'robustgen[zoo]'")
+    assert_one_line_error(_run("eval", robust_digits_checkpoint, "--attack", "autoattack", "--subset", 4), "pip install 'robustgen[zoo]'")
 
 
 def test_align_dataset_maps_folder_classes_onto_model_classes():
@@ -416,4 +407,4 @@ def test_autoattack_resumes_finished_chunks_from_its_state_file(robust_digits_ch
     resumed = _json(_run(*args, "--json"))
     assert resumed["resumed_chunks"] == 1 and resumed["robust_acc"] == pytest.approx((4 + chunk1) / 8)  # chunk 1 redone, same seed
     assert sorted(json.loads(state.read_text())["chunks"]) == ["0", "1"]
-    _one_line_error(_run(*[a if a != "0.1" else "0.2" for a in args]), "belongs to another evaluation", "eps")
+    assert_one_line_error(_run(*[a if a != "0.1" else "0.2" for a in args]), "belongs to another evaluation", "eps")

@@ -9,14 +9,13 @@ from training.config import TrainConfig, resolve_config
 from training.der import abnormal_mask, der_loss, der_penalty
 from training.evaluate import evaluate_robustness
 from training.loop import TrainResult, train
-from training.methods import METHODS, adversarial_batch
+from training.methods import METHODS
 
 __all__ = [
     "METHODS",
     "TrainConfig",
     "TrainResult",
     "abnormal_mask",
-    "adversarial_batch",
     "der_loss",
     "der_penalty",
     "evaluate_robustness",

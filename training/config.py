@@ -142,25 +142,25 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         raise RobustgenError("--out is empty: give the run dir's path, or leave --out out for runs/<dataset>-<method>")
     resolved = dataclasses.replace(resolved, out=resolved.out or default_out_dir(resolved))
     checks = [
-        (resolved.epochs >= 1, f"--epochs must be at least 1 (got {resolved.epochs})"),
-        (resolved.batch_size >= 1, f"--batch-size must be at least 1 (got {resolved.batch_size})"),
-        (resolved.lr > 0, f"--lr must be positive (got {resolved.lr})"),
-        (resolved.width >= 1, f"--width must be at least 1 (got {resolved.width})"),
+        (resolved.epochs >= 1, f"--epochs must be at least 1 (got {resolved.epochs}): pass --epochs 1 or more"),
+        (resolved.batch_size >= 1, f"--batch-size must be at least 1 (got {resolved.batch_size}): pass --batch-size 1 or more"),
+        (resolved.lr > 0, f"--lr must be positive (got {resolved.lr}): pass e.g. --lr 0.1"),
+        (resolved.width >= 1, f"--width must be at least 1 (got {resolved.width}): pass --width 1 or more"),
         (0 <= resolved.eps <= 1 or resolved.norm == "L2", f"--eps {resolved.eps} is outside pixel space [0, 1]: write 8/255, not 8"),
-        (resolved.eps >= 0, f"--eps must be non-negative (got {resolved.eps})"),
-        (resolved.step_size >= 0, f"--step-size must be non-negative (got {resolved.step_size})"),
-        (not method.multi_step or resolved.steps >= 1, f"--steps must be at least 1 for {resolved.method} (got {resolved.steps})"),
-        (resolved.restarts >= 1, f"--restarts must be at least 1 (got {resolved.restarts})"),
-        (resolved.der_beta >= 0 and resolved.der_gamma >= 0, "--der-beta and --der-gamma must be non-negative"),
-        (resolved.der_start >= 0, f"--der-start must be a non-negative epoch (got {resolved.der_start})"),
+        (resolved.eps >= 0, f"--eps must be non-negative (got {resolved.eps}): pass e.g. --eps 8/255"),
+        (resolved.step_size >= 0, f"--step-size must be non-negative (got {resolved.step_size}): pass a step >= 0, or leave --step-size out for the method's default"),
+        (not method.multi_step or resolved.steps >= 1, f"--steps must be at least 1 for {resolved.method} (got {resolved.steps}): pass --steps 1 or more"),
+        (resolved.restarts >= 1, f"--restarts must be at least 1 (got {resolved.restarts}): pass --restarts 1 or more"),
+        (resolved.der_beta >= 0 and resolved.der_gamma >= 0, "--der-beta and --der-gamma must be non-negative: pass values >= 0"),
+        (resolved.der_start >= 0, f"--der-start must be a non-negative epoch (got {resolved.der_start}): pass --der-start 0 or later"),
         (not _der_never_runs(resolved, method), f"--der-start {resolved.der_start} is not before the last epoch ({resolved.epochs} epochs, counted from 0), "
          f"so DER would never run: give --der-start below {resolved.epochs} or more --epochs"),
-        (resolved.eval_pgd_steps >= 0, f"--eval-pgd-steps must be non-negative (got {resolved.eval_pgd_steps})"),
-        (resolved.eval_subset is None or resolved.eval_subset >= 1, f"--eval-subset must be at least 1 (got {resolved.eval_subset})"),
-        (resolved.momentum >= 0, f"--momentum must be >= 0 (got {resolved.momentum})"),
-        (resolved.weight_decay >= 0, f"--weight-decay must be >= 0 (got {resolved.weight_decay})"),
-        (resolved.co_check_every >= 0, f"--co-check-every must be >= 0 steps (got {resolved.co_check_every})"),
-        (resolved.co_check_images >= 2, f"--co-check-images must be at least 2 (got {resolved.co_check_images})"),
+        (resolved.eval_pgd_steps >= 0, f"--eval-pgd-steps must be non-negative (got {resolved.eval_pgd_steps}): pass 0 (clean accuracy only) or more"),
+        (resolved.eval_subset is None or resolved.eval_subset >= 1, f"--eval-subset must be at least 1 (got {resolved.eval_subset}): pass 1 or more, or leave --eval-subset out for the whole test split"),
+        (resolved.momentum >= 0, f"--momentum must be >= 0 (got {resolved.momentum}): pass a value >= 0"),
+        (resolved.weight_decay >= 0, f"--weight-decay must be >= 0 (got {resolved.weight_decay}): pass a value >= 0"),
+        (resolved.co_check_every >= 0, f"--co-check-every must be >= 0 steps (got {resolved.co_check_every}): pass 0 (no checks) or more"),
+        (resolved.co_check_images >= 2, f"--co-check-images must be at least 2 (got {resolved.co_check_images}): pass 2 or more"),
     ]
     for ok, message in checks:
         if not ok:

@@ -108,14 +108,3 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise RobustgenError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
     return METHODS[name]
-
-
-def adversarial_batch(
-    model: nn.Module, x: Tensor, y: Tensor, *, method: str, eps: float, step_size: float, steps: int, restarts: int, norm: str,
-    keep_graph: bool = False,
-) -> AttackResult:
-    """x* for `method` (the model's train/eval mode is left as the caller set it)."""
-    entry = get_method(method)
-    if entry.attack is None:
-        raise RobustgenError(f"method {method!r} has no attack: choose one of {', '.join(ATTACK_METHODS)}")
-    return entry.attack(model, x, y, eps=eps, step_size=step_size, steps=steps, restarts=restarts, norm=norm, keep_graph=keep_graph)

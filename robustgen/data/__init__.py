@@ -36,7 +36,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -233,25 +233,6 @@ def augment(x: Tensor, *, crop_padding: int, flip: bool, generator: torch.Genera
         mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         x = torch.where(mask.view(n, 1, 1, 1), x.flip(3), x)
     return x
-
-
-def iterate_batches(
-    x: Tensor,
-    y: Tensor,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    generator: torch.Generator | None = None,
-    drop_last: bool = False,
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield (x, y) batches of tensors already on their device."""
-    n = len(x)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    order = order.to(x.device)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
-        yield x[idx], y[idx]
 
 
 # --------------------------------------------------------------------------- embedded default
