@@ -16,56 +16,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from robustgen.data import ImageDataset, LazyImageFolder, load_dataset
+from robustgen.data import ImageDataset
 from robustgen import distributed
 from robustgen.io import safe_name
 from robustgen.errors import RobustgenError
-from robustgen.models.sources import align_dataset, load_classifier
+from robustgen.models.model_data import SAMPLING, model_dataset
+from robustgen.models.sources import load_classifier
 from samplers.config import InitConfig, SamplerConfig, StopConfig
 from samplers.sample import SampleResult, sample
 
 
 def load_checkpoint_dataset(meta: dict, *, dataset: str | None = None, data_root: str | Path | None = None) -> ImageDataset:
     """The training data named in a model's meta (in the model's class indices), or a clear error saying how to provide it."""
-    return _align(_load_named_dataset(meta, dataset=dataset, data_root=data_root), meta)
-
-
-def _align(data: ImageDataset | LazyImageFolder, meta: dict) -> ImageDataset | LazyImageFolder:
-    """`align_dataset` for both dataset types: a LazyImageFolder is relabelled without reading its images.
-
-    align_dataset rebuilds in-memory arrays, so for a lazy folder it is asked only for the
-    class mapping, on a one-pixel stand-in with the folder's classes (same rules, same errors).
-    """
-    if not isinstance(data, LazyImageFolder):
-        return align_dataset(data, meta)
-    n = data.num_classes
-    pixels, labels = np.zeros((n, 1, 1, 1), dtype=np.uint8), np.arange(n, dtype=np.int64)
-    stand_in = ImageDataset(data.name, pixels, labels, pixels, labels, data.classes, crop_padding=0, flip=False, mean=(0.5,), std=(0.25,))
-    aligned = align_dataset(stand_in, meta)
-    return data if aligned is stand_in else data.relabel(aligned.y_train, aligned.classes)
-
-
-def _load_named_dataset(meta: dict, *, dataset: str | None, data_root: str | Path | None) -> ImageDataset:
-    spec = dataset or meta.get("dataset")
-    if not spec:
-        raise RobustgenError("the model does not name its dataset: pass --data (e.g. digits, cifar10, npz:PATH or folder:PATH)")
-    root = data_root if data_root is not None else meta.get("data_root")
-    expected_shape = meta.get("input_shape")
-    size = {"image_size": tuple(expected_shape[1:])} if spec.startswith("folder:") and expected_shape else {}
-    channels = (meta.get("config") or {}).get("channels")  # the --channels the model was trained with, so its data are read alike
-    channels = channels if channels in (1, 3) else None
-    try:
-        data = load_dataset(spec, root=root, channels=channels, **size)
-    except RobustgenError as exc:
-        raise RobustgenError(
-            f"sampling needs the training images of {spec!r} (to fit the initialiser and reference energies) "
-            f"but they cannot be loaded ({str(exc).rstrip('.')}); point to them with --data-root DIR or --data npz:PATH / folder:PATH (--dataset npz:PATH works too)"
-        ) from None
-    if expected_shape and list(data.image_shape) != list(expected_shape):
-        raise RobustgenError(
-            f"dataset {spec!r} has images shaped {list(data.image_shape)} but the model expects {list(expected_shape)}: pass the dataset it was trained on with --data"
-        )
-    return data
+    return model_dataset(meta, data=dataset, data_root=data_root, purpose=SAMPLING,
+                         data_hint="--data npz:PATH / folder:PATH (--dataset npz:PATH works too)")
 
 
 def default_out(dataset_name: str, class_names: Sequence[str] | None) -> Path:
