@@ -48,7 +48,7 @@ def parse_config(name: str) -> tuple[InitConfig, SamplerConfig, StopConfig]:
                                           ("flip", sampler, "flip", None), ("eps", sampler, "eps", float), ("lr", sampler, "step_size", float),
                                           ("q", stop, "quantile", lambda v: float("0." + v)), ("s", sampler, "smooth", float),
                                           ("j", sampler, "jitter", float), ("p", stop, "patience", int), ("k", init, "k", int),
-                                          ("mq", stop, "marginal_quantile", lambda v: float("0." + v)), ("blur", init, "blur", float), ("hp", sampler, "detail", float), ("spec", sampler, "spectrum", float)):
+                                          ("mq", stop, "marginal_quantile", lambda v: float("0." + v)), ("blur", init, "blur", float), ("spec", sampler, "spectrum", float)):
             if token.startswith(prefix) and (prefix != "s" or not token.startswith(("steps", "scale", "spec"))) and (prefix != "q" or not token.startswith("mq")):
                 value = token[len(prefix):]
                 if prefix == "fixed":

@@ -134,8 +134,6 @@ def read_gradient(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfi
     grad = low_pass(grad, sigma=sampler.smooth_sigma(height))
     if spectrum is not None:
         grad = precondition(grad, spectrum, power=sampler.spectrum)
-    if sampler.detail > 0:  # keep only what is finer than the detail scale: colours and layout stay the start's
-        grad = grad - low_pass(grad, sigma=sampler.detail_sigma(height))
     return grad, logits
 
 

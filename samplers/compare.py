@@ -31,7 +31,13 @@ from samplers.config import InitConfig, SamplerConfig, StopConfig
 from samplers.scoring import result as keys
 
 Configs = tuple[InitConfig, SamplerConfig, StopConfig]
-SANTURKAR: Configs = (InitConfig(kind="gaussian"), SamplerConfig(kind="pgd", steps=60), StopConfig(rule="fixed"))
+# Santurkar et al. 2019: class-conditional Gaussian start, 60 plain normalised-gradient L2 steps, no ball, no
+# preconditioning, no early stop; spelled out so that changes to the defaults never change the baseline.
+SANTURKAR: Configs = (
+    InitConfig(kind="gaussian"),
+    SamplerConfig(kind="pgd", steps=60, step_size=None, norm="L2", eps=None, energy="joint", smooth=0.0, spectrum=0.0, jitter=0.0, flip=False),
+    StopConfig(rule="fixed"),
+)
 GAIN_KEYS = ("fid_test", "judge_accuracy", "precision_test", "recall_test")
 
 
@@ -239,12 +245,15 @@ def table_columns(rows: list[Row]) -> tuple:
     return columns
 
 
+ROW_LABELS = {"santurkar": "classifier-only (Santurkar)"}  # the baseline measures the model's generative strength: say so in tables
+
+
 def markdown(rows: list[Row], columns: tuple | None = None) -> str:
     """The comparison as a markdown table (splits named in the column titles)."""
     columns = columns or table_columns(rows)
     lines = ["| " + " | ".join(t for t, _, _ in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        values = {"name": row.name, **row.metrics}
+        values = {"name": ROW_LABELS.get(row.name, row.name), **row.metrics}
         cells = [fmt.format(values[key]) if isinstance(values.get(key), (int, float, str)) and values.get(key) is not None else "-" for _, key, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

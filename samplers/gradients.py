@@ -1,12 +1,15 @@
-"""How a chain reads the model's gradient: plain, low-passed, or under a random small transformation.
+"""How a chain reads the model's gradient: plain, preconditioned, low-passed, or under a random small transformation.
 
 A robust classifier's input gradient carries class evidence at every spatial frequency. The
 high frequencies make class *texture* that a classifier rewards and people (and other
-classifiers' features) do not; two standard remedies from feature visualisation are here:
+classifiers' features) do not; the remedies from feature visualisation are here:
 
-    low_pass(grad, sigma=1.0)        Gaussian low-pass of the gradient (sigma in pixels)
-    shifted / flipped reads          the gradient at a randomly shifted or mirrored copy of x,
-                                     mapped back: only evidence that survives the transformation adds up
+    precondition(grad, spectrum, power=0.5)   every spatial frequency scaled by the training images'
+                                              amplitude spectrum ** power (the default sampler's, power 0.5):
+                                              steps vary images the way the data varies
+    low_pass(grad, sigma=1.0)                 Gaussian low-pass of the gradient (sigma in pixels)
+    shifted / flipped reads                   the gradient at a randomly shifted or mirrored copy of x,
+                                              mapped back: only evidence that survives the transformation adds up
 
 Each chain draws its own shifts and flips from its own generator, so a chain's path does not
 depend on the batch it runs in.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -79,8 +83,6 @@ def apply_transforms(x: Tensor, shifts: Tensor, flips: Tensor, *, inverse: bool 
 
 def amplitude_spectrum(images, *, batch: int = 512) -> Tensor:
     """Mean amplitude |FFT2| of uint8 NHWC images, mean-centred per image, over images and channels: (H, W // 2 + 1), max 1."""
-    import numpy as np
-
     total = None
     for start in range(0, len(images), batch):
         x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch])).double().permute(0, 3, 1, 2) / 255.0
@@ -89,6 +91,15 @@ def amplitude_spectrum(images, *, batch: int = 512) -> Tensor:
         total = amplitude if total is None else total + amplitude
     total[0, 0] = total.flatten()[1:].max()  # the mean was removed: give DC the largest non-DC amplitude
     return (total / total.max()).float()
+
+
+SPECTRUM_IMAGES_PER_CLASS = 500  # enough for a stable mean spectrum; bounds the cost on large datasets
+
+
+def dataset_spectrum(dataset) -> Tensor:
+    """The amplitude spectrum of the dataset's training images (at most SPECTRUM_IMAGES_PER_CLASS per class, all
+    classes): one prior for every class and chain, so a chain's image does not depend on which classes run beside it."""
+    return amplitude_spectrum(np.concatenate([dataset.class_images(c, "train")[:SPECTRUM_IMAGES_PER_CLASS] for c in range(dataset.num_classes)]))
 
 
 def precondition(grad: Tensor, spectrum: Tensor, *, power: float) -> Tensor:

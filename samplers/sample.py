@@ -200,7 +200,7 @@ def sample(
             return load_result(out)  # resuming a run that already finished
         # fit (or load) what the chains need before touching the output: a failure here writes nothing
         inits, thresholds = _prepare(model, dataset, class_list, init, stop, dist, cache_dir=cache_dir, fingerprint=fingerprint, model_hash=model_hash,
-                                     sampler_spectrum=sampler.spectrum)
+                                     sampler_spectrum=sampler.spectrum if sampler.steps > 0 else 0.0)
         if out is not None and dist.is_main and not resuming:
             rundir.create_out(out, settings, overwrite=overwrite)
         dist.barrier()
@@ -282,9 +282,9 @@ def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerp
 
     inits = ClassInitializers(init, dataset, arrays, reload=reload)
     if sampler_spectrum > 0:
-        from samplers.gradients import amplitude_spectrum
+        from samplers.gradients import dataset_spectrum
 
-        inits.spectrum = amplitude_spectrum(np.concatenate([dataset.class_images(c, "train") for c in class_list]))
+        inits.spectrum = dataset_spectrum(dataset)
     return inits, thresholds
 
 

@@ -12,7 +12,7 @@ from clicheck import assert_one_line_error, invoke
 from robustgen.checkpoint import load_checkpoint
 from robustgen.errors import RobustgenError
 from samplers import SamplerConfig, StopConfig
-from samplers.gradients import apply_transforms, draw_transforms, gaussian_kernel, low_pass
+from samplers.gradients import amplitude_spectrum, apply_transforms, dataset_spectrum, draw_transforms, gaussian_kernel, low_pass, precondition
 
 
 @pytest.fixture(autouse=True)
@@ -60,22 +60,58 @@ def test_a_shifted_read_gives_the_gradient_of_the_shifted_image():
     assert torch.allclose(read, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("options", [dict(smooth=1.0), dict(jitter=4.0, flip=True)])
+def test_amplitude_spectrum_of_real_images_falls_with_frequency(digits):
+    images = digits.class_images(3, "train")
+    spectrum = amplitude_spectrum(images)
+    h, w = images.shape[1:3]
+    assert spectrum.shape == (h, w // 2 + 1) and float(spectrum.max()) == pytest.approx(1.0)
+    assert float(spectrum[0, 1]) > 2 * float(spectrum[h // 2, w // 2])  # natural images: coarse structure dominates
+    assert amplitude_spectrum(images[:7]).shape == amplitude_spectrum(images[:7], batch=2).shape
+    assert torch.allclose(amplitude_spectrum(images[:7]), amplitude_spectrum(images[:7], batch=2), atol=1e-6)  # batching is exact
+    assert dataset_spectrum(digits).shape == spectrum.shape
+
+
+def test_precondition_is_linear_keeps_flat_spectra_and_damps_what_the_data_lacks(digits):
+    grad = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    other = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    spectrum = dataset_spectrum(digits)
+    assert torch.equal(precondition(grad, spectrum, power=0.0), grad)
+    assert torch.allclose(precondition(grad, torch.ones(8, 5), power=0.5), grad, atol=1e-5)  # a flat spectrum changes nothing
+    assert torch.allclose(precondition(grad + 2 * other, spectrum, power=0.5),
+                          precondition(grad, spectrum, power=0.5) + 2 * precondition(other, spectrum, power=0.5), atol=1e-5)
+    checker = ((torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1.0).expand(1, 1, 8, 8)
+    wave = torch.cos(torch.arange(8) * 2 * np.pi / 8).expand(1, 1, 8, 8)
+    ratio = lambda x, p: float(precondition(x, spectrum, power=p).norm() / x.norm())  # noqa: E731
+    assert ratio(checker, 1.0) < ratio(checker, 0.5) < 1.0 and ratio(checker, 0.5) < ratio(wave, 0.5)
+
+
+def test_sample_cli_takes_gradient_read_options_and_records_them(robust_digits_checkpoint, tmp_path):
+    out = tmp_path / "s"
+    result = invoke(["sample", "--checkpoint", robust_digits_checkpoint, "--class", "3", "-n", "4", "--steps", "2", "--spectrum", "1",
+                     "--smooth", "0.5", "--flip", "--out", out])
+    assert result.exit_code == 0, result.output
+    sampler = json.loads((out / "run.json").read_text())["sampler"]
+    assert (sampler["spectrum"], sampler["smooth"], sampler["flip"]) == (1.0, 0.5, True)
+    assert_one_line_error(invoke(["sample", "--checkpoint", robust_digits_checkpoint, "--spectrum", "-1", "--out", tmp_path / "t"]), "--spectrum -1.0 must be >= 0")
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("options", [dict(smooth=1.0), dict(jitter=4.0, flip=True), dict(spectrum=1.0)])
 def test_chains_with_gradient_reads_do_not_depend_on_their_batch(robust_digits_checkpoint, digits, options):
     """Shifts and flips come from each chain's own stream: refill and batch size leave the images bit-identical."""
     import samplers
 
     model, _ = load_checkpoint(robust_digits_checkpoint)
-    kwargs = dict(classes=[2, 5], n=13, seed=5, progress=False, sampler=SamplerConfig(steps=6, **options), stop=StopConfig())
+    kwargs = dict(classes=[2, 5], n=13, seed=5, progress=False, sampler=SamplerConfig(**{"steps": 6, "spectrum": 0.0, **options}), stop=StopConfig())
     refilled = samplers.sample(model, digits, batch_size=4, refill=True, **kwargs)
     one_batch = samplers.sample(model, digits, batch_size=13, refill=False, **kwargs)
-    plain = samplers.sample(model, digits, batch_size=13, refill=False, **{**kwargs, "sampler": SamplerConfig(steps=6)})
+    plain = samplers.sample(model, digits, batch_size=13, refill=False, **{**kwargs, "sampler": SamplerConfig(steps=6, spectrum=0.0)})
     assert np.array_equal(refilled.images, one_batch.images) and np.array_equal(refilled.steps, one_batch.steps)
     assert not np.array_equal(one_batch.images, plain.images)  # the option changes the paths
 
 
 def test_sampler_config_refuses_negative_reads():
-    for bad in (dict(smooth=-1.0), dict(jitter=-0.5)):
+    for bad in (dict(smooth=-1.0), dict(jitter=-0.5), dict(spectrum=-0.5)):
         with pytest.raises(RobustgenError, match="must be >= 0"):
             SamplerConfig(**bad).validate()
     assert SamplerConfig(smooth=1.0).smooth_sigma(64) == 2.0 and SamplerConfig(jitter=2.0).jitter_pixels(8) == 0
@@ -102,3 +138,24 @@ def test_train_cli_with_preset_records_it(tmp_path):
     assert recorded["preset"] == "generation" and recorded["method"] == "pgd" and recorded["norm"] == "L2"
     assert recorded["epochs"] == 1 and recorded["width"] == 4 and recorded["steps"] == 1  # explicit options win
     assert_one_line_error(invoke(["train", "digits", "--preset", "nope"]), "--preset")
+
+
+def test_eval_judge_prints_the_generative_strength_that_the_api_measures(robust_digits_checkpoint, standard_digits_checkpoint, tmp_path):
+    from samplers.strength import generative_strength
+
+    argv = ["eval", robust_digits_checkpoint, "--steps", "1", "--restarts", "1", "--subset", "20", "--judge", standard_digits_checkpoint, "--judge-n", "20"]
+    result = invoke([*argv, "--json"])
+    assert result.exit_code == 0, result.output
+    strength = json.loads(result.stdout)["generative_strength"]
+    direct = generative_strength(robust_digits_checkpoint, judge=standard_digits_checkpoint, n=20, device="cpu")
+    assert strength["n"] == 20 and strength["chance"] == pytest.approx(0.1)
+    for key in ("judge_accuracy", "fid_test", "precision_test", "recall_test"):
+        assert strength[key] == pytest.approx(direct[key], rel=1e-6)  # the CLI line is the API's measurement
+    text = invoke(argv)
+    assert text.exit_code == 0 and f"judge acc {strength['judge_accuracy']:.3f} (chance 0.100)" in text.output
+
+
+def test_eval_with_a_bad_judge_fails_before_attacking(robust_digits_checkpoint, tmp_path):
+    argv = ["eval", robust_digits_checkpoint, "--subset", "20"]
+    assert_one_line_error(invoke([*argv, "--judge", tmp_path / "missing.pt"]), "--judge", "no such checkpoint")
+    assert_one_line_error(invoke([*argv, "--judge-mean", "0.5"]), "--judge-mean/--judge-std describe a --judge")

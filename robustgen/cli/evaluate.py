@@ -28,12 +28,17 @@ from robustgen.threat import check_norm, parse_eps
 @click.option("--mean", default=None, metavar="M1,M2,M3",
               help="Input normalisation mean of torchvision:/timm: (default ImageNet's) and python:/torchscript:/export: networks (default none).")
 @click.option("--std", default=None, metavar="S1,S2,S3", help="Input normalisation std (as --mean).")
+@click.option("--judge", default=None, metavar="SPEC",
+              help="Also measure generative strength: classifier-only (Santurkar) samples judged by this independent standard classifier (any model spec).")
+@click.option("--judge-n", type=int, default=500, show_default=True, help="Classifier-only samples drawn for --judge (all classes, balanced).")
+@click.option("--judge-mean", default=None, metavar="M1,M2,M3", help="Input normalisation mean of a python:/torchscript:/export: --judge.")
+@click.option("--judge-std", default=None, metavar="S1,S2,S3", help="Input normalisation std of the --judge (as --judge-mean).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
 def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_size, subset, batch_size, state, data, data_root, model_dir,
-             trust_checkpoint, mean, std, device, seed, as_json):
+             trust_checkpoint, mean, std, judge, judge_n, judge_mean, judge_std, device, seed, as_json):
     """Clean and robust accuracy of SPEC on its dataset's test split (PGD-50-10 by default).
 
     SPEC is a robustgen checkpoint path, robustbench:DATASET/THREAT/NAME, robustness:PATH,
@@ -47,6 +52,11 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
       robustgen eval robustbench:cifar10/Linf/Wong2020Fast --attack autoattack --subset 1000 --data npz:cifar10.npz
       robustgen eval --checkpoint robustness:imagenet_linf_4.pt --data folder:imagenet --attack apgd-ce,apgd-t --subset 100
       robustgen eval python:nets.py:resnet20=resnet20.th --data npz:cifar10.npz --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --eps 2/255
+      robustgen eval runs/cifar10-generation/best.pt --judge python:nets.py:resnet20=resnet20.th --judge-mean 0.4914,0.4822,0.4465 --judge-std 0.247,0.243,0.261
+
+    With --judge, also prints the model's generative strength: how often an independent classifier
+    recognises the model's classifier-only samples (Santurkar et al.: Gaussian start, 60 plain steps),
+    with their FID / precision / recall against the test split in the judge's features.
     """
     from robustgen.data import conversion_note
     from robustgen.models.sources import load_classifier
@@ -69,6 +79,7 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
         if value is not None:
             parse_eps(value, norm=norm, name=option)
 
+    judge_spec = _judge_spec(judge, judge_n, judge_mean, judge_std, data=data)  # a bad judge fails before the attack runs
     model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=data,
                                   data_root=data_root)
     trained = meta.get("config") or {}
@@ -93,11 +104,44 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
         label = attack_label(attacks, steps)
     result.update(checkpoint=str(spec), source=meta.get("source"), dataset=dataset.name, epoch=meta.get("epoch"),
                   weights_sha256=meta.get("weights_sha256"), notes=[*meta.get("notes", []), *filter(None, [conversion_note(dataset)])])
+    if judge_spec is not None:
+        from samplers.strength import generative_strength
+
+        result["generative_strength"] = generative_strength(
+            spec, judge=judge_spec, n=judge_n, seed=seed, dataset=data, data_root=data_root, device=device, model_dir=model_dir,
+            trust_checkpoint=trust_checkpoint, mean=mean, std=std, progress=not as_json)
     if as_json:
         echo_json(result)
         return
     notes = [*meta.get("notes", []), *filter(None, [conversion_note(dataset)])]
     _print_result(result, spec=spec, dataset=dataset, label=label, norm=norm, eps=eps_value, notes=notes)
+    if judge_spec is not None:
+        click.echo(strength_line(result["generative_strength"]))
+
+
+def _judge_spec(judge, judge_n: int, judge_mean, judge_std, *, data):
+    """The --judge as a ModelSpec, loaded once now so that a bad one fails before the attack runs; None without --judge."""
+    if judge is None:
+        if judge_mean or judge_std:
+            raise RobustgenError("--judge-mean/--judge-std describe a --judge: add --judge SPEC, or drop them")
+        return None
+    if judge_n < 1:
+        raise RobustgenError(f"--judge-n {judge_n} must be at least 1 sample")
+    import torch
+
+    from robustgen.models.sources import ModelSpec
+    from samplers.scoring.extractors import load_judge
+
+    spec = ModelSpec(judge, mean=judge_mean, std=judge_std)
+    load_judge(spec, device=torch.device("cpu"), data=data)  # the judge is also the feature extractor: one read checks both
+    return spec
+
+
+def strength_line(strength: dict) -> str:
+    """One line: how well an independent judge recognises the model's classifier-only samples."""
+    return (f"generative strength (classifier-only samples, Santurkar; n={strength['n']}, judged by {strength['judge']}): "
+            f"judge acc {strength['judge_accuracy']:.3f} (chance {strength['chance']:.3f}), FID (test) {strength['fid_test']:.2f}, "
+            f"precision {strength['precision_test']:.3f}, recall {strength['recall_test']:.3f}")
 
 
 

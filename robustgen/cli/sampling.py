@@ -45,6 +45,11 @@ KNOB_OPTIONS = (
     click.option("--eps", type=EpsType(), default=None, help="PGD: radius of the ball around x0 (pixels, e.g. 16/255, or an L2 radius like 2.0). Default: no ball."),
     click.option("--norm", type=click.Choice(NORMS), default=_S.norm, show_default=True, is_eager=True, help="PGD step and ball norm."),
     click.option("--energy", type=click.Choice(ENERGIES), default=_S.energy, show_default=True, help="joint E(x,y), cross-entropy, or E(x,y) + w E(x)."),
+    click.option("--spectrum", type=FINITE, default=None,
+                 help=f"Scale each spatial frequency of the gradient by the training images' amplitude spectrum to this power (0 = plain gradient).  [default: {_S.spectrum:g}]"),
+    click.option("--smooth", type=FINITE, default=None, help="Gaussian low-pass of the gradient, std in pixels per 32 of image height.  [default: off]"),
+    click.option("--jitter", type=FINITE, default=None, help="Read the gradient at x shifted by up to this many pixels per 32 of height (per chain and step).  [default: off]"),
+    click.option("--flip/--no-flip", default=None, help="Read the gradient at a randomly mirrored x on half the steps.  [default: off]"),
     click.option("--quantile", type=FINITE, default=None, help=f"Adaptive: stop once E(x,y) <= this quantile of real training images' E(x,y).  [default: {_T.quantile:g}]"),
     click.option("--marginal-quantile", type=FINITE, default=None, help="Adaptive: also require E(x) <= this quantile of real images' E(x).  [default: off]"),
     click.option("--patience", type=int, default=None, help=f"Adaptive: stop after this many steps without improvement.  [default: {_T.patience}]"),
@@ -84,7 +89,8 @@ def configs(options: dict) -> tuple[InitConfig, SamplerConfig, StopConfig]:
     init = _config(InitConfig, kind=options["init_kind"], k=options["k"], variance=options["variance"], components=options["components"],
                    scale=options["scale"], neighbour_space=options["neighbour_space"], resolution=options["resolution"])
     sampler = _config(SamplerConfig, kind=options["sampler_kind"], steps=options["steps"], step_size=options["step_size"], drift=options["drift"],
-                      noise=options["noise"], momentum=options["momentum"], eps=options["eps"], norm=options["norm"], energy=options["energy"])
+                      noise=options["noise"], momentum=options["momentum"], eps=options["eps"], norm=options["norm"], energy=options["energy"],
+                      spectrum=options["spectrum"], smooth=options["smooth"], jitter=options["jitter"], flip=options["flip"])
     stop = _config(StopConfig, rule=options["stop_rule"], quantile=options["quantile"], marginal_quantile=options["marginal_quantile"],
                    patience=options["patience"])
     return init, sampler, stop
