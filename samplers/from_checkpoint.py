@@ -78,10 +78,10 @@ def sample_from_checkpoint(
                                   data=dataset, data_root=data_root)
     for note in meta.get("notes", []) if log is not None else ():
         log(f"note: {note}")  # what the loader inferred (classes, input size, normalisation)
-    named = _load_named_dataset(meta, dataset=dataset, data_root=data_root)
-    data = _align(named, meta)  # same classes: as is; a subset of the model's classes: relabelled (one line if not)
-    if not classes and data is not named:
-        classes = [int(c) for c in np.unique(data.y_train)]  # the subset of the model's classes the data holds
+    data = load_checkpoint_dataset(meta, dataset=dataset, data_root=data_root)  # a subset of the model's classes comes relabelled
+    present = np.unique(data.y_train)
+    if not classes and len(present) < data.num_classes:
+        classes = [int(c) for c in present]  # the subset of the model's classes the data holds
     if classes:
         names = [data.classes[data.class_index(c)] for c in classes]  # validates before anything runs
     else:

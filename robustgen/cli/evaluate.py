@@ -6,7 +6,6 @@ import click
 
 from robustgen.cli.common import echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
-from robustgen.threat import check_norm, parse_eps
 
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,63 +57,29 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
     recognises the model's classifier-only samples (Santurkar et al.: Gaussian start, 60 plain steps),
     with their FID / precision / recall against the test split in the judge's features.
     """
-    from robustgen.data import conversion_note
-    from robustgen.models.sources import load_classifier
-    from training.autoattack_eval import attack_label, evaluate_autoattack, parse_attacks
+    from training.robust_eval import EvalConfig, evaluate_model
 
     if spec and checkpoint_option and spec != checkpoint_option:
         raise RobustgenError(f"two models given ({spec} and --checkpoint {checkpoint_option}): pass one")
     spec = spec or checkpoint_option
     if not spec:
         raise RobustgenError("no model given: robustgen eval SPEC (a checkpoint path or e.g. robustbench:cifar10/Linf/Wong2020Fast)")
-    pgd = attack.strip().lower() == "pgd"
-    attacks = None if pgd else parse_attacks(attack)  # validated before anything is loaded
-    if (steps is not None and steps < (0 if pgd else 1)) or (restarts is not None and restarts < 1) or (subset is not None and subset < 1) or batch_size < 1:
-        raise RobustgenError(f"--steps must be >= {0 if pgd else 1}, --restarts, --subset and --batch-size >= 1")
-    if norm is not None:
-        check_norm(norm)
-    if state is not None and pgd:
-        raise RobustgenError("--state is AutoAttack's resume file and PGD evaluation keeps none: drop --state, or use --attack autoattack")
-    for value, option in ((eps, "--eps"), (step_size, "--step-size")):  # read before the model loads; the bound waits for the norm
-        if value is not None:
-            parse_eps(value, norm=norm, name=option)
-
+    config = EvalConfig(attack=attack, steps=steps, restarts=restarts, eps=eps, norm=norm, step_size=step_size, subset=subset,
+                        batch_size=batch_size, state=state, seed=seed)
+    config.validate()  # before the judge and the model are read
     judge_spec = _judge_spec(judge, judge_n, judge_mean, judge_std, data=data)  # a bad judge fails before the attack runs
-    model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=data,
-                                  data_root=data_root)
-    trained = meta.get("config") or {}
-    norm = norm or trained.get("norm") or "Linf"
-    eps_value = parse_eps(eps, norm=norm, name="--eps") if eps is not None else trained.get("eps")
-    if eps_value is None:
-        raise RobustgenError(f"{spec} does not record its threat model's eps: pass --eps (e.g. 8/255)")
-    dataset = _evaluation_dataset(spec, meta, data=data, data_root=data_root)
-
-    if pgd:
-        from training import evaluate_robustness
-
-        steps = 50 if steps is None else steps
-        restarts = 10 if restarts is None else restarts
-        result = evaluate_robustness(model, dataset, eps=eps_value, norm=norm, steps=steps, restarts=restarts,
-                                     step_size=parse_eps(step_size, norm=norm, name="--step-size") if step_size is not None else None,
-                                     subset=subset, batch_size=batch_size, seed=seed, progress=not as_json)
-        label = f"PGD-{steps}-{restarts}"
-    else:
-        result = evaluate_autoattack(model, dataset, eps=eps_value, norm=norm, attacks=attacks, steps=steps, restarts=restarts, subset=subset,
-                                     batch_size=batch_size, seed=seed, state_path=state or "auto", progress=not as_json)
-        label = attack_label(attacks, steps)
-    result.update(checkpoint=str(spec), source=meta.get("source"), dataset=dataset.name, epoch=meta.get("epoch"),
-                  weights_sha256=meta.get("weights_sha256"), notes=[*meta.get("notes", []), *filter(None, [conversion_note(dataset)])])
+    loading = dict(data=data, data_root=data_root, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, device=device)
+    result = evaluate_model(spec, config=config, progress=not as_json, **loading)
     if judge_spec is not None:
         from samplers.strength import generative_strength
 
-        result["generative_strength"] = generative_strength(
-            spec, judge=judge_spec, n=judge_n, seed=seed, dataset=data, data_root=data_root, device=device, model_dir=model_dir,
-            trust_checkpoint=trust_checkpoint, mean=mean, std=std, progress=not as_json)
+        result["generative_strength"] = generative_strength(spec, judge=judge_spec, n=judge_n, seed=seed, dataset=data, data_root=data_root,
+                                                            device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean,
+                                                            std=std, progress=not as_json)
     if as_json:
         echo_json(result)
         return
-    notes = [*meta.get("notes", []), *filter(None, [conversion_note(dataset)])]
-    _print_result(result, spec=spec, dataset=dataset, label=label, norm=norm, eps=eps_value, notes=notes)
+    _print_result(result, spec=spec)
     if judge_spec is not None:
         click.echo(strength_line(result["generative_strength"]))
 
@@ -144,34 +109,14 @@ def strength_line(strength: dict) -> str:
             f"precision {strength['precision_test']:.3f}, recall {strength['recall_test']:.3f}")
 
 
-
-def _evaluation_dataset(spec: str, meta: dict, *, data, data_root):
-    """The test images the model is evaluated on, checked against what it was trained on, in its class order."""
-    from robustgen.data import load_dataset
-    from robustgen.models.sources import align_dataset
-
-    dataset_spec = data or meta.get("dataset")
-    if not dataset_spec:
-        raise RobustgenError(f"{spec} does not name its dataset: pass --data (e.g. npz:PATH or folder:PATH)")
-    channels = (meta.get("config") or {}).get("channels")  # the --channels the model was trained with, so its data are read alike
-    try:
-        dataset = load_dataset(dataset_spec, root=data_root or meta.get("data_root"), channels=channels if channels in (1, 3) else None)
-    except RobustgenError as exc:
-        raise RobustgenError(f"evaluating needs the test images of {dataset_spec!r}, which cannot be loaded ({str(exc).rstrip('.')}): point to them with --data-root DIR or --data npz:PATH / folder:PATH") from None
-    if data is None and meta.get("dataset_sha256") and meta["dataset_sha256"] != dataset.fingerprint():
-        raise RobustgenError(f"dataset {meta['dataset']} on this machine differs from the one {spec} was trained on (sha256 mismatch): point --data-root at the original files")
-    if meta.get("input_shape") and list(dataset.image_shape) != list(meta["input_shape"]):
-        raise RobustgenError(f"{dataset_spec} has images shaped {list(dataset.image_shape)} but {spec} expects {list(meta['input_shape'])}: pass matching data with --data")
-    return align_dataset(dataset, meta)
-
-
-def _print_result(result: dict, *, spec: str, dataset, label: str, norm: str, eps: float, notes: list[str]) -> None:
+def _print_result(result: dict, *, spec: str) -> None:
     """The RobustBench-style table, then notes, resumption and AutoAttack's own checks."""
-    click.echo(f"{spec}: {dataset.name}, {result['n']} test images, {label} at {norm} eps {_eps_text(eps)}")
+    label, norm, eps = result["attack_label"], result["norm"], result["eps"]
+    click.echo(f"{spec}: {result['dataset']}, {result['n']} test images, {label} at {norm} eps {_eps_text(eps)}")
     row = {"clean acc": result["clean_acc"], f"{label} acc": result["robust_acc"], "n": result["n"], "attack": label,
            "eps": _eps_text(eps), "norm": norm}
     click.echo(format_table([row], list(row)))
-    for note in notes:
+    for note in result["notes"]:
         click.echo(f"note: {note}")
     if result.get("attack") == "pgd":
         return
@@ -181,6 +126,7 @@ def _print_result(result: dict, *, spec: str, dataset, label: str, norm: str, ep
         click.echo(f"warning: an adversarial example lies {result['max_perturbation']:.4g} from its image, outside eps {eps:.4g}")
     for message in result["warnings"]:
         click.echo(f"AutoAttack check: {message}")
+
 
 def _eps_text(eps: float) -> str:
     """8/255 when eps is a whole number of grey levels, else the number."""
