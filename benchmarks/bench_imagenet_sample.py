@@ -92,7 +92,7 @@ def child(args) -> None:
     from samplers import InitConfig, SamplerConfig, StopConfig
     from samplers.from_checkpoint import _align, _load_named_dataset
     from samplers.initializers import resolve_init
-    from samplers.sample import sample
+    from samplers import sample
 
     torch.set_num_threads(args.threads)
     spec, data_spec = f"torchvision:resnet50={args.weights}", f"folder:{args.folder}"

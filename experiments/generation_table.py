@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustgen.models.sources import ModelSpec
-from samplers.compare import compare, markdown
+from samplers.compare import SampleOptions, compare, markdown
 from samplers.config import InitConfig, SamplerConfig, StopConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -66,7 +66,7 @@ CONFIGS = {
 def run_setting(name: str, setting: Setting, *, out: Path, n: int, seed: int, device: str) -> list:
     options = {"device": device, "dataset": setting.data, "mean": setting.mean, "std": setting.std}
     return compare(setting.checkpoint, CONFIGS, out=out / name, features=setting.strong, judge=setting.strong, n=n, seed=seed,
-                   sample_options={k: v for k, v in options.items() if v is not None}, extra_features={"weak": setting.weak})
+                   sample_options=SampleOptions(**{k: v for k, v in options.items() if v is not None}), extra_features={"weak": setting.weak})
 
 
 def targets(rows) -> dict:

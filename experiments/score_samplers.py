@@ -19,7 +19,7 @@ import json
 import statistics
 from pathlib import Path
 
-from samplers.compare import TABLE, compare, markdown
+from samplers.compare import TABLE, SampleOptions, compare, markdown
 from samplers.config import InitConfig, SamplerConfig, StopConfig
 
 CONFIGS = {
@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    options = {"device": args.device, "dataset": args.data}
+    options = SampleOptions(device=args.device, dataset=args.data)
     out = Path(args.out)
     rows = compare(args.checkpoint, CONFIGS, out=out / f"seed{seeds[0]}", features=args.judge, judge=args.judge, n=args.n, seed=seeds[0],
                    sample_options=options)

@@ -9,7 +9,7 @@
 
 Pieces: initializers/ (where chains start, fitted and cached), steps.py (one SGLD
 or PGD step), energies.py (what is descended), stopping.py (when a chain stops),
-sample.py (the loop and the run dir), grid.py (pictures).
+sampling.py (the loop and the run dir: `samplers.sample`), grid.py (pictures).
 """
 
 from samplers.config import InitConfig, SamplerConfig, StopConfig
@@ -17,7 +17,7 @@ from samplers.energies import energy_and_grad, energy_function
 from samplers.from_checkpoint import load_checkpoint_dataset, sample_from_checkpoint
 from samplers.grid import grid_array, save_grid
 from samplers.initializers import fit_initializer
-from samplers.sample import SampleResult, load_result, run_chains, sample
+from samplers.sampling import SampleResult, load_result, run_chains, sample
 from samplers.steps import pgd_step, sgld_step
 from samplers.stopping import reference_energies
 

@@ -73,7 +73,7 @@ class ChainBatch:
 
 
 class ChainQueue(Protocol):
-    """Where new chains come from (samplers.sample.ChainSource)."""
+    """Where new chains come from (samplers.sampling.ChainSource)."""
 
     def take(self, k: int) -> ChainBatch | None: ...
 

@@ -41,6 +41,28 @@ SANTURKAR: Configs = (
 GAIN_KEYS = ("fid_test", "judge_accuracy", "precision_test", "recall_test")
 
 
+@dataclass(frozen=True)
+class SampleOptions:
+    """Which model and data every row samples from, and how its chains run (the rest of sample_from_checkpoint's arguments)."""
+
+    dataset: str | None = None  # dataset spec (None: the model's own); also the scores' reference
+    data_root: str | None = None  # where that dataset lives (None: as recorded)
+    model_dir: str | None = None  # where zoo files live
+    trust_checkpoint: bool = False  # allow fully unpickling a third-party file
+    mean: str | None = None  # input normalisation of python:/torchscript:/export: models ("M1,M2,M3")
+    std: str | None = None
+    device: str = "auto"
+    batch_size: int = 250  # chains on the device at once (the images do not depend on it)
+    refill: bool = True
+    precision: str = "fp32"
+    compile: str = "off"
+
+    def model(self) -> dict:
+        """load_classifier's keyword arguments (besides the device)."""
+        return {"data": self.dataset, "data_root": self.data_root, "model_dir": self.model_dir, "trust_checkpoint": self.trust_checkpoint,
+                "mean": self.mean, "std": self.std}
+
+
 @dataclass
 class Row:
     name: str
@@ -55,7 +77,8 @@ class Row:
 
 def compare(
     checkpoint: str | Path, configs: dict[str, Configs], *, out: str | Path, features: str | Path, judge: str | Path | None,
-    n: int = 1000, seed: int = 0, classes=None, controls: bool = True, sample_options: dict | None = None, log: Callable[[str], None] = print,
+    n: int = 1000, seed: int = 0, classes=None, controls: bool = True, sample_options: SampleOptions = SampleOptions(),
+    log: Callable[[str], None] = print,
     extra_features: dict[str, str | Path] | None = None,
 ) -> list[Row]:
     """Sample (or reuse) and score every configuration and control; returns the rows in order.
@@ -69,7 +92,7 @@ def compare(
     check_scorers(features=features, judge=judge)  # a bad --features or --judge fails before the first image is sampled
     for spec in (extra_features or {}).values():
         check_scorers(features=spec, judge=None)
-    out, options = Path(out), dict(sample_options or {})
+    out, options = Path(out), sample_options
     rows, plans = [], dict(configs)
     if controls:
         for init in dict.fromkeys(c[0] for c in configs.values()):
@@ -80,7 +103,7 @@ def compare(
         if not (run / "samples.npz").is_file():
             log(f"sampling {name}")
             sample_from_checkpoint(checkpoint, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, out=run,
-                                   resume=run.exists(), progress=False, **options)
+                                   resume=run.exists(), progress=False, **dataclasses.asdict(options))
         kind = "init-only" if name.startswith("init-only") else ("baseline" if name == "santurkar" else "sampler")
         rows.append(Row(name, kind, run, init_only=init_only_name(init) if kind == "sampler" and controls else None))
     if controls:
@@ -129,20 +152,19 @@ def _safe(name: str) -> str:
     return "=".join(safe_name(part.replace(":", "-")) for part in name.split("="))  # "scale=1.5" stays readable
 
 
-def _real_rows(checkpoint, out: Path, *, n: int, seed: int, options: dict) -> list[Row]:
+def _real_rows(checkpoint, out: Path, *, n: int, seed: int, options: SampleOptions) -> list[Row]:
     """Real test images, and n real training images (balanced), written like sample runs."""
     from robustgen.models.sources import load_classifier
     from samplers.from_checkpoint import load_checkpoint_dataset
-    from samplers.sample import balanced_labels
+    from samplers.sampling import balanced_labels
     from samplers.scoring.inputs import write_image_set
 
     rows = []
     for name, split in (("real-test", "test"), ("real-train", "train")):
         run = out / name
         if not (run / "samples.npz").is_file():
-            _, meta = load_classifier(str(checkpoint), device="cpu", data=options.get("dataset"), data_root=options.get("data_root"),
-                                      **{k: options[k] for k in ("model_dir", "trust_checkpoint", "mean", "std") if k in options})
-            data = load_checkpoint_dataset(meta, dataset=options.get("dataset"), data_root=options.get("data_root"))
+            _, meta = load_classifier(str(checkpoint), device="cpu", **options.model())
+            data = load_checkpoint_dataset(meta, dataset=options.dataset, data_root=options.data_root)
             x, y = data.split(split)
             if split == "train":  # n images, as balanced as the samples, drawn with the run's seed
                 rng = np.random.default_rng(seed)
@@ -154,12 +176,11 @@ def _real_rows(checkpoint, out: Path, *, n: int, seed: int, options: dict) -> li
     return rows
 
 
-def score_row(row: Row, *, features, judge, options: dict) -> dict:
+def score_row(row: Row, *, features, judge, options: SampleOptions) -> dict:
     """Scores of one row (cached in score.json / score-test.json beside the samples)."""
     from samplers.scoring import score
 
-    device = options.get("device", "auto")
-    common = dict(features=features, device=device, data_root=options.get("data_root"), ref=_reference(row.run, options))
+    common = dict(features=features, device=options.device, data_root=options.data_root, ref=_reference(row.run, options))
     train_file, test_file = row.run / "score.json", row.run / "score-test.json"
     if not train_file.is_file():
         memorise = row.name != "real-train"  # training images are their own nearest neighbours
@@ -169,7 +190,7 @@ def score_row(row: Row, *, features, judge, options: dict) -> dict:
     return row_metrics(row.run)
 
 
-def score_in_features(row: Row, name: str, features, *, options: dict) -> dict:
+def score_in_features(row: Row, name: str, features, *, options: SampleOptions) -> dict:
     """FID / precision / recall of a row against the test split in another extractor's features (cached in score-test@name.json)."""
     from robustgen.io import safe_name
     from samplers.scoring import score
@@ -179,14 +200,14 @@ def score_in_features(row: Row, name: str, features, *, options: dict) -> dict:
     path = row.run / f"score-test@{safe_name(name)}.json"
     if not path.is_file():
         score(row.run, metrics=("fid", "prc"), ref_split="test", memorisation=False, per_class=False, features=features,
-              device=options.get("device", "auto"), data_root=options.get("data_root"), ref=_reference(row.run, options)).save(path)
+              device=options.device, data_root=options.data_root, ref=_reference(row.run, options)).save(path)
     test = json.loads(path.read_text())["metrics"]
     return {f"fid_test@{name}": test.get(keys.KEY_FID), f"precision_test@{name}": test.get(keys.KEY_PRECISION),
             f"recall_test@{name}": test.get(keys.KEY_RECALL)}
 
 
-def _reference(run: Path, options: dict) -> str | None:
-    return options.get("dataset") or json.loads((run / "meta.json").read_text()).get("dataset")
+def _reference(run: Path, options: SampleOptions) -> str | None:
+    return options.dataset or json.loads((run / "meta.json").read_text()).get("dataset")
 
 
 def row_metrics(run: Path) -> dict:

@@ -23,7 +23,7 @@ from robustgen.errors import RobustgenError
 from robustgen.models.model_data import SAMPLING, model_dataset
 from robustgen.models.sources import load_classifier
 from samplers.config import InitConfig, SamplerConfig, StopConfig
-from samplers.sample import SampleResult, sample
+from samplers.sampling import SampleResult, sample
 
 
 def load_checkpoint_dataset(meta: dict, *, dataset: str | None = None, data_root: str | Path | None = None) -> ImageDataset:

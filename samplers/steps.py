@@ -1,6 +1,6 @@
 """One sampler step each, as pure functions of (state, gradient, noise).
 
-The loop in samplers/sample.py computes the gradient and draws the noise;
+The loop in samplers/sampling.py computes the gradient and draws the noise;
 these functions only move pixels, so they are easy to test and reuse.
 """
 

@@ -41,7 +41,7 @@ def generative_strength(
     """Santurkar samples of every class (n in all) judged by `judge` (a spec, also the feature extractor)."""
     from robustgen.models.sources import load_classifier
     from samplers.from_checkpoint import load_checkpoint_dataset
-    from samplers.sample import sample
+    from samplers.sampling import sample
     from samplers.scoring import score
 
     model, meta = load_classifier(checkpoint, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=dataset)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from robustgen.errors import RobustgenError
 from robustgen.finite import finite
 from robustgen.io import atomic_path, atomic_write_json, atomic_write_text
-from samplers.compare import Configs, Row, compare, markdown
+from samplers.compare import Configs, Row, SampleOptions, compare, markdown
 from samplers.config import InitConfig, SamplerConfig, StopConfig
 
 # knob name -> (which of the three configs, its field); the kinds go by their CLI names
@@ -66,7 +66,7 @@ def _parse(text: str, config, name: str, knob: str) -> Any:
 def sweep(
     checkpoint: str | Path, *, knob: str, values: Sequence[str], out: str | Path, features: str | Path, judge: str | Path | None,
     base: Configs = (InitConfig(), SamplerConfig(), StopConfig()), n: int = 1000, seed: int = 0, classes=None, controls: bool = True,
-    sample_options: dict | None = None, log: Callable[[str], None] = print,
+    sample_options: SampleOptions = SampleOptions(), log: Callable[[str], None] = print,
 ) -> list[Row]:
     """Sample and score every value of `knob` (plus controls); write sweep.json, sweep.md, frontier.png."""
     configs = knob_configs(base, knob, values)  # all values checked before the first run

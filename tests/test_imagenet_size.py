@@ -202,9 +202,8 @@ def test_sample_builds_each_class_when_its_chains_start_and_matches_an_in_memory
 
 
 def test_fitted_arrays_over_the_memory_budget_are_reloaded_per_class_with_the_same_images(folder, tmp_path, monkeypatch):
-    import importlib
+    import samplers.sampling as sample_module
 
-    sample_module = importlib.import_module("samplers.sample")  # the module (the package exports a function of that name)
     lazy, model = load_dataset(f"folder:{folder}"), TinyNet()
     options = dict(classes=[1, 0], n=5, init=InitConfig(kind="gaussian"), sampler=SamplerConfig(steps=1), stop=StopConfig(rule="fixed"),
                    batch_size=2, cache_dir=tmp_path / "c", progress=False)

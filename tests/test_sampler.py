@@ -10,13 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import samplers
-import importlib
+import samplers.sampling as sample_module  # the loop module (samplers.sample is its function)
 from robustgen.checkpoint import load_checkpoint
 from robustgen.errors import RobustgenError
 from robustgen.io import sha256_file
 from samplers import InitConfig, SamplerConfig, StopConfig, energy_function, pgd_step, run_chains, sgld_step
-
-sample_module = importlib.import_module("samplers.sample")  # the module, not the function samplers.sample
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ from robustgen.app.report import build_report
 from robustgen.errors import RobustgenError
 from robustgen.io import LOCK_NAME, atomic_write_json, clean_stale_temps, now_iso, run_dir_lock, versions
 from samplers import InitConfig, SamplerConfig, StopConfig
-from samplers.compare import compare
+from samplers.compare import SampleOptions, compare
 from training import TrainConfig, train
 from training.rundir import is_finished, read_training_run
 
@@ -139,7 +139,7 @@ def _compare(config: DemoConfig, out: Path, robust_dir: Path, reference_ckpt: Pa
     """The default sampler and its controls, sampled (or reused) and scored by samplers.compare."""
     return compare(robust_dir / "best.pt", {"default": (InitConfig(), SamplerConfig(), StopConfig())}, out=out / "samples",
                    features=reference_ckpt, judge=reference_ckpt, n=config.samples_per_class * 10, seed=config.seed,
-                   sample_options={"device": config.device}, log=lambda message: log(f"  {message}"))
+                   sample_options=SampleOptions(device=config.device), log=lambda message: log(f"  {message}"))
 
 
 HEADLINE = (("FID (test)", "fid_test", "{:.3g}"), ("judge acc", "judge_accuracy", "{:.3f}"), ("recall (test)", "recall_test", "{:.3f}"),

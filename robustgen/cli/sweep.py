@@ -36,7 +36,7 @@ def sweep(**options):
       robustgen sweep --checkpoint runs/cifar/best.pt --features runs/ref/best.pt --knob quantile --values 0.05,0.1,0.2,0.5 --out runs/sweep-q
       robustgen sweep --checkpoint best.pt --features ref.pt --knob scale --values 1,1.5,2 --k 50 --out runs/sweep-scale
     """
-    from samplers.compare import markdown
+    from samplers.compare import SampleOptions, markdown
     from samplers.sweep import sweep as run_sweep
 
     from robustgen.cli.score import model_specs
@@ -49,7 +49,7 @@ def sweep(**options):
     rows = run_sweep(
         options["checkpoint"], knob=options["knob"], values=values, out=options["out"], features=features, judge=judge,
         base=configs(options), n=options["n"], seed=options["seed"], classes=list(options["classes"]) or None, controls=options["controls"],
-        sample_options={**model_arguments(options), **run_arguments(options)},
+        sample_options=SampleOptions(**model_arguments(options), **run_arguments(options)),
         log=lambda message: click.echo(message, err=True),
     )
     if options["as_json"]:
