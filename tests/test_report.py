@@ -54,6 +54,8 @@ def test_report_builds_for_each_kind_of_run_dir(tmp_path, kind, robust_digits_ch
         assert "last PGD-3 acc" in page and ">6<" in page  # the fixture's eval PGD steps and epochs
     if kind != "train":
         assert "local-pca" in page and "12.5" in page and "not comparable with Inception" in page
+    if kind == "combined":  # the pictures come first, the numbers after
+        assert page.index("<h2>Samples</h2>") < page.index("Training run")
 
 
 def test_report_rejects_a_dir_without_runs(tmp_path):

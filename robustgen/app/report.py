@@ -61,13 +61,11 @@ def render_report(run_dir: str | os.PathLike) -> str:
     train_dirs, sample_dirs = find_runs(root)
     if not train_dirs and not sample_dirs:
         raise RobustgenError(f"{root} holds no robustgen run (no metrics.jsonl or samples.npz): pass a train, sample or demo run dir")
-    sections = []
+    sections = [_samples_section(sample_dirs, root)] if sample_dirs else []  # the pictures first, then the numbers
     summary = _read_json(root / "demo.json")
     if summary:
         sections.append(_summary_section(summary))
     sections += [_comparison_section(path, root) for path in sorted(root.rglob("comparison.json"))]
-    if sample_dirs:
-        sections.append(_samples_section(sample_dirs, root))
     sections += [_training_section(d, root) for d in train_dirs]
     sections.append(_versions_section(root, train_dirs, sample_dirs))
     return _PAGE.format(title=html.escape(f"robustgen report: {root.resolve().name}"), generated=now_iso(), body="\n".join(sections))
@@ -124,14 +122,14 @@ def _samples_section(sample_dirs: list[Path], root: Path) -> str:
         score = _read_json(run / "score.json")
         name = html.escape(str(run.relative_to(root)) if run != root else run.name)
         grid = _img((run / "grid.png").read_bytes(), f"sample grid {name}", css="grid") if (run / "grid.png").exists() else ""
-        strips = _img((run / "strips.png").read_bytes(), f"start, middle, final of a few chains {name}", css="grid") if (run / "strips.png").exists() else ""
-        cards.append(f"<figure><h3>{name}</h3>{grid}{strips}<figcaption>{html.escape(_sampler_description(meta))}"
-                     f"{' (right: start, middle and final image of a few chains)' if strips else ''}</figcaption></figure>")
+        strips = _img((run / "strips.png").read_bytes(), f"start, middle, final of a few chains {name}", css="strips") if (run / "strips.png").exists() else ""
+        chains = f"<details><summary>start, middle and final image of a few chains</summary>{strips}</details>" if strips else ""
+        cards.append(f"<figure><h3>{name}</h3>{grid}<figcaption>{html.escape(_sampler_description(meta))}</figcaption>{chains}</figure>")
         if score:
             score_rows.append((name, score))
     table = _score_table(score_rows) if score_rows else ""
     memorisation = "".join(_memorisation_block(run, root) for run in sample_dirs)
-    return f"<section><h2>Samples</h2><div class='gallery'>{''.join(cards)}</div>{table}{memorisation}</section>"
+    return f"<section><h2>Samples</h2><div class='samples'>{''.join(cards)}</div>{table}{memorisation}</section>"
 
 
 def _comparison_section(path: Path, root: Path) -> str:
@@ -152,9 +150,9 @@ def _comparison_section(path: Path, root: Path) -> str:
         body += "<tr>" + "".join(cells) + "</tr>"
     name = html.escape(str(path.parent.relative_to(root)) if path.parent != root else path.parent.name)
     frontier = path.parent / "frontier.png"
-    picture = _img(frontier.read_bytes(), "quality-diversity frontier", css="grid") if frontier.exists() else ""
+    picture = _img(frontier.read_bytes(), "quality-diversity frontier") if frontier.exists() else ""
     note = html.escape(f"{data.get('note', '')}; extractor and judge: {data.get('features')} / {data.get('judge')}; n = {data.get('n')}, seed {data.get('seed')}")
-    return f"""<section><h2>Comparison: {name}</h2><table class="scores"><tr>{head}</tr>{body}</table>
+    return f"""<section><h2>Comparison: {name}</h2><div class="table-wrap"><table class="scores"><tr>{head}</tr>{body}</table></div>
 <p class="note">{note}</p>{picture}</section>"""
 
 
@@ -168,7 +166,7 @@ _SCORE_COLUMNS = (
 def _score_table(rows: list[tuple[str, dict]]) -> str:
     present = {k for _, score in rows for k, v in (score.get("metrics") or score).items() if isinstance(v, (int, float))}
     keys = [k for k in _SCORE_COLUMNS if k in present] + sorted(present - set(_SCORE_COLUMNS))
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    head = "".join(f"<th>{html.escape(k).replace('_', '_<wbr>')}</th>" for k in keys)  # long keys break at their underscores
     body = ""
     labels = set()
     for name, score in rows:
@@ -176,7 +174,7 @@ def _score_table(rows: list[tuple[str, dict]]) -> str:
         body += f"<tr><td>{name}</td>" + "".join(f"<td>{_cell(values.get(k))}</td>" for k in keys) + "</tr>"
         extractor = score.get("extractor")
         labels.add(str(score.get("label") or (extractor.get("description") if isinstance(extractor, dict) else extractor) or "unknown extractor"))
-    return f"""<h3>Scores</h3><table class="scores"><tr><th>samples</th>{head}</tr>{body}</table>
+    return f"""<h3>Scores</h3><div class="table-wrap"><table class="scores"><tr><th>samples</th>{head}</tr>{body}</table></div>
 <p class="note">{html.escape("; ".join(sorted(labels)))}</p>{_splits_note(rows, keys)}"""
 
 
@@ -215,7 +213,7 @@ def _memorisation_block(run: Path, root: Path) -> str:
     note = (f"Each sample's distance to its nearest training image ({_cell(memo.get('n_train'))} train images) against the same distance for "
             f"{_cell(memo.get('n_test'))} real test images: ratio 1 = as novel as held-out data, 0 = copies; near-copies: closer than 99% of "
             "test images (real data: 1%). C_T: Meehan, Chaudhuri &amp; Dasgupta, AISTATS 2020 (&lt;&lt; 0 copying, &gt;&gt; 0 underfitting).")
-    return (f"<h3>Memorisation: {name}</h3><table class='scores'>{head}{body}</table><p class='note'>{note}</p>"
+    return (f"<h3>Memorisation: {name}</h3><div class='table-wrap'><table class='scores'>{head}{body}</table></div><p class='note'>{note}</p>"
             f"<p class='note'>{html.escape(' | '.join(readings))}</p>{strip}<p class='note'>{html.escape(caption)}</p>")
 
 
@@ -321,8 +319,12 @@ table {{ border-collapse: collapse; font-size: 12.5px; }} caption {{ text-align:
 .scores th, .scores td {{ border-bottom: 1px solid #e4e6ea; padding: 4px 10px; text-align: right; }}
 .scores th:first-child, .scores td:first-child {{ text-align: left; }}
 .cols {{ display: flex; gap: 36px; flex-wrap: wrap; align-items: flex-start; }}
-img {{ max-width: 100%; }} img.grid {{ image-rendering: pixelated; width: 360px; border: 1px solid #dde; }} img.pairs {{ image-rendering: pixelated; }}
-.gallery {{ display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }} .gallery h3 {{ margin-top: 0; }} .gallery figure {{ margin: 0; max-width: 1100px; }} .gallery figure figcaption {{ max-width: 360px; }}
+img {{ max-width: 100%; }} img.pairs {{ image-rendering: pixelated; }}
+.samples {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 24px; }}
+.samples figure {{ margin: 0; min-width: 0; }} .samples h3 {{ margin-top: 0; overflow-wrap: anywhere; }}
+img.grid {{ image-rendering: pixelated; width: 100%; max-width: 640px; border: 1px solid #dde; }} img.strips {{ display: block; margin-top: 6px; }}
+.table-wrap {{ max-width: 100%; overflow-x: auto; }} .scores th {{ overflow-wrap: break-word; }}
+.gallery {{ display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }} .gallery figure {{ margin: 0; min-width: 0; }}
 details summary {{ cursor: pointer; color: #445; margin: 6px 0; }}
 figcaption, .note {{ color: #667; font-size: 12px; }}
 </style></head>
