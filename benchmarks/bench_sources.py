@@ -33,7 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robustgen.data import ImageDataset, load_dataset  # noqa: E402
-from robustgen.models.sources import align_dataset, load_classifier  # noqa: E402
+from robustgen.models.classes import align_dataset  # noqa: E402
+from robustgen.models.sources import load_classifier  # noqa: E402
 from samplers import InitConfig, SamplerConfig, StopConfig, sample  # noqa: E402
 from training.autoattack_eval import evaluate_autoattack  # noqa: E402
 

@@ -21,7 +21,8 @@ from robustgen.cli import main
 from robustgen.errors import RobustgenError
 from robustgen.io import sha256_file
 from robustgen.models.foreign import IMAGENET_MEAN, IMAGENET_STD
-from robustgen.models.sources import CIFAR10_CLASSES, align_dataset, imagenet_classes, load_classifier
+from robustgen.models.classes import CIFAR10_CLASSES, align_dataset, imagenet_classes
+from robustgen.models.sources import load_classifier
 
 WONG = "robustbench:cifar10/Linf/Wong2020Fast"
 WONG_GDRIVE = "1Re--_lf3jCEw9bnQqGkjw3J7v2tSZKrv"  # RobustBench's download id for Wong2020Fast

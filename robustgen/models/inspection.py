@@ -103,7 +103,7 @@ def clean_accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, 
 def _test_data(data: str, *, data_root, meta: dict):
     """--data in the model's class indices and input size, or one line saying why not."""
     from robustgen.data import load_dataset
-    from robustgen.models.sources import align_dataset
+    from robustgen.models.classes import align_dataset
 
     shape = meta.get("input_shape")
     size = {"image_size": tuple(shape[1:])} if str(data).startswith("folder:") and shape else {}

@@ -14,7 +14,7 @@ import numpy as np
 
 from robustgen.data import ImageDataset, LazyImageFolder, load_dataset
 from robustgen.errors import RobustgenError
-from robustgen.models.sources import align_dataset
+from robustgen.models.classes import align_dataset
 
 SAMPLING = "sampling needs the training images (to fit the initialiser and reference energies) of"
 EVALUATING = "evaluating needs the test images of"

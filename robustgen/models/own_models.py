@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from robustgen.errors import RobustgenError
+from robustgen.models.classes import _meta, class_names, model_class_index, parse_channels
 from robustgen.models.foreign import (
     ForeignClassifier,
     check_readable,
@@ -76,7 +77,6 @@ def load_own(source: str, rest: str, *, spec: str, device, trust: bool, mean, st
     if source == "export":
         split = _export_split(net, shape, norm)
     model = _wrap(net, split, num_classes=num_classes, shape=shape, norm=norm, spec=spec, device=device)
-    from robustgen.models.sources import _meta
 
     meta = _meta(
         source=source, spec=spec, arch=arch, dataset=facts["name"] if facts else None, classes=classes, input_shape=shape,
@@ -305,7 +305,6 @@ def _output_width(net: nn.Module, shape, *, spec: str) -> int:
 
 
 def _classes(num_classes: int, facts, *, spec: str) -> tuple[list[str], str]:
-    from robustgen.models.sources import class_names, model_class_index
 
     if facts is None:
         names = class_names(num_classes, None)
@@ -329,7 +328,6 @@ def _classes(num_classes: int, facts, *, spec: str) -> tuple[list[str], str]:
 
 
 def _normalisation(mean, std, *, channels: int):
-    from robustgen.models.sources import parse_channels
 
     if mean is None and std is None:
         return None, "no --mean/--std: the network gets [0, 1] pixels as they are (pass the normalisation it was trained with, if any)"
