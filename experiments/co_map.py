@@ -25,7 +25,7 @@ import math
 import statistics
 from pathlib import Path
 
-from grid import grid_arguments, markdown_table, read_cell, run_cells
+from grid import grid_arguments, list_or_train, markdown_table, read_cell
 
 from training.collapse import collapse_epoch
 
@@ -134,11 +134,8 @@ def _rate(text: str) -> float:
 def main() -> None:
     args = grid_arguments(__doc__, work="co-map").parse_args()
     grid = cells(args.data)
-    if args.list:
-        print("\n".join(sorted(grid)))
+    if list_or_train(grid, args):
         return
-    if not args.summarise:
-        run_cells(grid, args)
     results = Path(args.results)
     summary = summarise(results)
     if not summary["rows"]:

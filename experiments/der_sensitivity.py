@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from co_map import EPOCHS, WIDTH, run_summary
-from grid import grid_arguments, markdown_table, read_cell, run_cells
+from grid import grid_arguments, list_or_train, markdown_table, read_cell
 
 BETAS = (1.0, 2.0, 4.0, 8.0)
 GAMMAS = (0.05, 0.1, 0.2, 0.5)
@@ -94,11 +94,8 @@ def main() -> None:
     parser.add_argument("--gammas", default=",".join(f"{g:g}" for g in GAMMAS), type=lambda s: [float(v) for v in s.split(",")])
     args = parser.parse_args()
     grid = cells(args)
-    if args.list:
-        print("\n".join(sorted(grid)))
+    if list_or_train(grid, args):
         return
-    if not args.summarise:
-        run_cells(grid, args)
     results = Path(args.results)
     table = summarise(results, args.seeds)
     if not table:

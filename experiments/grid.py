@@ -58,6 +58,17 @@ def run_cells(cells: dict, args) -> None:
         copy_results(run_dir, Path(args.results) / name)
 
 
+def list_or_train(grid: dict, args) -> bool:
+    """--list: print the cells and return True (nothing more to do); else train this shard's unfinished cells
+    (unless --summarise) and return False."""
+    if args.list:
+        print("\n".join(sorted(grid)))
+        return True
+    if not args.summarise:
+        run_cells(grid, args)
+    return False
+
+
 def copy_results(run_dir: Path, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in RESULT_FILES:
