@@ -24,6 +24,7 @@ from pathlib import Path
 RECIPES = {  # name -> robustgen train options (the dataset and --out are added)
     "linf-fgsm-der-8/255 (README)": "--method fgsm --eps 8/255 --width 16 --epochs 15 --der",
     "l2-pgd5-0.25": "--method pgd --norm L2 --eps 0.25 --steps 5 --width 16 --epochs 15",
+    "linf-pgd5-2/255": "--method pgd --norm Linf --eps 2/255 --steps 5 --width 16 --epochs 15",
     "l2-pgd5-0.5": "--method pgd --norm L2 --eps 0.5 --steps 5 --width 16 --epochs 15",
     "l2-pgd5-1.0": "--method pgd --norm L2 --eps 1.0 --steps 5 --width 16 --epochs 15",
     "l2-pgd5-0.5-der": "--method pgd --norm L2 --eps 0.5 --steps 5 --width 16 --epochs 15 --der",
