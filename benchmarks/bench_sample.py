@@ -1,4 +1,5 @@
-"""Throughput of the default sampler, side by side: continuous batching (refill) or not, fp32 or bf16, adaptive or fixed.
+"""Throughput of the default sampler, side by side: against the previous default, continuous batching (refill) or not,
+fp32 or bf16, adaptive or fixed.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sample.py                                   # digits, tiny model, CPU
     python benchmarks/bench_sample.py --checkpoint runs/shared/cifar-robust/best.pt --n 1000 --device cuda
@@ -30,8 +31,16 @@ from robustgen.models import build_model  # noqa: E402
 from samplers import InitConfig, SamplerConfig, StopConfig, load_checkpoint_dataset, sample  # noqa: E402
 
 
-def bench(model, data, *, n: int, batch_size: int, stop: str, refill: bool, precision: str, cache_dir: str) -> dict:
-    kwargs = dict(n=n, init=InitConfig(), sampler=SamplerConfig(), stop=StopConfig(rule=stop), batch_size=batch_size, refill=refill,
+SAMPLERS = {  # name -> (sampler, stop)
+    "default": (SamplerConfig(), StopConfig()),
+    "previous default (q 0.2, 20 steps)": (SamplerConfig(steps=20), StopConfig(quantile=0.2)),
+    "default, fixed stop": (SamplerConfig(), StopConfig(rule="fixed")),
+}
+
+
+def bench(model, data, *, n: int, batch_size: int, name: str, refill: bool, precision: str, cache_dir: str) -> dict:
+    sampler, stop = SAMPLERS[name]
+    kwargs = dict(n=n, init=InitConfig(), sampler=sampler, stop=stop, batch_size=batch_size, refill=refill,
                   precision=precision, cache_dir=cache_dir, progress=False)
     device = next(model.parameters()).device
     t0 = time.perf_counter()
@@ -42,7 +51,7 @@ def bench(model, data, *, n: int, batch_size: int, stop: str, refill: bool, prec
     result = sample(model, data, **kwargs)
     _sync(device)
     seconds = time.perf_counter() - t0
-    return {"device": str(device), "stop": stop, "refill": refill, "precision": precision, "n": n, "seconds": seconds, "images_per_s": n / seconds,
+    return {"device": str(device), "sampler": name, "refill": refill, "precision": precision, "n": n, "seconds": seconds, "images_per_s": n / seconds,
             "grad_evals_per_image": result.grad_evals_per_image, "evals_per_s": result.grad_evals / seconds, "first_call_s": warm}
 
 
@@ -70,16 +79,17 @@ def main() -> None:
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"model: {what}; default sampler {InitConfig()} {SamplerConfig()} {StopConfig()}; n={args.n}, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads")
-    print("| device | stop | refill | precision | images/s | grad evals / image | grad evals / s | first call s |\n|---|---|---|---|---|---|---|---|")
+    print("| device | sampler | refill | precision | images/s | grad evals / image | grad evals / s | first call s |\n|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as cache:
         for device in devices:
             net = model.to(device).eval()
-            rows = [("adaptive", True, "fp32"), ("adaptive", False, "fp32"), ("fixed", True, "fp32")]
+            rows = [("default", True, "fp32"), ("previous default (q 0.2, 20 steps)", True, "fp32"), ("default", False, "fp32"),
+                    ("default, fixed stop", True, "fp32")]
             if fast_bf16(torch.device(device)):
-                rows += [("adaptive", True, "bf16"), ("adaptive", False, "bf16")]
-            for stop, refill, precision in rows:
-                r = bench(copy.deepcopy(net), data, n=args.n, batch_size=args.batch_size, stop=stop, refill=refill, precision=precision, cache_dir=cache)
-                print(f"| {r['device']} | {stop} | {'yes' if refill else 'no'} | {precision} | {r['images_per_s']:.1f} | {r['grad_evals_per_image']:.2f} | "
+                rows += [("default", True, "bf16"), ("default", False, "bf16")]
+            for name, refill, precision in rows:
+                r = bench(copy.deepcopy(net), data, n=args.n, batch_size=args.batch_size, name=name, refill=refill, precision=precision, cache_dir=cache)
+                print(f"| {r['device']} | {name} | {'yes' if refill else 'no'} | {precision} | {r['images_per_s']:.1f} | {r['grad_evals_per_image']:.2f} | "
                       f"{r['evals_per_s']:.0f} | {r['first_call_s']:.1f} |", flush=True)
 
 

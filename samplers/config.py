@@ -200,7 +200,7 @@ def _choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
 #   q 0.05, 20 steps:                   ResNet-20 acc 0.723 FID 10.85 (0.72x) recall 0.159 | w16 FID 1.95 (1.03x: texture) | 10.2 evals
 #   q 0.05, 8 steps (the default):      ResNet-20 acc 0.710 FID 11.47 (0.76x) recall 0.183 | w16 FID 1.56 (0.82x) | 6.9 evals
 #   + spectrum 0.5 / 1 (preconditioned reads, 8-10 steps): acc 0.713 / 0.710, FID 0.80x / 0.82x, w16 0.77x / 0.80x: no better
-#   fixed 20 steps: acc 0.776 but w16 FID 3.4x init (class texture); gradient low-pass (smooth 2-4), shifted/flipped
+#   fixed 20 steps (n=500): acc 0.776 but w16 FID 3.7x init (class texture); gradient low-pass (smooth 2-4), shifted/flipped
 #   reads, a high-pass, blurred starts and a ball around the start traded strong-judge FID for weak-judge FID, never both.
 # digits (robust --der model; judges: own standard w16 and a weak w4): init acc 0.950 FID 1.48 | weak FID 0.347;
 #   default acc 0.984 FID 0.675 recall 0.908 | weak FID 0.303; previous default 0.992 / 0.687 / weak 0.278.

@@ -63,8 +63,9 @@ KNOB_OPTIONS = (
                  help="gaussian: fit at this image height in pixels and upsample (Santurkar et al.).  [default: full up to 64x64x3, height/4 above (224 -> 56)]"),
     click.option("--batch-size", type=int, default=250, show_default=True, help="Chains on the device at once."),
     click.option("--refill/--no-refill", default=True, show_default=True, help="Continuous batching: new chains take the slots of stopped ones (same images either way)."),
-    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="fp32", show_default=True,
-                 help="bf16: autocast + channels_last for the model's body (energies stay fp32); auto: bf16 where the hardware has it."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+                 help="auto: bf16 where the hardware runs it natively (CUDA, AVX512-BF16/AMX CPUs), else fp32; bf16: autocast + channels_last "
+                      "for the model's body (energies stay fp32). Judged quality is the same (README: sampling precision)."),
     click.option("--compile", type=click.Choice(list(COMPILE_MODES)), default="off", show_default=True,
                  help="torch.compile the chains' model (auto: only for long runs; ~1 min to compile on CPU; images then match eager ones to rounding)."),
     click.option("--seed", type=int, default=0, show_default=True),
