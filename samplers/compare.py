@@ -130,7 +130,7 @@ def check_scorers(*, features, judge, data: str | None = None) -> None:
 
 
 def write_comparison(out: Path, rows: list[Row], *, features, judge, n: int, seed: int) -> None:
-    """comparison.json (rows + the column spec, so `robustgen report` renders it without importing samplers) and comparison.md."""
+    """comparison.json (rows + the column spec, which `robustgen report` renders as is) and comparison.md."""
     from robustgen.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "comparison.json", {
