@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from robustgen.data import is_large
 from robustgen.errors import RobustgenError
 from robustgen.finite import FiniteFields
+from robustgen.threat import NORMS, check_norm
 
 INITS = ("local-pca", "pca", "gaussian", "uniform")
 SAMPLERS = ("pgd", "sgld")
 ENERGIES = ("joint", "ce", "mix")
 STOP_RULES = ("adaptive", "fixed")
-NORMS = ("L2", "Linf")
 NEIGHBOUR_SPACES = ("auto", "pixel", "features")
 SANTURKAR_GRAIN = 4  # gaussian at large sizes: fit at 1/4 of the height and width (224 -> 56), as Santurkar et al.'s code
 
@@ -110,7 +110,7 @@ class SamplerConfig(FiniteFields):
 
     def validate(self) -> None:
         _choice("sampler", self.kind, SAMPLERS)
-        _choice("norm", self.norm, NORMS)
+        check_norm(self.norm)
         _choice("energy", self.energy, ENERGIES)
         if self.steps < 0:
             raise RobustgenError(f"--steps {self.steps} must be >= 0")
@@ -163,9 +163,9 @@ class StopConfig(FiniteFields):
     def validate(self) -> None:
         _choice("stop rule", self.rule, STOP_RULES)
         if not 0 <= self.quantile <= 1:
-            raise RobustgenError(f"--quantile {self.quantile} must be in [0, 1]")
+            raise RobustgenError(f"--quantile {self.quantile} must be in [0, 1]: it is a quantile of real images' class energy (0.05 = the default)")
         if self.marginal_quantile is not None and not 0 <= self.marginal_quantile <= 1:
-            raise RobustgenError(f"--marginal-quantile {self.marginal_quantile} must be in [0, 1]")
+            raise RobustgenError(f"--marginal-quantile {self.marginal_quantile} must be in [0, 1]: it is a quantile of real images' marginal energy")
         if self.patience < 1:
             raise RobustgenError(f"--patience {self.patience} must be at least 1 step")
 

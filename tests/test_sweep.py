@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from clicheck import assert_one_line_error
 from click.testing import CliRunner
 
 from robustgen.cli import main
@@ -46,7 +48,7 @@ def test_sweep_refuses_unknown_knobs_and_bad_values_before_running(tmp_path, rob
     for knob, values, fragment in (("nope", "1", "unknown knob"), ("quantile", "2", "--quantile 2.0 must be in [0, 1]"), ("k", "x", "not a valid int")):
         result = _run("sweep", "--checkpoint", robust_digits_checkpoint, "--features", standard_digits_checkpoint, "--knob", knob,
                       "--values", values, "--out", tmp_path / "s")
-        assert result.exit_code == 1 and fragment in result.stderr and "Traceback" not in result.output
+        assert_one_line_error(result, fragment)
         assert not (tmp_path / "s").exists()
 
 
