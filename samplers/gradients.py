@@ -5,7 +5,7 @@ high frequencies make class *texture* that a classifier rewards and people (and 
 classifiers' features) do not; the remedies from feature visualisation are here:
 
     precondition(grad, spectrum, power=0.5)   every spatial frequency scaled by the training images'
-                                              amplitude spectrum ** power (the default sampler's, power 0.5):
+                                              amplitude spectrum ** power (`--spectrum`, off by default):
                                               steps vary images the way the data varies
     low_pass(grad, sigma=1.0)                 Gaussian low-pass of the gradient (sigma in pixels)
     shifted / flipped reads                   the gradient at a randomly shifted or mirrored copy of x,
@@ -100,6 +100,11 @@ def dataset_spectrum(dataset) -> Tensor:
     """The amplitude spectrum of the dataset's training images (at most SPECTRUM_IMAGES_PER_CLASS per class, all
     classes): one prior for every class and chain, so a chain's image does not depend on which classes run beside it."""
     return amplitude_spectrum(np.concatenate([dataset.class_images(c, "train")[:SPECTRUM_IMAGES_PER_CLASS] for c in range(dataset.num_classes)]))
+
+
+def gradient_prior(dataset, sampler) -> Tensor | None:
+    """The spectrum `precondition` needs for `sampler`, or None when its steps read the plain gradient."""
+    return dataset_spectrum(dataset) if sampler.spectrum > 0 and sampler.steps > 0 else None
 
 
 def precondition(grad: Tensor, spectrum: Tensor, *, power: float) -> Tensor:

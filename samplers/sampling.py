@@ -36,7 +36,7 @@ from robustgen.models import model_fingerprint
 from samplers import rundir
 from samplers.chains import ChainBatch, run_queue
 from samplers.config import InitConfig, SamplerConfig, StopConfig
-from samplers.gradients import low_pass
+from samplers.gradients import gradient_prior, low_pass
 from samplers.initializers import build_initializer, fitted_arrays, resolve_init, uses_model
 from samplers.initializers.base import Initializer
 from samplers.rundir import SampleResult, load_result
@@ -75,7 +75,6 @@ class ClassInitializers:
         self.config, self.dataset, self.arrays, self.reload = config, dataset, arrays, reload
         self.image_shape = tuple(dataset.image_shape)
         self.current: tuple[int, Initializer] | None = None
-        self.spectrum = None  # the training images' amplitude spectrum, when the sampler preconditions by it
 
     def __getitem__(self, cls: int) -> Initializer:
         if self.current is None or self.current[0] != cls:
@@ -199,14 +198,15 @@ def sample(
         if resuming and (out / "meta.json").is_file() and (out / "samples.npz").is_file():
             return load_result(out)  # resuming a run that already finished
         # fit (or load) what the chains need before touching the output: a failure here writes nothing
-        inits, thresholds = _prepare(model, dataset, class_list, init, stop, dist, cache_dir=cache_dir, fingerprint=fingerprint, model_hash=model_hash,
-                                     sampler_spectrum=sampler.spectrum if sampler.steps > 0 else 0.0)
+        inits, thresholds = _prepare(model, dataset, class_list, init, stop, dist, cache_dir=cache_dir, fingerprint=fingerprint, model_hash=model_hash)
+        spectrum = gradient_prior(dataset, sampler)
         if out is not None and dist.is_main and not resuming:
             rundir.create_out(out, settings, overwrite=overwrite)
         dist.barrier()
         block = rundir.block_size(out, batch_size, resuming=resuming)
         store = _run_blocks(maybe_compile(model, compiled, dynamic=False), balanced_labels(class_list, n), inits, thresholds, sampler=sampler, stop=stop,
-                            seed=seed, batch_size=batch_size, refill=refill, block=block, out=out, dist=dist, progress=progress)
+                            seed=seed, batch_size=batch_size, refill=refill, block=block, out=out, dist=dist, progress=progress,
+                            spectrum=spectrum)
         result = _collect(store, thresholds, out=out, n=n, block=block, dist=dist, started_at=t0)
         if out is not None and dist.is_main:
             rundir.finalize(out, result, classes=dataset.classes, settings=settings, png=png, checkpoint=checkpoint, started=started, device=device)
@@ -252,7 +252,7 @@ def _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, data
     }
 
 
-def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerprint, model_hash, sampler_spectrum: float = 0.0) -> tuple[ClassInitializers, dict]:
+def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerprint, model_hash) -> tuple[ClassInitializers, dict]:
     """Fitted initialisers and stop thresholds per class: computed once (rank 0) and shared with every rank.
 
     Rank 0 fits (or loads from the cache) every class up front, one class at a time, so a
@@ -280,15 +280,10 @@ def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerp
     def reload(c: int) -> dict:
         return fitted_arrays(init, dataset, c, model=fit_model, **options)
 
-    inits = ClassInitializers(init, dataset, arrays, reload=reload)
-    if sampler_spectrum > 0:
-        from samplers.gradients import dataset_spectrum
-
-        inits.spectrum = dataset_spectrum(dataset)
-    return inits, thresholds
+    return ClassInitializers(init, dataset, arrays, reload=reload), thresholds
 
 
-def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_size, refill, block, out, dist, progress) -> BlockStore:
+def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_size, refill, block, out, dist, progress, spectrum=None) -> BlockStore:
     """Run this rank's unfinished blocks (`block` consecutive chains each) through one continuously refilled batch."""
     from tqdm.auto import tqdm
 
@@ -303,7 +298,7 @@ def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_
         store = BlockStore(blocks, max_steps=sampler.steps, out=out, traced=traced, progress=bar)
         source = ChainSource(pending, labels, inits, thresholds, seed=seed, device=device)
         run_queue(model, source, sampler=sampler, stop=stop, batch_size=batch_size, refill=refill, on_finish=store.finish, trace=store.trace,
-                  spectrum=inits.spectrum)
+                  spectrum=spectrum)
     return store
 
 

@@ -19,9 +19,6 @@ import os
 from samplers.compare import SANTURKAR
 from samplers.scoring import result as keys
 
-STRENGTH_KEYS = ("judge_accuracy", "fid_test", "precision_test", "recall_test")
-
-
 def generative_strength(
     checkpoint: str | os.PathLike,
     *,
