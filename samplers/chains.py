@@ -81,11 +81,13 @@ class ChainQueue(Protocol):
 # on_finish(chains, energy_joint, energy_marginal): chains that are done, with their final energies
 FinishFn = Callable[[ChainBatch, Tensor, Tensor], None]
 TraceFn = Callable[[ChainBatch], None]  # sees every batch before it moves (for start -> middle -> final strips)
+# observe(chains, energy_joint, energy_marginal): every chain's energies at its current x, before the stop rule reads them
+ObserveFn = Callable[[ChainBatch, Tensor, Tensor], None]
 
 
 def run_queue(
     model: nn.Module, queue: ChainQueue, *, sampler: SamplerConfig, stop: StopConfig, batch_size: int, refill: bool,
-    on_finish: FinishFn, trace: TraceFn | None = None, spectrum: Tensor | None = None,
+    on_finish: FinishFn, trace: TraceFn | None = None, spectrum: Tensor | None = None, observe: ObserveFn | None = None,
 ) -> int:
     """Advance chains from `queue` until it is empty; returns the gradient evaluations spent."""
     energy = energy_function(sampler.energy, marginal_weight=sampler.marginal_weight)
@@ -102,16 +104,19 @@ def run_queue(
             continue
         if trace is not None:
             trace(active)
-        active, done, e_joint, e_marginal = advance(model, active, sampler=sampler, stop=stop, energy=energy, spectrum=spectrum)
+        active, done, e_joint, e_marginal = advance(model, active, sampler=sampler, stop=stop, energy=energy, spectrum=spectrum, observe=observe)
         grad_evals += len(done) + len(active)
         if len(done):
             on_finish(done, e_joint, e_marginal)
 
 
-def advance(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, stop: StopConfig, energy: EnergyFn, spectrum: Tensor | None = None):
+def advance(model: nn.Module, chains: ChainBatch, *, sampler: SamplerConfig, stop: StopConfig, energy: EnergyFn, spectrum: Tensor | None = None,
+            observe: ObserveFn | None = None):
     """One gradient evaluation for every chain; returns (moved chains, stopped chains, their E(x, y), their E(x))."""
     grad, logits = read_gradient(model, chains, sampler=sampler, energy=energy, spectrum=spectrum)
     e_joint, e_marginal = joint_energy(logits, chains.y), marginal_energy(logits)
+    if observe is not None:
+        observe(chains, e_joint, e_marginal)
     stopping, chains.best, chains.since = stop_now(e_joint, e_marginal, chains.threshold, chains.best, chains.since, stop)
     done = chains.select(stopping)
     moving = ~stopping

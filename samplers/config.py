@@ -15,7 +15,8 @@ from robustgen.errors import RobustgenError
 from robustgen.finite import FiniteFields
 from robustgen.threat import NORMS, check_norm
 
-INITS = ("local-pca", "pca", "gaussian", "uniform")
+INITS = ("local-pca", "pca", "gaussian", "uniform", "images")
+IMAGES_PREFIX = "images:"  # --init images:SPEC: real images of the dataset SPEC as seeds
 SAMPLERS = ("pgd", "sgld")
 ENERGIES = ("joint", "ce", "mix")
 STOP_RULES = ("adaptive", "fixed")
@@ -27,7 +28,8 @@ SANTURKAR_GRAIN = 4  # gaussian at large sizes: fit at 1/4 of the height and wid
 class InitConfig(FiniteFields):
     """Where each chain starts (x0)."""
 
-    kind: str = "local-pca"  # local-pca | pca | gaussian | uniform
+    kind: str = "local-pca"  # local-pca | pca | gaussian | uniform | images
+    source: str | None = None  # images: dataset spec of the seed images (npz:, folder: of class folders or flat, tiny-imagenet, ...; SPEC@test: one split)
     variance: float = 0.95  # pca / local-pca: fraction of variance the kept components retain, in (0, 1]
     components: int | None = None  # pca / local-pca: keep exactly this many components (overrides variance)
     scale: float = 2.0  # pca / local-pca: sample coefficients in units of each component's std
@@ -37,8 +39,21 @@ class InitConfig(FiniteFields):
     resolution: int | None = None  # gaussian: fit at this height in pixels (width alike) and upsample; None = auto: full up to 64x64x3, height/4 above
     blur: float = 0.0  # std of a Gaussian low-pass applied to every start, in pixels per 32 pixels of image height (0 = off)
 
+    @classmethod
+    def parse_kind(cls, value: str) -> dict:
+        """`--init` as typed: "local-pca" -> {"kind": "local-pca"}; "images:SPEC" -> {"kind": "images", "source": "SPEC"}."""
+        if value.startswith(IMAGES_PREFIX):
+            return {"kind": "images", "source": value[len(IMAGES_PREFIX):]}
+        return {"kind": value}
+
+    def label(self) -> str:
+        """The init as `--init` takes it."""
+        return f"{IMAGES_PREFIX}{self.source}" if self.kind == "images" else self.kind
+
     def validate(self) -> None:
         _choice("init", self.kind, INITS)
+        if self.kind == "images" and not self.source:
+            raise RobustgenError("--init images needs a dataset of seed images: --init images:SPEC (e.g. images:folder:DIR or images:npz:PATH@test)")
         _choice("neighbour space", self.neighbour_space, NEIGHBOUR_SPACES)
         if not 0 < self.variance <= 1:
             raise RobustgenError(f"--variance {self.variance} must be in (0, 1]: it is the fraction of variance kept")
@@ -86,6 +101,8 @@ class InitConfig(FiniteFields):
             return {"variance": self.variance, "components": self.components}
         if self.kind == "local-pca":
             return {"k": self.k, "neighbour_space": self.neighbour_space}
+        if self.kind == "images":
+            return {"source": self.source}
         return {}
 
 

@@ -44,9 +44,10 @@ def sample_from_checkpoint(
     *,
     classes: Sequence[int | str] | None = None,
     n: int = 100,
-    init: InitConfig = InitConfig(),
-    sampler: SamplerConfig = SamplerConfig(),
-    stop: StopConfig = StopConfig(),
+    init: InitConfig | None = None,
+    sampler: SamplerConfig | None = None,
+    stop: StopConfig | None = None,
+    calibration: bool = True,
     seed: int = 0,
     batch_size: int = 250,
     refill: bool = True,
@@ -69,7 +70,9 @@ def sample_from_checkpoint(
 ) -> SampleResult:
     """Sample from a classifier spec (see `load_classifier`); `out=None` writes to runs/samples-<dataset>[-<class>].
 
-    log: receives one line per note of the loader (what it inferred about a python:/torchscript:/export: model).
+    init/sampler/stop: None = the model's calibrated config (`robustgen calibrate`; samplers.calibrated) when there is one and
+    `calibration`, else the dataclass defaults. log: receives one line per note of the loader (what it inferred about a
+    python:/torchscript:/export: model) and the calibration used.
     """
     if n < 1:
         raise RobustgenError(f"--num-images {n}: ask for at least 1 image")
@@ -78,6 +81,7 @@ def sample_from_checkpoint(
                                   data=dataset, data_root=data_root)
     for note in meta.get("notes", []) if log is not None else ():
         log(f"note: {note}")  # what the loader inferred (classes, input size, normalisation)
+    init, sampler, stop = chain_configs(model, checkpoint, (init, sampler, stop), calibration=calibration, cache_dir=cache_dir, log=log)
     data = load_checkpoint_dataset(meta, dataset=dataset, data_root=data_root)  # a subset of the model's classes comes relabelled
     present = np.unique(data.y_train)
     if not classes and len(present) < data.num_classes:
@@ -92,3 +96,21 @@ def sample_from_checkpoint(
         model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill, precision=precision, compile=compile,
         out=out, png=png, overwrite=overwrite, resume=resume, cache_dir=cache_dir, checkpoint=meta.get("weights_path") or checkpoint, progress=progress,
     )
+
+
+def chain_configs(model, checkpoint, given: tuple, *, calibration: bool, cache_dir=None, log: Callable[[str], None] | None = None) -> tuple:
+    """(init, sampler, stop): each given config as is; each None from the model's calibration if any (and `calibration`),
+    else the dataclass default. Says in one line (to `log`) which calibration it used."""
+    if all(c is not None for c in given):
+        return given
+    base = (InitConfig(), SamplerConfig(), StopConfig())
+    if calibration:
+        from robustgen.models import model_fingerprint
+        from samplers.calibrated import calibrated_configs, describe, find_calibration
+
+        found = find_calibration(model_fingerprint(model), checkpoint=checkpoint, cache_dir=cache_dir or None)
+        if found is not None:
+            base = calibrated_configs(found[0])
+            if log is not None:
+                log(f"note: calibrated chain ({describe(found[0])}) from {found[1]}; --no-calibration ignores it")
+    return tuple(g if g is not None else b for g, b in zip(given, base))

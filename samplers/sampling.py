@@ -39,6 +39,7 @@ from samplers.config import InitConfig, SamplerConfig, StopConfig
 from samplers.gradients import gradient_prior, low_pass
 from samplers.initializers import build_initializer, fitted_arrays, resolve_init, uses_model
 from samplers.initializers.base import Initializer
+from samplers.initializers.images import seed_pool
 from samplers.rundir import SampleResult, load_result
 from samplers.stopping import reference_energies, stop_thresholds
 
@@ -101,7 +102,7 @@ class ChainSource:
         for c in dict.fromkeys(labels.tolist()):
             rows = np.flatnonzero(labels == c)
             generators = [torch.Generator().manual_seed(derived_seed(self.seed, ids[r], 0)) for r in rows]
-            x0[torch.as_tensor(rows)] = self.inits[c].draw_chains(generators)
+            x0[torch.as_tensor(rows)] = self.inits[c].draw_chains(generators, ids=[ids[r] for r in rows], seed=self.seed)
         x0 = low_pass(x0, sigma=self.inits.config.blur_sigma(x0.shape[-2]))
         noise = [torch.Generator(device=self.device).manual_seed(derived_seed(self.seed, i, 1)) for i in ids]
         threshold = torch.tensor([self.thresholds[int(c)] for c in labels], dtype=torch.float32)
@@ -249,6 +250,7 @@ def _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, data
         "init": asdict(init),
         "sampler": {**asdict(sampler), "step_size_resolved": sampler.resolved_step_size(int(np.prod(dataset.image_shape)))},
         "stop": asdict(stop), "dataset": dataset.name, "dataset_sha256": fingerprint, "model_sha256": model_hash,
+        **({"init_source_sha256": seed_pool(dataset, init.source).sha256} if init.kind == "images" else {}),
     }
 
 

@@ -41,7 +41,8 @@ def knob_configs(base: Configs, knob: str, values: Sequence[str]) -> dict[str, C
     out = {}
     for text in values:
         configs = list(base)
-        configs[which] = dataclasses.replace(configs[which], **{name: _parse(text, configs[which], name, knob)})
+        change = InitConfig.parse_kind(text.strip()) if knob == "init" else {name: _parse(text, configs[which], name, knob)}
+        configs[which] = dataclasses.replace(configs[which], **change)
         configs[which].validate()
         out[f"{knob}={text}"] = tuple(configs)
     return out
@@ -65,10 +66,14 @@ def _parse(text: str, config, name: str, knob: str) -> Any:
 
 def sweep(
     checkpoint: str | Path, *, knob: str, values: Sequence[str], out: str | Path, features: str | Path, judge: str | Path | None,
-    base: Configs = (InitConfig(), SamplerConfig(), StopConfig()), n: int = 1000, seed: int = 0, classes=None, controls: bool = True,
-    sample_options: SampleOptions = SampleOptions(), log: Callable[[str], None] = print,
+    base: tuple = (None, None, None), n: int = 1000, seed: int = 0, classes=None, controls: bool = True,
+    sample_options: SampleOptions = SampleOptions(), calibration: bool = True, log: Callable[[str], None] = print,
 ) -> list[Row]:
-    """Sample and score every value of `knob` (plus controls); write sweep.json, sweep.md, frontier.png."""
+    """Sample and score every value of `knob` (plus controls); write sweep.json, sweep.md, frontier.png.
+
+    base: the (init, sampler, stop) every value changes; a None is the model's calibrated config (if any and
+    `calibration`), else the dataclass default."""
+    base = _resolved_base(checkpoint, base, calibration=calibration, options=sample_options, log=log)
     configs = knob_configs(base, knob, values)  # all values checked before the first run
     out = Path(out)
     rows = compare(checkpoint, configs, out=out, features=features, judge=judge, n=n, seed=seed, classes=classes, controls=controls,
@@ -78,6 +83,19 @@ def sweep(
     atomic_write_text(out / "sweep.md", markdown(rows) + "\n")
     plot_frontier(rows, out / "frontier.png", title=f"{Path(str(checkpoint)).parent.name}: sweep of {knob} (n={n}, seed {seed})")
     return rows
+
+
+def _resolved_base(checkpoint, base: tuple, *, calibration: bool, options: SampleOptions, log) -> Configs:
+    """`base` with its None configs filled from the model's calibration (loading the model once) or the defaults."""
+    if all(c is not None for c in base):
+        return base
+    if not calibration:
+        return tuple(c if c is not None else d for c, d in zip(base, (InitConfig(), SamplerConfig(), StopConfig())))
+    from robustgen.models.sources import load_classifier
+    from samplers.from_checkpoint import chain_configs
+
+    model, _ = load_classifier(checkpoint, device="cpu", **options.model())
+    return chain_configs(model, checkpoint, base, calibration=True, log=log)
 
 
 _STYLE = {"sampler": ("o-", "C0"), "init-only": ("s", "C7"), "baseline": ("^", "C3"), "real": ("*", "C2")}

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sample": ("robustgen.cli.sample", "sample", "Generate class-conditional images from a robust classifier."),
     "score": ("robustgen.cli.score", "score", "IS, FID, KID, precision/recall and memorisation of generated images."),
     "sweep": ("robustgen.cli.sweep", "sweep", "Vary one sampling knob, score each value, draw the quality-diversity frontier."),
+    "calibrate": ("robustgen.cli.calibrate", "calibrate", "Choose a model's sampling chain on held-out data, judged by an independent classifier."),
     "demo": ("robustgen.cli.demo", "demo", "Train, sample, score and report on the embedded digits data."),
     "report": ("robustgen.cli.demo", "report", "Build a self-contained HTML report for run dirs."),
 }

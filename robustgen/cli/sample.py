@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from robustgen.cli.common import echo_json, format_table, user_errors
-from robustgen.cli.sampling import configs, knob_options, model_arguments, model_options, run_arguments
+from robustgen.cli.sampling import CALIBRATION_OPTION, configs, knob_options, model_arguments, model_options, run_arguments
 
 
 @click.command("sample")
@@ -14,6 +14,7 @@ from robustgen.cli.sampling import configs, knob_options, model_arguments, model
 @click.option("--num-images", "-n", "--n", "n", type=int, default=100, show_default=True,
               help="Number of images in total (under torchrun write --num-images or -n: torchrun reads --n as its own --nnodes).")
 @knob_options
+@CALIBRATION_OPTION
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run dir.  [default: runs/samples-<dataset>[-<class>]]")
 @click.option("--png", is_flag=True, help="Also write one PNG per image under png/<class>/.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run dir.")
@@ -39,7 +40,7 @@ def sample(**options):
     notes: list[str] = []
     result = sample_from_checkpoint(
         options["checkpoint"], classes=list(options["classes"]) or None, n=options["n"], init=init, sampler=sampler, stop=stop,
-        seed=options["seed"], **run_arguments(options), out=options["out"], png=options["png"],
+        calibration=options["use_calibration"], seed=options["seed"], **run_arguments(options), out=options["out"], png=options["png"],
         overwrite=options["overwrite"], resume=options["resume"], **model_arguments(options),
         log=notes.append,  # what the loader inferred: shown with the summary, so a failure stays one line
     )

@@ -15,6 +15,18 @@ from samplers.config import ENERGIES, INITS, NEIGHBOUR_SPACES, NORMS, SAMPLERS, 
 _I, _S, _T = InitConfig(), SamplerConfig(), StopConfig()
 _PGD_L2_STEP = SamplerConfig(kind="pgd").resolved_step_size(3072)
 
+class InitType(click.ParamType):
+    """`--init`: one of INITS, or images:SPEC."""
+
+    name = "INIT"
+
+    def convert(self, value, param, ctx):
+        parsed = InitConfig.parse_kind(str(value))
+        if parsed["kind"] not in INITS or (parsed["kind"] == "images" and not parsed.get("source")):
+            self.fail(f"{value!r} is not an init: choose one of {', '.join(k for k in INITS if k != 'images')}, or images:SPEC", param, ctx)
+        return str(value)
+
+
 MODEL_OPTIONS = (
     click.option("--checkpoint", required=True, metavar="SPEC",
                  help="best.pt written by `robustgen train`, or robustbench:DATASET/THREAT/NAME, robustness:PATH, torchvision:ARCH=PATH, timm:ARCH=PATH, "
@@ -32,10 +44,12 @@ MODEL_OPTIONS = (
 )
 
 KNOB_OPTIONS = (
-    click.option("--init", "init_kind", type=click.Choice(INITS), default=_I.kind, show_default=True, help="Where chains start."),
-    click.option("--sampler", "sampler_kind", type=click.Choice(SAMPLERS), default=_S.kind, show_default=True),
-    click.option("--stop", "stop_rule", type=click.Choice(STOP_RULES), default=_T.rule, show_default=True,
-                 help="adaptive: stop in the energy band of real data or when no longer improving; fixed: run all steps."),
+    click.option("--init", "init_kind", type=InitType(), default=None,
+                 help=f"Where chains start: {', '.join(k for k in INITS if k != 'images')}, or images:SPEC (real images of dataset SPEC as seeds, "
+                      f"dealt to classes at random; a flat folder: works; SPEC@test takes one split).  [default: {_I.kind}]"),
+    click.option("--sampler", "sampler_kind", type=click.Choice(SAMPLERS), default=None, help=f"How chains move.  [default: {_S.kind}]"),
+    click.option("--stop", "stop_rule", type=click.Choice(STOP_RULES), default=None,
+                 help=f"adaptive: stop in the energy band of real data or when no longer improving; fixed: run all steps.  [default: {_T.rule}]"),
     click.option("--steps", type=int, default=None, help=f"Maximum steps per chain (0 = the init-only control).  [default: {_S.steps}]"),
     click.option("--step-size", type=FINITE, default=None,
                  help=f"SGLD eta (pixel change per unit gradient), or PGD step length in pixels.  [default: sgld calibrated by --drift; pgd L2 {_PGD_L2_STEP:g} x sqrt(D/3072), Linf 2/255]"),
@@ -43,8 +57,8 @@ KNOB_OPTIONS = (
     click.option("--noise", type=FINITE, default=None, help=f"SGLD noise std in pixel units.  [default: {_S.noise:g}]"),
     click.option("--momentum", type=FINITE, default=None, help=f"SGLD momentum m.  [default: {_S.momentum:g}]"),
     click.option("--eps", type=EpsType(), default=None, help="PGD: radius of the ball around x0 (pixels, e.g. 16/255, or an L2 radius like 2.0). Default: no ball."),
-    click.option("--norm", type=click.Choice(NORMS), default=_S.norm, show_default=True, is_eager=True, help="PGD step and ball norm."),
-    click.option("--energy", type=click.Choice(ENERGIES), default=_S.energy, show_default=True, help="joint E(x,y), cross-entropy, or E(x,y) + w E(x)."),
+    click.option("--norm", type=click.Choice(NORMS), default=None, is_eager=True, help=f"PGD step and ball norm.  [default: {_S.norm}]"),
+    click.option("--energy", type=click.Choice(ENERGIES), default=None, help=f"joint E(x,y), cross-entropy, or E(x,y) + w E(x).  [default: {_S.energy}]"),
     click.option("--spectrum", type=FINITE, default=None,
                  help=f"Scale each spatial frequency of the gradient by the training images' amplitude spectrum to this power (0 = plain gradient).  [default: {_S.spectrum:g}]"),
     click.option("--smooth", type=FINITE, default=None, help="Gaussian low-pass of the gradient, std in pixels per 32 of image height.  [default: off]"),
@@ -85,9 +99,16 @@ model_options = _apply(MODEL_OPTIONS)
 knob_options = _apply(KNOB_OPTIONS)
 
 
-def configs(options: dict) -> tuple[InitConfig, SamplerConfig, StopConfig]:
-    """The three sampling configs from the CLI options (unset options keep the dataclass defaults)."""
-    init = _config(InitConfig, kind=options["init_kind"], k=options["k"], variance=options["variance"], components=options["components"],
+CALIBRATION_OPTION = click.option(
+    "--calibration/--no-calibration", "use_calibration", default=True, show_default=True,
+    help="Use the model's calibrated chain (robustgen calibrate) for every config (init / sampler / stop) none of whose options you pass.")
+
+
+def configs(options: dict) -> tuple[InitConfig | None, SamplerConfig | None, StopConfig | None]:
+    """The three sampling configs from the CLI options: a config none of whose options is passed is None (the model's
+    calibrated one, else the dataclass defaults); one with options passed keeps the dataclass defaults for the rest."""
+    kind = InitConfig.parse_kind(options["init_kind"]) if options["init_kind"] else {}
+    init = _config(InitConfig, **kind, k=options["k"], variance=options["variance"], components=options["components"],
                    scale=options["scale"], neighbour_space=options["neighbour_space"], resolution=options["resolution"])
     sampler = _config(SamplerConfig, kind=options["sampler_kind"], steps=options["steps"], step_size=options["step_size"], drift=options["drift"],
                       noise=options["noise"], momentum=options["momentum"], eps=options["eps"], norm=options["norm"], energy=options["energy"],
@@ -108,5 +129,6 @@ def run_arguments(options: dict) -> dict:
 
 
 def _config(cls, **options):
-    return cls(**{key: value for key, value in options.items() if value is not None})
+    given = {key: value for key, value in options.items() if value is not None}
+    return cls(**given) if given else None
 

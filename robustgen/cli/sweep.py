@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from robustgen.cli.common import echo_json, user_errors
-from robustgen.cli.sampling import configs, knob_options, model_arguments, model_options, run_arguments
+from robustgen.cli.sampling import CALIBRATION_OPTION, configs, knob_options, model_arguments, model_options, run_arguments
 
 
 @click.command("sweep")
@@ -22,6 +22,7 @@ from robustgen.cli.sampling import configs, knob_options, model_arguments, model
 @click.option("--class", "classes", multiple=True, help="Class index or name (repeatable). Omitted: all classes, balanced.")
 @click.option("--num-images", "-n", "n", type=int, default=1000, show_default=True, help="Images per point.")
 @knob_options
+@CALIBRATION_OPTION
 @click.option("--controls/--no-controls", default=True, show_default=True, help="Also run the init-only, Santurkar and real-data controls.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Sweep dir: one run dir per point; rerun to resume.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
@@ -49,7 +50,7 @@ def sweep(**options):
     rows = run_sweep(
         options["checkpoint"], knob=options["knob"], values=values, out=options["out"], features=features, judge=judge,
         base=configs(options), n=options["n"], seed=options["seed"], classes=list(options["classes"]) or None, controls=options["controls"],
-        sample_options=SampleOptions(**model_arguments(options), **run_arguments(options)),
+        sample_options=SampleOptions(**model_arguments(options), **run_arguments(options)), calibration=options["use_calibration"],
         log=lambda message: click.echo(message, err=True),
     )
     if options["as_json"]:

@@ -20,14 +20,14 @@ from torch import nn
 from robustgen.data import ImageDataset
 from robustgen.models import model_fingerprint
 from samplers.config import InitConfig
-from samplers.initializers import gaussian, local_pca, pca, uniform
+from samplers.initializers import gaussian, images, local_pca, pca, uniform
 from samplers.initializers.base import Initializer, cache_key, cached_arrays, default_cache_dir
 from samplers.initializers.gaussian import GaussianInit
 from samplers.initializers.local_pca import LocalPCAInit
 from samplers.initializers.pca import PCAInit
 from samplers.initializers.uniform import UniformInit
 
-KINDS = {"uniform": uniform, "gaussian": gaussian, "pca": pca, "local-pca": local_pca}
+KINDS = {"uniform": uniform, "gaussian": gaussian, "pca": pca, "local-pca": local_pca, "images": images}
 
 
 def uses_model(config: InitConfig) -> bool:
@@ -66,7 +66,8 @@ def fitted_arrays(
         dataset=dataset_fingerprint or dataset.fingerprint(), cls=cls, kind=config.kind, options=config.fit_options(),
         model=(model_hash or model_fingerprint(model)) if uses_model(config) else None,
     )
-    directory = None if cache_dir is False else Path(cache_dir if cache_dir is not None else default_cache_dir()) / "init"
+    # images: the pool is read once per process and is the data itself; nothing worth a disk entry is fitted
+    directory = None if cache_dir is False or config.kind == "images" else Path(cache_dir if cache_dir is not None else default_cache_dir()) / "init"
     return cached_arrays(directory, f"{config.kind}-{key}", lambda: KINDS[config.kind].fit(dataset, cls, config, model))
 
 

@@ -108,8 +108,9 @@ class Initializer:
         """n starts from one generator (each gets its own stream seeded from it): (n, C, H, W)."""
         return self.draw_chains(chain_generators(n, generator))
 
-    def draw_chains(self, generators: Sequence[torch.Generator]) -> Tensor:
-        """One start per generator. Fewer than MIN_ROWS are padded with throw-away streams: a matrix
+    def draw_chains(self, generators: Sequence[torch.Generator], *, ids: Sequence[int] | None = None, seed: int = 0) -> Tensor:
+        """One start per generator (`ids`, the chains' indices in the run, and the run's `seed` matter only to
+        initialisers that deal out a finite pool, such as `images`). Fewer than MIN_ROWS are padded with throw-away streams: a matrix
         product of one row takes another BLAS path whose last bits differ, and a chain's start must
         not depend on how many chains are drawn with it."""
         n = len(generators)

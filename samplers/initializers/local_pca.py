@@ -88,7 +88,7 @@ class LocalPCAInit(Initializer):
     def draw(self, n: int, generator: torch.Generator, *, return_anchors: bool = False):
         return self.draw_chains(chain_generators(n, generator), return_anchors=return_anchors)
 
-    def draw_chains(self, generators, *, return_anchors: bool = False):
+    def draw_chains(self, generators, *, ids=None, seed: int = 0, return_anchors: bool = False):
         anchors = self._anchors(generators) if return_anchors else None
         images = super().draw_chains(generators)
         return (images, anchors) if return_anchors else images
