@@ -89,7 +89,7 @@ def child(args) -> None:
     import torch
 
     from robustgen.models.sources import load_classifier
-    from samplers import InitConfig, SamplerConfig, StopConfig
+    from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig
     from samplers.from_checkpoint import _align, _load_named_dataset
     from samplers.initializers import resolve_init
     from samplers import sample
@@ -102,13 +102,13 @@ def child(args) -> None:
     rss_loaded = rss_mb()
     init = InitConfig(kind=args.init, k=args.k)
     classes = sorted(set(data.y_train.tolist()))  # the folder's classes, as the model's indices
-    common = dict(classes=classes, init=init, batch_size=args.batch_size, cache_dir=args.cache, progress=False)
+    common = dict(classes=classes, init=init, cache_dir=args.cache, progress=False)
     t0 = time.perf_counter()
-    sample(model, data, n=len(classes), sampler=SamplerConfig(steps=0), stop=StopConfig(), **common)  # fit + references, cached
+    sample(model, data, run=RunOptions(n=len(classes), batch_size=args.batch_size), sampler=SamplerConfig(steps=0), stop=StopConfig(), **common)  # fit + references
     fit_s = time.perf_counter() - t0
     rss_fit = rss_mb()
     t0 = time.perf_counter()
-    result = sample(model, data, n=args.n, sampler=SamplerConfig(steps=args.steps), stop=StopConfig(rule="fixed"), **common)
+    result = sample(model, data, run=RunOptions(n=args.n, batch_size=args.batch_size), sampler=SamplerConfig(steps=args.steps), stop=StopConfig(rule="fixed"), **common)
     seconds = time.perf_counter() - t0
     print(json.dumps({
         "init": args.init, "resolved": {k: getattr(resolve_init(init, data, model), k) for k in ("neighbour_space", "resolution")},

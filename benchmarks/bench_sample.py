@@ -18,6 +18,7 @@ import copy
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from robustgen.checkpoint import load_checkpoint  # noqa: E402
 from robustgen.data import load_dataset  # noqa: E402
 from robustgen.device import fast_bf16  # noqa: E402
 from robustgen.models import build_model  # noqa: E402
-from samplers import InitConfig, SamplerConfig, StopConfig, load_checkpoint_dataset, sample  # noqa: E402
+from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig, load_checkpoint_dataset, sample  # noqa: E402
 
 
 SAMPLERS = {  # name -> (sampler, stop)
@@ -40,11 +41,11 @@ SAMPLERS = {  # name -> (sampler, stop)
 
 def bench(model, data, *, n: int, batch_size: int, name: str, refill: bool, precision: str, cache_dir: str) -> dict:
     sampler, stop = SAMPLERS[name]
-    kwargs = dict(n=n, init=InitConfig(), sampler=sampler, stop=stop, batch_size=batch_size, refill=refill,
-                  precision=precision, cache_dir=cache_dir, progress=False)
+    run = RunOptions(n=n, batch_size=batch_size, refill=refill, precision=precision)
+    kwargs = dict(init=InitConfig(), sampler=sampler, stop=stop, run=run, cache_dir=cache_dir, progress=False)
     device = next(model.parameters()).device
     t0 = time.perf_counter()
-    sample(model, data, **{**kwargs, "n": min(n, 2 * data.num_classes)})  # fits + caches initialisers / references, warms up
+    sample(model, data, **{**kwargs, "run": replace(run, n=min(n, 2 * data.num_classes))})  # fits + caches initialisers / references, warms up
     warm = time.perf_counter() - t0
     _sync(device)
     t0 = time.perf_counter()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from robustgen.data import ImageDataset, load_dataset  # noqa: E402
 from robustgen.models.classes import align_dataset  # noqa: E402
 from robustgen.models.sources import load_classifier  # noqa: E402
-from samplers import InitConfig, SamplerConfig, StopConfig, sample  # noqa: E402
+from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig, sample  # noqa: E402
 from training.autoattack_eval import evaluate_autoattack  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset.npz"
@@ -127,7 +127,7 @@ def main() -> None:
         else:
             init, sampler, stop = InitConfig(), SamplerConfig(**({"steps": args.steps} if args.steps else {})), StopConfig()
         t0 = time.perf_counter()
-        result = sample(model, data, classes=classes, n=args.n_sample, init=init, sampler=sampler, stop=stop, batch_size=args.batch_size,
+        result = sample(model, data, classes=classes, init=init, sampler=sampler, stop=stop, run=RunOptions(n=args.n_sample, batch_size=args.batch_size),
                         cache_dir=work / "cache", progress=False)
         seconds = time.perf_counter() - t0
         report["sample"] = {"n": args.n_sample, "batch_size": args.batch_size, "init": init.kind, "stop": stop.rule, "seconds": round(seconds, 1),

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from robustgen.checkpoint import load_checkpoint  # noqa: E402
 from robustgen.cli.common import format_table  # noqa: E402
 from robustgen.data import to_float  # noqa: E402
-from samplers import InitConfig, SamplerConfig, StopConfig, grid_array, load_checkpoint_dataset, sample  # noqa: E402
+from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig, grid_array, load_checkpoint_dataset, sample  # noqa: E402
 from samplers.grid import save_png  # noqa: E402
 from samplers.scoring.metrics import frechet_distance  # noqa: E402
 from samplers.scoring.per_class import judge_accuracy  # noqa: E402
@@ -118,8 +118,8 @@ def main() -> None:
         for rule in args.stops.split(","):
             stop = StopConfig(**{**StopConfig(rule=rule).__dict__, **stop_over})
             t0 = time.perf_counter()
-            result = sample(model, data, n=args.n_per_class * len(classes), init=init, sampler=sampler, stop=stop,
-                            seed=args.seed, batch_size=args.batch_size, progress=False)
+            result = sample(model, data, init=init, sampler=sampler, stop=stop, progress=False,
+                            run=RunOptions(n=args.n_per_class * len(classes), seed=args.seed, batch_size=args.batch_size))
             seconds = time.perf_counter() - t0
             feats = judge_features(judge, result.images)
             rows.append({

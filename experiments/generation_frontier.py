@@ -80,6 +80,8 @@ def measure(name: str, options: str, spec: str, *, cache: Path, args, mean: str 
     """Robust accuracy under THREATS (PGD-20, a seeded test subset) and generative strength, cached in `cache`."""
     from robustgen.models.sources import ModelSpec, load_classifier
     from samplers.from_checkpoint import load_checkpoint_dataset
+    from samplers.config import RunOptions
+    from samplers.from_checkpoint import ModelSource
     from samplers.strength import generative_strength
     from training import evaluate_robustness
 
@@ -93,7 +95,7 @@ def measure(name: str, options: str, spec: str, *, cache: Path, args, mean: str 
                                      progress=False)
         row["clean_acc"], row[f"pgd20_{norm}"] = result["clean_acc"], result["robust_acc"]
     judge = ModelSpec(args.judge, mean=args.judge_mean, std=args.judge_std)
-    strength = generative_strength(spec, judge=judge, n=args.n, dataset=args.data, mean=mean, std=std, device="cpu")
+    strength = generative_strength(spec, judge=judge, run=RunOptions(n=args.n, device="cpu"), source=ModelSource(dataset=args.data, mean=mean, std=std))
     row.update({f"santurkar_{k}": strength[k] for k in ("judge_accuracy", "fid_test", "precision_test", "recall_test")})
     wall = cache.parent / "wall_seconds.txt"
     row["train_minutes"] = round(float(wall.read_text()) / 60, 1) if wall.is_file() else None

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustgen.models.sources import ModelSpec
-from samplers.compare import SampleOptions, compare, markdown
-from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.compare import compare, markdown
+from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
+from samplers.from_checkpoint import ModelSource
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "third_party_cifar.py"
@@ -64,9 +65,8 @@ CONFIGS = {
 
 
 def run_setting(name: str, setting: Setting, *, out: Path, n: int, seed: int, device: str) -> list:
-    options = {"device": device, "dataset": setting.data, "mean": setting.mean, "std": setting.std}
-    return compare(setting.checkpoint, CONFIGS, out=out / name, features=setting.strong, judge=setting.strong, n=n, seed=seed,
-                   sample_options=SampleOptions(**{k: v for k, v in options.items() if v is not None}),
+    return compare(setting.checkpoint, CONFIGS, out=out / name, features=setting.strong, judge=setting.strong, run=RunOptions(n=n, seed=seed, device=device),
+                   source=ModelSource(dataset=setting.data, mean=setting.mean, std=setting.std),
                    extra_features={"weak": setting.weak} if setting.weak else None)
 
 

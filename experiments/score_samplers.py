@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
-from samplers.compare import TABLE, SampleOptions, compare, markdown
-from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.compare import TABLE, compare, markdown
+from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
+from samplers.from_checkpoint import ModelSource
 
 CONFIGS = {
     "default": (InitConfig(), SamplerConfig(), StopConfig()),
@@ -57,14 +59,13 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    options = SampleOptions(device=args.device, dataset=args.data)
+    source, run = ModelSource(dataset=args.data), RunOptions(n=args.n, seed=seeds[0], device=args.device)
     out = Path(args.out)
-    rows = compare(args.checkpoint, CONFIGS, out=out / f"seed{seeds[0]}", features=args.judge, judge=args.judge, n=args.n, seed=seeds[0],
-                   sample_options=options)
+    rows = compare(args.checkpoint, CONFIGS, out=out / f"seed{seeds[0]}", features=args.judge, judge=args.judge, run=run, source=source)
     text = [markdown(rows), "", *[f"- {line}" for line in targets(rows)]]
     if len(seeds) > 1:
         runs = [rows] + [compare(args.checkpoint, {"default": CONFIGS["default"]}, out=out / f"seed{s}", features=args.judge, judge=args.judge,
-                                 n=args.n, seed=s, controls=False, sample_options=options) for s in seeds[1:]]
+                                 run=replace(run, seed=s), controls=False, source=source) for s in seeds[1:]]
         defaults = [next(r for r in rs if r.name == "default").metrics for rs in runs]
         titles = {key: title for title, key, _ in TABLE}
         text += ["", f"default over seeds {args.seeds} (mean +- std):"]

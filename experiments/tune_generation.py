@@ -22,7 +22,7 @@ import torch
 
 from robustgen.data import to_float
 from robustgen.models.sources import load_classifier
-from samplers import InitConfig, SamplerConfig, StopConfig, load_checkpoint_dataset, sample
+from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig, load_checkpoint_dataset, sample
 from samplers.scoring.metrics import MetricSettings, frechet_distance, precision_recall
 
 from generation_table import RESNET20  # the third-party ResNet-20 judge (python: spec with its normalisation)
@@ -119,7 +119,7 @@ def main() -> None:
     for config_name in args.configs.split(","):
         init, sampler, stop = parse_config(config_name)
         t0 = time.perf_counter()
-        result = sample(model, data, n=args.n, init=init, sampler=sampler, stop=stop, seed=args.seed, progress=False, precision=args.precision)
+        result = sample(model, data, init=init, sampler=sampler, stop=stop, run=RunOptions(n=args.n, seed=args.seed, precision=args.precision), progress=False)
         seconds = time.perf_counter() - t0
         row = {"checkpoint": args.checkpoint, "config": config_name, "n": args.n, "seed": args.seed, "seconds": round(seconds, 1),
                "grad_evals_per_image": result.grad_evals / args.n, "judges": judged(result.images, result.labels, judges, real)}

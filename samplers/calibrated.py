@@ -22,7 +22,8 @@ import numpy as np
 from robustgen.errors import RobustgenError
 from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso, versions
 from samplers import calibration as cal
-from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
+from samplers.from_checkpoint import ModelSource
 from samplers.scoring import result as keys
 
 CALIBRATION_FILE = "calibration.json"
@@ -123,44 +124,43 @@ def choose(rows: list[Candidate], judged: list[dict], config: cal.CalibrationCon
 
 
 def calibrate(checkpoint, *, judge, config: cal.CalibrationConfig = cal.CalibrationConfig(), seeds: str | None = None,
-              dataset: str | None = None, data_root=None, mean=None, std=None, model_dir=None, trust_checkpoint: bool = False,
-              device: str = "auto", precision: str = "auto", cache_dir=None, progress: bool = True,
+              run: RunOptions | None = None, source: ModelSource = ModelSource(), cache_dir=None, progress: bool = True,
               log: Callable[[str], None] = print) -> dict:
     """Choose the chain for the model `checkpoint` (any spec) by cal.CRITERION; store and return the record.
 
     judge: an independent classifier spec (a ModelSpec carries its --judge-mean/--judge-std). seeds: "images:SPEC" to
-    also try real-image seeds. The record is written to the cache (by the model's hash) and beside a robustgen checkpoint.
+    also try real-image seeds. run: n samples per candidate, the seed of the held-out split and the chains, and how they
+    run (RunOptions). The record is written to the cache (by the model's hash) and beside a robustgen checkpoint.
     """
-    from robustgen.device import resolve_device, resolve_precision, with_precision
+    from robustgen.device import resolve_precision, with_precision
     from robustgen.models import model_fingerprint
-    from robustgen.models.sources import load_classifier
-    from samplers.from_checkpoint import load_checkpoint_dataset
+    from samplers.from_checkpoint import load_for_sampling
 
+    run = run if run is not None else RunOptions()
     config.validate()
+    run.validate()
     if seeds is not None and not InitConfig.parse_kind(seeds).get("source"):
         raise RobustgenError(f"--init {seeds}: calibration tries real-image seeds given as --init images:SPEC")
     started, t0 = now_iso(), time.perf_counter()
-    model, meta = load_classifier(checkpoint, device=resolve_device(device), model_dir=model_dir, trust_checkpoint=trust_checkpoint,
-                                  mean=mean, std=std, data=dataset, data_root=data_root)
+    model, meta, data, _ = load_for_sampling(checkpoint, source=source, run=run)
     model_hash = model_fingerprint(model)  # before precision: the key sampling looks the calibration up by
-    data = load_checkpoint_dataset(meta, dataset=dataset, data_root=data_root)
-    fit = cal.split_held_out(data, config)
-    view = cal.load_judge_view(judge, data=dataset or meta.get("dataset"), input_shape=data.image_shape,
+    fit = cal.split_held_out(data, config, seed=run.seed)
+    view = cal.load_judge_view(judge, data=source.dataset or meta.get("dataset"), input_shape=data.image_shape,
                                device=next(model.parameters()).device, model_sha256=meta.get("weights_sha256"))
-    model = with_precision(model, resolve_precision(precision, next(model.parameters()).device))
+    model = with_precision(model, resolve_precision(run.precision, next(model.parameters()).device))
     plans = trajectory_plans(data.image_shape, config, seeds)
     for init, _ in plans:  # seeds the model was trained on are refused against the whole training split, not only the fit part
         init.validate()
         if init.kind == "images":
             _refuse_training_seeds(data, init)
-    trajectories = [cal.record_trajectory(model, fit, init, sampler, n=config.n, seed=config.seed, cache_dir=cache_dir, model_hash=model_hash,
-                                          progress=progress) for init, sampler in plans]
+    trajectories = [cal.record_trajectory(model, fit, init, sampler, n=run.n, seed=run.seed, cache_dir=cache_dir, model_hash=model_hash,
+                                          batch_size=run.batch_size, progress=progress) for init, sampler in plans]
     thresholds = _thresholds(model, fit, trajectories[0].labels, config, cache_dir=cache_dir, model_hash=model_hash)
     rows = candidates(trajectories, thresholds, config)
     reference, _ = view.view(fit.x_test)
     judged = judge_candidates(rows, trajectories, view, reference, cal.CopyCheck.fit(fit, view.device))
     chosen, why = choose(rows, judged, config)
-    record = _record(rows[chosen], judged, chosen, why, config=config, checkpoint=checkpoint, meta=meta, model_hash=model_hash, judge=view,
+    record = _record(rows[chosen], judged, chosen, why, config=config, run=run, checkpoint=checkpoint, meta=meta, model_hash=model_hash, judge=view,
                      fit=fit, started=started, seconds=time.perf_counter() - t0, trajectory_seconds=[t.seconds for t in trajectories])
     for path in save_calibration(record, checkpoint=checkpoint, cache_dir=cache_dir):
         log(f"wrote {path}")
@@ -190,12 +190,12 @@ def _thresholds(model, fit, labels: np.ndarray, config: cal.CalibrationConfig, *
     return out
 
 
-def _record(row: Candidate, judged: list[dict], chosen: int, why: str, *, config, checkpoint, meta, model_hash, judge, fit, started,
+def _record(row: Candidate, judged: list[dict], chosen: int, why: str, *, config, run, checkpoint, meta, model_hash, judge, fit, started,
             seconds: float, trajectory_seconds: list[float]) -> dict:
     return {
         "model_sha256": model_hash, "checkpoint": str(checkpoint), "weights_sha256": meta.get("weights_sha256"),
         "chosen": {"name": row.name, "init": asdict(row.init), "sampler": asdict(row.sampler), "stop": asdict(row.stop), "held_out_metrics": judged[chosen]},
-        "why": why, "criterion": cal.CRITERION, "config": asdict(config), "candidates": judged,
+        "why": why, "criterion": cal.CRITERION, "config": asdict(config), "run": asdict(run), "candidates": judged,
         "judge": judge.extractor.checkpoint, "judge_sha256": judge.extractor.checkpoint_sha256,
         "held_out": {"images": int(len(fit.y_test)), "fit_images": int(len(fit.y_train)), "dataset": fit.name},
         "seconds": seconds, "trajectory_seconds": trajectory_seconds, "started": started, "finished": now_iso(), "versions": versions(),

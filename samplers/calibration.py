@@ -51,7 +51,6 @@ INIT_ONLY_NAME = "init-only"
 class CalibrationConfig(FiniteFields):
     """What calibration tries and how it judges. Steps are L2 pixel lengths at 32x32x3 (scaled by sqrt(D/3072))."""
 
-    n: int = 1000  # samples per candidate chain (balanced over the classes)
     held_out: float = 0.2  # fraction of each class's training images held out as the reference
     max_held_out: int = 1000  # images held out at most, over all classes
     max_steps: int = 40  # longest chain considered (gradient evaluations per image)
@@ -63,11 +62,8 @@ class CalibrationConfig(FiniteFields):
     min_accuracy_gain: float = 0.02  # the chain must beat init-only's judge accuracy by this much
     max_near_copies: float = 0.02  # fraction of samples closer to a training image than 99% of held-out images are (2x real data's 1%)
     max_start_gain: float = 0.05  # the chain's own start may be judged at most this much more accurate than init-only's
-    seed: int = 0
 
     def validate(self) -> None:
-        if self.n < 10:
-            raise RobustgenError(f"--n {self.n}: calibration needs at least 10 samples per candidate")
         if not 0 < self.held_out < 1:
             raise RobustgenError(f"--held-out {self.held_out} must be in (0, 1): the fraction of the training split held out")
         if self.max_steps < 1 or any(s < 1 for s in self.fixed_steps):
@@ -93,12 +89,12 @@ class Trajectory:
     seconds: float
 
 
-def split_held_out(data: ImageDataset, config: CalibrationConfig) -> ImageDataset:
+def split_held_out(data: ImageDataset, config: CalibrationConfig, *, seed: int = 0) -> ImageDataset:
     """The training split cut in two, per class and at random: `x_train` what the chains' starts are fitted on,
     `x_test` the held-out reference. The dataset's own test split is dropped: calibration never sees it."""
     if isinstance(data, LazyImageFolder):
         raise RobustgenError(f"{data.name}: calibration holds its training split in memory (images up to 64x64): use a smaller dataset")
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(seed)
     share = min(config.held_out, config.max_held_out / max(1, len(data.y_train)))
     held = np.zeros(len(data.y_train), dtype=bool)
     for c in range(data.num_classes):
@@ -112,7 +108,7 @@ def split_held_out(data: ImageDataset, config: CalibrationConfig) -> ImageDatase
 
 
 def record_trajectory(model, data: ImageDataset, init: InitConfig, sampler: SamplerConfig, *, n: int, seed: int, cache_dir, model_hash: str,
-                      progress: bool = True) -> Trajectory:
+                      batch_size: int = 250, progress: bool = True) -> Trajectory:
     """Run n chains (all classes, balanced) for `sampler.steps` fixed steps, keeping every frame and its energies."""
     from tqdm.auto import tqdm
 
@@ -137,7 +133,8 @@ def record_trajectory(model, data: ImageDataset, init: InitConfig, sampler: Samp
             bar.update(len(chains))
 
         source = ChainSource(list(range(n)), labels, inits, thresholds, seed=seed, device=device)
-        run_queue(model, source, sampler=sampler, stop=StopConfig(rule="fixed"), batch_size=250, refill=True, on_finish=observe, observe=observe)
+        run_queue(model, source, sampler=sampler, stop=StopConfig(rule="fixed"), batch_size=batch_size, refill=True, on_finish=observe,
+                  observe=observe)
     return Trajectory(init, sampler, frames, energies[0], energies[1], labels, time.perf_counter() - t0)
 
 

@@ -1,7 +1,7 @@
 """Sampler configurations side by side, always with their controls: init-only, the Santurkar baseline, real data.
 
     rows = compare(checkpoint, {"default": (InitConfig(), SamplerConfig(), StopConfig())},
-                   out="runs/cmp", features="runs/ref/best.pt", judge="runs/ref/best.pt", n=1000)
+                   out="runs/cmp", features="runs/ref/best.pt", judge="runs/ref/best.pt", run=RunOptions(n=1000))
 
 Each configuration and each control is a sample run dir under `out` (resumable:
 finished runs and scores are reused). Every row is scored twice with the same
@@ -27,7 +27,8 @@ from typing import Callable
 
 import numpy as np
 
-from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
+from samplers.from_checkpoint import ModelSource
 from samplers.scoring import result as keys
 
 Configs = tuple[InitConfig, SamplerConfig, StopConfig]
@@ -39,28 +40,6 @@ SANTURKAR: Configs = (
     StopConfig(rule="fixed"),
 )
 GAIN_KEYS = ("fid_test", "judge_accuracy", "precision_test", "recall_test")
-
-
-@dataclass(frozen=True)
-class SampleOptions:
-    """Which model and data every row samples from, and how its chains run (the rest of sample_from_checkpoint's arguments)."""
-
-    dataset: str | None = None  # dataset spec (None: the model's own); also the scores' reference
-    data_root: str | None = None  # where that dataset lives (None: as recorded)
-    model_dir: str | None = None  # where zoo files live
-    trust_checkpoint: bool = False  # allow fully unpickling a third-party file
-    mean: str | None = None  # input normalisation of python:/torchscript:/export: models ("M1,M2,M3")
-    std: str | None = None
-    device: str = "auto"
-    batch_size: int = 250  # chains on the device at once (the images do not depend on it)
-    refill: bool = True
-    precision: str = "fp32"
-    compile: str = "off"
-
-    def model(self) -> dict:
-        """load_classifier's keyword arguments (besides the device)."""
-        return {"data": self.dataset, "data_root": self.data_root, "model_dir": self.model_dir, "trust_checkpoint": self.trust_checkpoint,
-                "mean": self.mean, "std": self.std}
 
 
 @dataclass
@@ -77,9 +56,8 @@ class Row:
 
 def compare(
     checkpoint: str | Path, configs: dict[str, Configs], *, out: str | Path, features: str | Path, judge: str | Path | None,
-    n: int = 1000, seed: int = 0, classes=None, controls: bool = True, sample_options: SampleOptions = SampleOptions(),
-    log: Callable[[str], None] = print,
-    extra_features: dict[str, str | Path] | None = None,
+    run: RunOptions | None = None, source: ModelSource = ModelSource(), classes=None, controls: bool = True,
+    log: Callable[[str], None] = print, extra_features: dict[str, str | Path] | None = None,
 ) -> list[Row]:
     """Sample (or reuse) and score every configuration and control; returns the rows in order.
 
@@ -92,29 +70,29 @@ def compare(
     check_scorers(features=features, judge=judge)  # a bad --features or --judge fails before the first image is sampled
     for spec in (extra_features or {}).values():
         check_scorers(features=spec, judge=None)
-    out, options = Path(out), sample_options
+    out, run = Path(out), run if run is not None else RunOptions()
     rows, plans = [], dict(configs)
     if controls:
         for init in dict.fromkeys(c[0] for c in configs.values()):
             plans.setdefault(init_only_name(init), (init, SamplerConfig(steps=0), StopConfig(rule="fixed")))
         plans.setdefault("santurkar", SANTURKAR)
     for name, (init, sampler, stop) in plans.items():
-        run = out / _safe(name)
-        if not (run / "samples.npz").is_file():
+        row_dir = out / _safe(name)
+        if not (row_dir / "samples.npz").is_file():
             log(f"sampling {name}")
-            sample_from_checkpoint(checkpoint, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, out=run,
-                                   resume=run.exists(), progress=False, **dataclasses.asdict(options))
+            sample_from_checkpoint(checkpoint, classes=classes, init=init, sampler=sampler, stop=stop, run=run, source=source, out=row_dir,
+                                   resume=row_dir.exists(), progress=False)
         kind = "init-only" if name.startswith("init-only") else ("baseline" if name == "santurkar" else "sampler")
-        rows.append(Row(name, kind, run, init_only=init_only_name(init) if kind == "sampler" and controls else None))
+        rows.append(Row(name, kind, row_dir, init_only=init_only_name(init) if kind == "sampler" and controls else None))
     if controls:
-        rows += _real_rows(checkpoint, out, n=n, seed=seed, options=options)
+        rows += _real_rows(checkpoint, out, run=run, source=source)
     for row in rows:
-        row.metrics = score_row(row, features=features, judge=judge, options=options)
+        row.metrics = score_row(row, features=features, judge=judge, source=source, device=run.device)
         for name, spec in (extra_features or {}).items():
-            row.metrics.update(score_in_features(row, name, spec, options=options))
+            row.metrics.update(score_in_features(row, name, spec, source=source, device=run.device))
         log(f"scored {row.name}")
     add_gains(rows)
-    write_comparison(out, rows, features=features, judge=judge, n=n, seed=seed)
+    write_comparison(out, rows, features=features, judge=judge, n=run.n, seed=run.seed)
     return rows
 
 
@@ -152,35 +130,35 @@ def _safe(name: str) -> str:
     return "=".join(safe_name(part.replace(":", "-")) for part in name.split("="))  # "scale=1.5" stays readable
 
 
-def _real_rows(checkpoint, out: Path, *, n: int, seed: int, options: SampleOptions) -> list[Row]:
+def _real_rows(checkpoint, out: Path, *, run: RunOptions, source: ModelSource) -> list[Row]:
     """Real test images, and n real training images (balanced), written like sample runs."""
     from robustgen.models.sources import load_classifier
     from samplers.from_checkpoint import load_checkpoint_dataset
     from samplers.sampling import balanced_labels
     from samplers.scoring.inputs import write_image_set
 
-    rows = []
+    rows, n, seed = [], run.n, run.seed
     for name, split in (("real-test", "test"), ("real-train", "train")):
-        run = out / name
-        if not (run / "samples.npz").is_file():
-            _, meta = load_classifier(str(checkpoint), device="cpu", **options.model())
-            data = load_checkpoint_dataset(meta, dataset=options.dataset, data_root=options.data_root)
+        row_dir = out / name
+        if not (row_dir / "samples.npz").is_file():
+            _, meta = load_classifier(str(checkpoint), device="cpu", **source.loader())
+            data = load_checkpoint_dataset(meta, dataset=source.dataset, data_root=source.data_root)
             x, y = data.split(split)
             if split == "train":  # n images, as balanced as the samples, drawn with the run's seed
                 rng = np.random.default_rng(seed)
                 counts = np.bincount(balanced_labels(sorted(set(y.tolist())), min(n, len(y))), minlength=data.num_classes)
                 pick = np.concatenate([rng.choice(np.flatnonzero(y == c), min(k, int((y == c).sum())), replace=False) for c, k in enumerate(counts) if k])
                 x, y = x[np.sort(pick)], y[np.sort(pick)]
-            write_image_set(run, x, y, classes=data.classes, meta={"dataset": data.name, "split": split, "note": "real images"})
-        rows.append(Row(name, "real", run))
+            write_image_set(row_dir, x, y, classes=data.classes, meta={"dataset": data.name, "split": split, "note": "real images"})
+        rows.append(Row(name, "real", row_dir))
     return rows
 
 
-def score_row(row: Row, *, features, judge, options: SampleOptions) -> dict:
+def score_row(row: Row, *, features, judge, source: ModelSource, device: str) -> dict:
     """Scores of one row (cached in score.json / score-test.json beside the samples)."""
     from samplers.scoring import score
 
-    common = dict(features=features, device=options.device, data_root=options.data_root, ref=_reference(row.run, options))
+    common = dict(features=features, device=device, data_root=source.data_root, ref=_reference(row.run, source))
     train_file, test_file = row.run / "score.json", row.run / "score-test.json"
     if not train_file.is_file():
         memorise = row.name != "real-train"  # training images are their own nearest neighbours
@@ -190,7 +168,7 @@ def score_row(row: Row, *, features, judge, options: SampleOptions) -> dict:
     return row_metrics(row.run)
 
 
-def score_in_features(row: Row, name: str, features, *, options: SampleOptions) -> dict:
+def score_in_features(row: Row, name: str, features, *, source: ModelSource, device: str) -> dict:
     """FID / precision / recall of a row against the test split in another extractor's features (cached in score-test@name.json)."""
     from robustgen.io import safe_name
     from samplers.scoring import score
@@ -200,14 +178,14 @@ def score_in_features(row: Row, name: str, features, *, options: SampleOptions) 
     path = row.run / f"score-test@{safe_name(name)}.json"
     if not path.is_file():
         score(row.run, metrics=("fid", "prc"), ref_split="test", memorisation=False, per_class=False, features=features,
-              device=options.device, data_root=options.data_root, ref=_reference(row.run, options)).save(path)
+              device=device, data_root=source.data_root, ref=_reference(row.run, source)).save(path)
     test = json.loads(path.read_text())["metrics"]
     return {f"fid_test@{name}": test.get(keys.KEY_FID), f"precision_test@{name}": test.get(keys.KEY_PRECISION),
             f"recall_test@{name}": test.get(keys.KEY_RECALL)}
 
 
-def _reference(run: Path, options: SampleOptions) -> str | None:
-    return options.dataset or json.loads((run / "meta.json").read_text()).get("dataset")
+def _reference(run: Path, source: ModelSource) -> str | None:
+    return source.dataset or json.loads((run / "meta.json").read_text()).get("dataset")
 
 
 def row_metrics(run: Path) -> dict:

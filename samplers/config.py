@@ -187,6 +187,33 @@ class StopConfig(FiniteFields):
             raise RobustgenError(f"--patience {self.patience} must be at least 1 step")
 
 
+@dataclass(frozen=True)
+class RunOptions(FiniteFields):
+    """How a sampling run executes, for every door (sample, sample_from_checkpoint, compare, sweep, strength, demo, CLI).
+
+    The images depend on n, seed and precision only: batch size, refill, the number of ranks and
+    interruptions leave them bit for bit the same (compile: the same to rounding).
+    """
+
+    n: int = 1000  # images in all, balanced over the classes (1,000: the fewest that FID and recall are read at here)
+    seed: int = 0  # chain i draws all its randomness from (seed, i)
+    batch_size: int = 250  # chains on the device at once
+    refill: bool = True  # continuous batching: new chains take the slots of stopped ones
+    precision: str = "auto"  # auto (bf16 where the hardware runs it natively: CUDA, AVX512-BF16/AMX CPUs, else fp32) | fp32 | bf16
+    compile: str = "off"  # off | on | auto (torch.compile the chains' model for long runs)
+    device: str = "auto"  # auto (cuda:LOCAL_RANK under torchrun, else cuda, mps or cpu) | cpu | cuda | cuda:N
+
+    def validate(self) -> None:
+        from robustgen.device import COMPILE_MODES, PRECISIONS
+
+        if self.n < 1:
+            raise RobustgenError(f"--num-images {self.n}: ask for at least 1 image")
+        if self.batch_size < 1:
+            raise RobustgenError(f"--batch-size {self.batch_size} must be at least 1")
+        _choice("precision", self.precision, ("auto", *PRECISIONS))
+        _choice("compile mode", self.compile, COMPILE_MODES)
+
+
 def _choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise RobustgenError(f"unknown {what} {value!r}: choose one of {', '.join(allowed)}")

@@ -11,6 +11,7 @@ its images brought to the model's input size (ImageNet's evaluation crop).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,7 +23,7 @@ from robustgen.io import safe_name
 from robustgen.errors import RobustgenError
 from robustgen.models.model_data import SAMPLING, model_dataset
 from robustgen.models.sources import load_classifier
-from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
 from samplers.sampling import SampleResult, sample
 
 
@@ -39,31 +40,52 @@ def default_out(dataset_name: str, class_names: Sequence[str] | None) -> Path:
     return Path("runs") / safe_name("samples-" + "-".join(parts))
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Which model and data a door samples from (the rest of load_classifier's and model_dataset's arguments)."""
+
+    dataset: str | None = None  # dataset spec (None: the model's own); also the scores' reference
+    data_root: str | None = None  # where that dataset lives (None: as recorded)
+    model_dir: str | None = None  # where zoo files live
+    trust_checkpoint: bool = False  # allow fully unpickling a third-party file
+    mean: str | None = None  # input normalisation of python:/torchscript:/export: models ("M1,M2,M3")
+    std: str | None = None
+
+    def loader(self) -> dict:
+        """load_classifier's keyword arguments (besides the device)."""
+        return {"data": self.dataset, "data_root": self.data_root, "model_dir": self.model_dir, "trust_checkpoint": self.trust_checkpoint,
+                "mean": self.mean, "std": self.std}
+
+
+def load_for_sampling(checkpoint, *, source: ModelSource, run: RunOptions, classes=None, log: Callable[[str], None] | None = None):
+    """(model on this rank's device, meta, its dataset, the classes to sample): the one loading sequence of every sampling door."""
+    dist = distributed.setup(run.device)  # under torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
+    model, meta = load_classifier(checkpoint, device=dist.device, **source.loader())
+    for note in meta.get("notes", []) if log is not None else ():
+        log(f"note: {note}")  # what the loader inferred (classes, input size, normalisation)
+    data = load_checkpoint_dataset(meta, dataset=source.dataset, data_root=source.data_root)  # a subset of the model's classes comes relabelled
+    present = np.unique(data.y_train)
+    if not classes and len(present) < data.num_classes:
+        classes = [int(c) for c in present]  # the subset of the model's classes the data holds
+    for c in classes or ():
+        data.class_index(c)  # validates before anything runs
+    return model, meta, data, list(classes) if classes else None
+
+
 def sample_from_checkpoint(
     checkpoint: str | Path,
     *,
     classes: Sequence[int | str] | None = None,
-    n: int = 100,
     init: InitConfig | None = None,
     sampler: SamplerConfig | None = None,
     stop: StopConfig | None = None,
     calibration: bool = True,
-    seed: int = 0,
-    batch_size: int = 250,
-    refill: bool = True,
-    precision: str = "fp32",
-    compile: str = "off",
+    run: RunOptions | None = None,
+    source: ModelSource = ModelSource(),
     out: str | Path | None = None,
     png: bool = False,
     overwrite: bool = False,
     resume: bool = False,
-    device: str = "auto",
-    dataset: str | None = None,
-    data_root: str | Path | None = None,
-    model_dir: str | Path | None = None,
-    trust_checkpoint: bool = False,
-    mean: str | Sequence[float] | None = None,
-    std: str | Sequence[float] | None = None,
     cache_dir: str | Path | None | bool = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -71,31 +93,18 @@ def sample_from_checkpoint(
     """Sample from a classifier spec (see `load_classifier`); `out=None` writes to runs/samples-<dataset>[-<class>].
 
     init/sampler/stop: None = the model's calibrated config (`robustgen calibrate`; samplers.calibrated) when there is one and
-    `calibration`, else the dataclass defaults. log: receives one line per note of the loader (what it inferred about a
+    `calibration`, else the dataclass defaults. run: how the chains run (RunOptions; None = its defaults). source: which
+    model and data (ModelSource). log: receives one line per note of the loader (what it inferred about a
     python:/torchscript:/export: model) and the calibration used.
     """
-    if n < 1:
-        raise RobustgenError(f"--num-images {n}: ask for at least 1 image")
-    dist = distributed.setup(device)  # under torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
-    model, meta = load_classifier(checkpoint, device=dist.device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std,
-                                  data=dataset, data_root=data_root)
-    for note in meta.get("notes", []) if log is not None else ():
-        log(f"note: {note}")  # what the loader inferred (classes, input size, normalisation)
+    run = run if run is not None else RunOptions()
+    run.validate()
+    model, meta, data, classes = load_for_sampling(checkpoint, source=source, run=run, classes=classes, log=log)
     init, sampler, stop = chain_configs(model, checkpoint, (init, sampler, stop), calibration=calibration, cache_dir=cache_dir, log=log)
-    data = load_checkpoint_dataset(meta, dataset=dataset, data_root=data_root)  # a subset of the model's classes comes relabelled
-    present = np.unique(data.y_train)
-    if not classes and len(present) < data.num_classes:
-        classes = [int(c) for c in present]  # the subset of the model's classes the data holds
-    if classes:
-        names = [data.classes[data.class_index(c)] for c in classes]  # validates before anything runs
-    else:
-        names = None
     if out is None:
-        out = default_out(data.name, names)
-    return sample(
-        model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill, precision=precision, compile=compile,
-        out=out, png=png, overwrite=overwrite, resume=resume, cache_dir=cache_dir, checkpoint=meta.get("weights_path") or checkpoint, progress=progress,
-    )
+        out = default_out(data.name, [data.classes[data.class_index(c)] for c in classes] if classes else None)
+    return sample(model, data, classes=classes, init=init, sampler=sampler, stop=stop, run=run, out=out, png=png, overwrite=overwrite,
+                  resume=resume, cache_dir=cache_dir, checkpoint=meta.get("weights_path") or checkpoint, progress=progress)
 
 
 def chain_configs(model, checkpoint, given: tuple, *, calibration: bool, cache_dir=None, log: Callable[[str], None] | None = None) -> tuple:

@@ -1,8 +1,8 @@
 """The sampling run: plan the chains, deal blocks to ranks, run the chain loop, keep shards, finalise.
 
-    result = sample(model, dataset, classes=[3], n=1000)                 # defaults: see samplers/config.py
-    result = sample(model, dataset, n=100, init=InitConfig(kind="gaussian"),
-                    sampler=SamplerConfig(kind="pgd", steps=60), stop=StopConfig(rule="fixed"), out="runs/s")
+    result = sample(model, dataset, classes=[3])                          # defaults: see samplers/config.py
+    result = sample(model, dataset, init=InitConfig(kind="gaussian"), sampler=SamplerConfig(kind="pgd", steps=60),
+                    stop=StopConfig(rule="fixed"), run=RunOptions(n=100, seed=1), out="runs/s")
 
 Chain i (of n) has class labels[i] (balanced over the classes) and draws all its
 randomness from generators seeded by (seed, i): its start from a CPU stream, its
@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -35,7 +35,7 @@ from robustgen.io import clean_stale_temps, now_iso, run_dir_lock
 from robustgen.models import model_fingerprint
 from samplers import rundir
 from samplers.chains import ChainBatch, run_queue
-from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
 from samplers.gradients import gradient_prior, low_pass
 from samplers.initializers import build_initializer, fitted_arrays, resolve_init, uses_model
 from samplers.initializers.base import Initializer
@@ -163,32 +163,33 @@ class BlockStore:
 
 
 def sample(
-    model: nn.Module, dataset: ImageDataset, *, classes: Sequence[int | str] | None = None, n: int = 100,
-    init: InitConfig = InitConfig(), sampler: SamplerConfig = SamplerConfig(), stop: StopConfig = StopConfig(),
-    seed: int = 0, batch_size: int = 250, refill: bool = True, out: str | Path | None = None, png: bool = False,
-    overwrite: bool = False, resume: bool = False, cache_dir: str | Path | None | bool = None, checkpoint: str | Path | None = None,
-    progress: bool = True, precision: str = "fp32", compile: str = "off",
+    model: nn.Module, dataset: ImageDataset, *, classes: Sequence[int | str] | None = None,
+    init: InitConfig = InitConfig(), sampler: SamplerConfig = SamplerConfig(), stop: StopConfig = StopConfig(), run: RunOptions | None = None,
+    out: str | Path | None = None, png: bool = False, overwrite: bool = False, resume: bool = False,
+    cache_dir: str | Path | None | bool = None, checkpoint: str | Path | None = None, progress: bool = True,
 ) -> SampleResult:
-    """Generate `n` images of `classes` (None = all, balanced) from a (robust) classifier.
+    """Generate `run.n` images of `classes` (None = all, balanced) from a (robust) classifier.
 
-    `model` maps [0, 1] images to logits and is put in eval mode. `precision`: fp32, bf16 (autocast + channels_last; the head
-    and energies stay fp32) or auto (bf16 where the hardware has fast bf16, see robustgen.device.fast_bf16). `compile`: off, on
-    or auto (on for runs of at least robustgen.device.LONG_RUN_IMAGE_STEPS image-steps where torch.compile works): images then
-    match eager ones to rounding, not bit for bit. `batch_size`: chains on the device at once; `refill`: new chains take the
-    slots of stopped ones (same images either way). `out`: a run dir to write (refused if it exists, unless overwrite or resume).
-    `cache_dir`: where fitted initialisers and reference energies are cached (None = default, False = no cache).
-    `checkpoint`: the file the model came from, recorded with its hash.
+    `model` maps [0, 1] images to logits and is put in eval mode; it stays on its device (`run.device` is for the doors
+    that load a model). `run` (RunOptions; None = its defaults): n, seed, batch_size (chains on the device at once),
+    refill (new chains take the slots of stopped ones: same images either way), precision (fp32, bf16: autocast +
+    channels_last with the head and energies in fp32, or auto: bf16 where the hardware has fast bf16,
+    robustgen.device.fast_bf16), compile (off, on, or auto: on for runs of at least LONG_RUN_IMAGE_STEPS image-steps
+    where torch.compile works; images then match eager ones to rounding). `out`: a run dir to write (refused if it
+    exists, unless overwrite or resume). `cache_dir`: where fitted initialisers and reference energies are cached
+    (None = default, False = no cache). `checkpoint`: the file the model came from, recorded with its hash.
     """
     started, t0 = now_iso(), time.perf_counter()
-    _validate(init, sampler, stop, n=n, batch_size=batch_size)
+    run = run if run is not None else RunOptions()
+    _validate(init, sampler, stop, run)
     class_list = resolve_classes(dataset, classes)
     init = resolve_init(init, dataset, model)  # automatic choices made for this image size (recorded in run.json / meta.json)
-    model, compiled = _prepared_model(model, precision=precision, compile=compile, image_steps=n * max(sampler.steps, 1), progress=progress)
+    model, compiled = _prepared_model(model, precision=run.precision, compile=run.compile, image_steps=run.n * max(sampler.steps, 1), progress=progress)
     device = next(model.parameters()).device
     dist = distributed.for_device(device)
     fingerprint, model_hash = dataset.fingerprint(), model_fingerprint(model)
-    settings = {**_settings(class_list, n, seed, batch_size, refill, init, sampler, stop, dataset, fingerprint, model_hash, dist),
-                "precision": getattr(model, "precision", "fp32"), "compile": compiled}
+    settings = {**_settings(run, init, sampler, stop, classes=class_list, dataset=dataset, fingerprint=fingerprint, model_hash=model_hash,
+                            world_size=dist.world_size), "precision": getattr(model, "precision", "fp32"), "compile": compiled}
     out = Path(out) if out is not None else None
     with contextlib.ExitStack() as held:
         if out is not None and dist.is_main:  # one writer per run dir; what a killed writer left half-written goes
@@ -204,15 +205,26 @@ def sample(
         if out is not None and dist.is_main and not resuming:
             rundir.create_out(out, settings, overwrite=overwrite)
         dist.barrier()
-        block = rundir.block_size(out, batch_size, resuming=resuming)
-        store = _run_blocks(maybe_compile(model, compiled, dynamic=False), balanced_labels(class_list, n), inits, thresholds, sampler=sampler, stop=stop,
-                            seed=seed, batch_size=batch_size, refill=refill, block=block, out=out, dist=dist, progress=progress,
-                            spectrum=spectrum)
-        result = _collect(store, thresholds, out=out, n=n, block=block, dist=dist, started_at=t0)
+        block = rundir.block_size(out, run.batch_size, resuming=resuming)
+        chains = ChainPlan(labels=balanced_labels(class_list, run.n), inits=inits, thresholds=thresholds, sampler=sampler, stop=stop, spectrum=spectrum)
+        store = _run_blocks(maybe_compile(model, compiled, dynamic=False), chains, run=run, block=block, out=out, dist=dist, progress=progress)
+        result = _collect(store, thresholds, out=out, n=run.n, block=block, dist=dist, started_at=t0)
         if out is not None and dist.is_main:
             rundir.finalize(out, result, classes=dataset.classes, settings=settings, png=png, checkpoint=checkpoint, started=started, device=device)
         dist.barrier()
     return result if result is not None else load_result(out)
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """What every chain of a run computes: its class, start, stop threshold, and how it moves and stops."""
+
+    labels: np.ndarray  # (n,) class of chain i
+    inits: ClassInitializers
+    thresholds: dict  # class -> (E(x, y) threshold, E(x) threshold)
+    sampler: SamplerConfig
+    stop: StopConfig
+    spectrum: torch.Tensor | None = None  # the gradient-read prior (samplers.gradients.gradient_prior)
 
 
 def _collect(store, thresholds, *, out: Path | None, n: int, block: int, dist, started_at: float) -> SampleResult | None:
@@ -234,19 +246,15 @@ def _prepared_model(model: nn.Module, *, precision: str, compile: str, image_ste
     return model, compiled
 
 
-def _validate(*configs, n: int, batch_size: int) -> None:
+def _validate(*configs) -> None:
     for config in configs:
         config.validate()
-    if n < 1:
-        raise RobustgenError(f"--num-images {n}: ask for at least 1 image")
-    if batch_size < 1:
-        raise RobustgenError(f"--batch-size {batch_size} must be at least 1")
 
 
-def _settings(class_list, n, seed, batch_size, refill, init, sampler, stop, dataset, fingerprint, model_hash, dist) -> dict:
+def _settings(run: RunOptions, init, sampler, stop, *, classes, dataset, fingerprint: str, model_hash: str, world_size: int) -> dict:
     """What run.json and meta.json record; a resumed run must match it (execution details aside)."""
     return {
-        "classes": class_list, "n": n, "seed": seed, "batch_size": batch_size, "refill": refill, "world_size": dist.world_size,
+        "classes": classes, "n": run.n, "seed": run.seed, "batch_size": run.batch_size, "refill": run.refill, "world_size": world_size,
         "init": asdict(init),
         "sampler": {**asdict(sampler), "step_size_resolved": sampler.resolved_step_size(int(np.prod(dataset.image_shape)))},
         "stop": asdict(stop), "dataset": dataset.name, "dataset_sha256": fingerprint, "model_sha256": model_hash,
@@ -285,11 +293,11 @@ def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerp
     return ClassInitializers(init, dataset, arrays, reload=reload), thresholds
 
 
-def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_size, refill, block, out, dist, progress, spectrum=None) -> BlockStore:
+def _run_blocks(model, chains: ChainPlan, *, run: RunOptions, block: int, out: Path | None, dist, progress: bool) -> BlockStore:
     """Run this rank's unfinished blocks (`block` consecutive chains each) through one continuously refilled batch."""
     from tqdm.auto import tqdm
 
-    n = len(labels)
+    labels, n = chains.labels, len(chains.labels)
     blocks = {b: list(range(b * block, min(n, (b + 1) * block))) for b in dist.shard(list(range(-(-n // block))))}
     if out is not None:
         blocks = {b: ids for b, ids in blocks.items() if rundir.read_shard(rundir.shard_path(out, b), ids) is None}
@@ -297,10 +305,10 @@ def _run_blocks(model, labels, inits, thresholds, *, sampler, stop, seed, batch_
     pending = [i for b in sorted(blocks) for i in blocks[b]]
     device = next(model.parameters()).device
     with tqdm(total=len(pending), desc="sampling", unit="img", disable=None if (progress and dist.is_main) else True) as bar:
-        store = BlockStore(blocks, max_steps=sampler.steps, out=out, traced=traced, progress=bar)
-        source = ChainSource(pending, labels, inits, thresholds, seed=seed, device=device)
-        run_queue(model, source, sampler=sampler, stop=stop, batch_size=batch_size, refill=refill, on_finish=store.finish, trace=store.trace,
-                  spectrum=spectrum)
+        store = BlockStore(blocks, max_steps=chains.sampler.steps, out=out, traced=traced, progress=bar)
+        source = ChainSource(pending, labels, chains.inits, chains.thresholds, seed=run.seed, device=device)
+        run_queue(model, source, sampler=chains.sampler, stop=chains.stop, batch_size=run.batch_size, refill=run.refill, on_finish=store.finish,
+                  trace=store.trace, spectrum=chains.spectrum)
     return store
 
 

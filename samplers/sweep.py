@@ -20,8 +20,9 @@ from typing import Any, Callable, Sequence
 from robustgen.errors import RobustgenError
 from robustgen.finite import finite
 from robustgen.io import atomic_path, atomic_write_json, atomic_write_text
-from samplers.compare import Configs, Row, SampleOptions, compare, markdown
-from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.compare import Configs, Row, compare, markdown
+from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
+from samplers.from_checkpoint import ModelSource
 
 # knob name -> (which of the three configs, its field); the kinds go by their CLI names
 _ALIASES = {"init": (0, "kind"), "sampler": (1, "kind"), "stop": (2, "rule")}
@@ -66,26 +67,26 @@ def _parse(text: str, config, name: str, knob: str) -> Any:
 
 def sweep(
     checkpoint: str | Path, *, knob: str, values: Sequence[str], out: str | Path, features: str | Path, judge: str | Path | None,
-    base: tuple = (None, None, None), n: int = 1000, seed: int = 0, classes=None, controls: bool = True,
-    sample_options: SampleOptions = SampleOptions(), calibration: bool = True, log: Callable[[str], None] = print,
+    base: tuple = (None, None, None), run: RunOptions | None = None, source: ModelSource = ModelSource(), classes=None, controls: bool = True,
+    calibration: bool = True, log: Callable[[str], None] = print,
 ) -> list[Row]:
     """Sample and score every value of `knob` (plus controls); write sweep.json, sweep.md, frontier.png.
 
     base: the (init, sampler, stop) every value changes; a None is the model's calibrated config (if any and
     `calibration`), else the dataclass default."""
-    base = _resolved_base(checkpoint, base, calibration=calibration, options=sample_options, log=log)
+    run = run if run is not None else RunOptions()
+    base = _resolved_base(checkpoint, base, calibration=calibration, source=source, log=log)
     configs = knob_configs(base, knob, values)  # all values checked before the first run
     out = Path(out)
-    rows = compare(checkpoint, configs, out=out, features=features, judge=judge, n=n, seed=seed, classes=classes, controls=controls,
-                   sample_options=sample_options, log=log)
+    rows = compare(checkpoint, configs, out=out, features=features, judge=judge, run=run, source=source, classes=classes, controls=controls, log=log)
     atomic_write_json(out / "sweep.json", {"knob": knob, "values": list(values), "checkpoint": str(checkpoint), "features": str(features),
-                                           "judge": str(judge) if judge else None, "n": n, "seed": seed, "rows": [r.to_dict() for r in rows]})
+                                           "judge": str(judge) if judge else None, "n": run.n, "seed": run.seed, "rows": [r.to_dict() for r in rows]})
     atomic_write_text(out / "sweep.md", markdown(rows) + "\n")
-    plot_frontier(rows, out / "frontier.png", title=f"{Path(str(checkpoint)).parent.name}: sweep of {knob} (n={n}, seed {seed})")
+    plot_frontier(rows, out / "frontier.png", title=f"{Path(str(checkpoint)).parent.name}: sweep of {knob} (n={run.n}, seed {run.seed})")
     return rows
 
 
-def _resolved_base(checkpoint, base: tuple, *, calibration: bool, options: SampleOptions, log) -> Configs:
+def _resolved_base(checkpoint, base: tuple, *, calibration: bool, source: ModelSource, log) -> Configs:
     """`base` with its None configs filled from the model's calibration (loading the model once) or the defaults."""
     if all(c is not None for c in base):
         return base
@@ -94,7 +95,7 @@ def _resolved_base(checkpoint, base: tuple, *, calibration: bool, options: Sampl
     from robustgen.models.sources import load_classifier
     from samplers.from_checkpoint import chain_configs
 
-    model, _ = load_classifier(checkpoint, device="cpu", **options.model())
+    model, _ = load_classifier(checkpoint, device="cpu", **source.loader())
     return chain_configs(model, checkpoint, base, calibration=True, log=log)
 
 

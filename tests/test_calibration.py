@@ -13,7 +13,7 @@ from PIL import Image
 from robustgen.data import load_dataset
 from samplers import calibration as cal
 from samplers.calibrated import Candidate, candidates, choose, find_calibration, judge_candidates
-from samplers.config import InitConfig, SamplerConfig, StopConfig
+from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def _trajectory(model_path, *, steps, n=40, init=InitConfig()):
 
     model, _ = load_checkpoint(model_path)
     data = load_dataset("digits")
-    fit = cal.split_held_out(data, cal.CalibrationConfig())
+    fit = cal.split_held_out(data, cal.CalibrationConfig(), seed=0)
     sampler = replace(SamplerConfig(), steps=steps)
     tr = cal.record_trajectory(model, fit, init, sampler, n=n, seed=0, cache_dir=False, model_hash=model_fingerprint(model), progress=False)
     return model, fit, tr
@@ -105,8 +105,8 @@ def test_a_chain_read_off_the_trajectory_is_the_chain_sampling_runs(robust_digit
     thresholds = np.asarray([per_class[int(c)] for c in tr.labels], dtype=np.float32)
     stopped = cal.stop_step(tr, stop, thresholds, max_steps) if stop.rule == "adaptive" else np.full(len(tr.labels), max_steps)
     read_off = tr.frames[stopped, np.arange(len(tr.labels))]
-    ran = sample(model, fit, n=len(tr.labels), init=InitConfig(), sampler=replace(SamplerConfig(), steps=max_steps), stop=stop, seed=0,
-                 progress=False, cache_dir=False)
+    ran = sample(model, fit, init=InitConfig(), sampler=replace(SamplerConfig(), steps=max_steps), stop=stop,
+                 run=RunOptions(n=len(tr.labels), precision="fp32"), progress=False, cache_dir=False)
     assert np.array_equal(ran.images, read_off)
     assert np.array_equal(ran.steps, stopped)
     if stop.rule == "adaptive":

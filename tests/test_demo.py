@@ -14,7 +14,7 @@ from robustgen.cli import main
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--robust-epochs", "1", "--reference-epochs", "1", "--samples-per-class", "4", "--json"])
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--robust-epochs", "1", "--reference-epochs", "1", "-n", "40", "--json"])
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout[result.stdout.index("{"):])
 
@@ -52,7 +52,7 @@ def test_demo_refuses_an_existing_dir_and_resume_skips_finished_stages(demo_dir)
     refused = CliRunner().invoke(main, ["demo", "--out", str(out)])
     assert_one_line_error(refused, "already holds a demo: pass --resume")
     best_before = (out / "robust" / "best.pt").stat().st_mtime_ns
-    resumed = CliRunner().invoke(main, ["demo", "--out", str(out), "--robust-epochs", "1", "--reference-epochs", "1", "--samples-per-class", "4", "--resume"])
+    resumed = CliRunner().invoke(main, ["demo", "--out", str(out), "--robust-epochs", "1", "--reference-epochs", "1", "-n", "40", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert "already done, skipped" in resumed.output
     assert (out / "robust" / "best.pt").stat().st_mtime_ns == best_before

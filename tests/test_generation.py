@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from clicheck import assert_one_line_error, invoke
+
 from robustgen.checkpoint import load_checkpoint
 from robustgen.errors import RobustgenError
+from samplers.config import RunOptions
 from samplers import SamplerConfig, StopConfig
 from samplers.gradients import amplitude_spectrum, apply_transforms, dataset_spectrum, draw_transforms, gaussian_kernel, low_pass, precondition
 
@@ -102,10 +105,11 @@ def test_chains_with_gradient_reads_do_not_depend_on_their_batch(robust_digits_c
     import samplers
 
     model, _ = load_checkpoint(robust_digits_checkpoint)
-    kwargs = dict(classes=[2, 5], n=13, seed=5, progress=False, sampler=SamplerConfig(**{"steps": 6, "spectrum": 0.0, **options}), stop=StopConfig())
-    refilled = samplers.sample(model, digits, batch_size=4, refill=True, **kwargs)
-    one_batch = samplers.sample(model, digits, batch_size=13, refill=False, **kwargs)
-    plain = samplers.sample(model, digits, batch_size=13, refill=False, **{**kwargs, "sampler": SamplerConfig(steps=6, spectrum=0.0)})
+    kwargs = dict(classes=[2, 5], progress=False, sampler=SamplerConfig(**{"steps": 6, "spectrum": 0.0, **options}), stop=StopConfig())
+    run = RunOptions(n=13, seed=5, precision="fp32")
+    refilled = samplers.sample(model, digits, run=replace(run, batch_size=4, refill=True), **kwargs)
+    one_batch = samplers.sample(model, digits, run=replace(run, batch_size=13, refill=False), **kwargs)
+    plain = samplers.sample(model, digits, run=replace(run, batch_size=13, refill=False), **{**kwargs, "sampler": SamplerConfig(steps=6, spectrum=0.0)})
     assert np.array_equal(refilled.images, one_batch.images) and np.array_equal(refilled.steps, one_batch.steps)
     assert not np.array_equal(one_batch.images, plain.images)  # the option changes the paths
 
@@ -150,7 +154,7 @@ def test_eval_judge_prints_the_generative_strength_that_the_api_measures(robust_
     result = invoke([*argv, "--json"])
     assert result.exit_code == 0, result.output
     strength = json.loads(result.stdout)["generative_strength"]
-    direct = generative_strength(robust_digits_checkpoint, judge=standard_digits_checkpoint, n=20, device="cpu")
+    direct = generative_strength(robust_digits_checkpoint, judge=standard_digits_checkpoint, run=RunOptions(n=20, device="cpu"))
     assert strength["n"] == 20 and strength["chance"] == pytest.approx(0.1)
     for key in ("judge_accuracy", "fid_test", "precision_test", "recall_test"):
         assert strength[key] == pytest.approx(direct[key], rel=1e-6)  # the CLI line is the API's measurement

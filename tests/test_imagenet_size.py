@@ -19,6 +19,7 @@ from robustgen.cli import main
 from robustgen.data import ImageDataset, LazyImageFolder, load_dataset
 from robustgen.errors import RobustgenError
 from samplers import InitConfig, SamplerConfig, StopConfig, fit_initializer, sample
+from samplers.config import RunOptions
 from samplers.initializers import local_pca
 from samplers.initializers.base import class_pixels
 
@@ -190,7 +191,8 @@ def test_local_pca_keeps_uint8_images_and_chunked_draws_are_the_same(folder, mon
 def test_sample_builds_each_class_when_its_chains_start_and_matches_an_in_memory_folder(folder, reads):
     lazy = load_dataset(f"folder:{folder}")
     model = TinyNet()
-    options = dict(classes=[0, 1], n=6, sampler=SamplerConfig(steps=2), stop=StopConfig(), batch_size=2, cache_dir=False, progress=False)
+    options = dict(classes=[0, 1], run=RunOptions(n=6, batch_size=2, precision="fp32"), sampler=SamplerConfig(steps=2), stop=StopConfig(),
+                   cache_dir=False, progress=False)
     result = sample(model, lazy, **options)
     decoded = [(p.parent.parent.name, p.parent.name) for p in reads]
     assert all(split == "train" for split, _ in decoded)  # the test split is never read
@@ -205,8 +207,8 @@ def test_fitted_arrays_over_the_memory_budget_are_reloaded_per_class_with_the_sa
     import samplers.sampling as sample_module
 
     lazy, model = load_dataset(f"folder:{folder}"), TinyNet()
-    options = dict(classes=[1, 0], n=5, init=InitConfig(kind="gaussian"), sampler=SamplerConfig(steps=1), stop=StopConfig(rule="fixed"),
-                   batch_size=2, cache_dir=tmp_path / "c", progress=False)
+    options = dict(classes=[1, 0], run=RunOptions(n=5, batch_size=2, precision="fp32"), init=InitConfig(kind="gaussian"),
+                   sampler=SamplerConfig(steps=1), stop=StopConfig(rule="fixed"), cache_dir=tmp_path / "c", progress=False)
     held = sample(model, lazy, **options)
     reloaded = []
     original = sample_module.fitted_arrays

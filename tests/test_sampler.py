@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import samplers
 import samplers.sampling as sample_module  # the loop module (samplers.sample is its function)
 from robustgen.checkpoint import load_checkpoint
 from robustgen.errors import RobustgenError
+from samplers.config import RunOptions
 from robustgen.io import sha256_file
 from samplers import InitConfig, SamplerConfig, StopConfig, energy_function, pgd_step, run_chains, sgld_step
 
@@ -109,22 +111,24 @@ def test_adaptive_stopping_freezes_chains_and_saves_evaluations(robust, digits):
 
 @pytest.mark.slow
 def test_sample_adaptive_saves_evaluations_and_seeds_reproduce(robust, digits):
-    kwargs = dict(classes=[1, "7"], n=40, batch_size=16, progress=False)
-    fixed = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), **kwargs)
-    adaptive = samplers.sample(robust, digits, stop=StopConfig(rule="adaptive"), sampler=SamplerConfig(steps=20), **kwargs)
+    kwargs = dict(classes=[1, "7"], progress=False)
+    run = RunOptions(n=40, batch_size=16, precision="fp32")
+    fixed = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), run=run, **kwargs)
+    adaptive = samplers.sample(robust, digits, stop=StopConfig(rule="adaptive"), sampler=SamplerConfig(steps=20), run=run, **kwargs)
     assert fixed.grad_evals == 40 * 20 and adaptive.grad_evals < fixed.grad_evals
     assert adaptive.grad_evals == int((np.minimum(adaptive.steps + 1, 20)).sum())
     assert fixed.images.shape == (40, 8, 8, 1) and fixed.images.dtype == np.uint8
     assert list(np.bincount(fixed.labels, minlength=10)[[1, 7]]) == [20, 20]
-    again = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), **kwargs)
+    again = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), run=run, **kwargs)
     assert np.array_equal(again.images, fixed.images) and np.array_equal(again.energy_joint, fixed.energy_joint)
-    other = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), seed=1, **kwargs)
+    other = samplers.sample(robust, digits, stop=StopConfig(rule="fixed"), sampler=SamplerConfig(steps=20), run=replace(run, seed=1), **kwargs)
     assert not np.array_equal(other.images, fixed.images)
 
 
 def test_run_dir_contents(robust, digits, tmp_path, robust_digits_checkpoint):
     out = tmp_path / "run"
-    result = samplers.sample(robust, digits, classes=[3], n=12, batch_size=5, out=out, png=True, checkpoint=robust_digits_checkpoint, progress=False)
+    result = samplers.sample(robust, digits, classes=[3], run=RunOptions(n=12, batch_size=5, precision="fp32"), out=out, png=True,
+                             checkpoint=robust_digits_checkpoint, progress=False)
     with np.load(out / "samples.npz") as z:
         assert z["images"].shape == (12, 8, 8, 1) and z["images"].dtype == np.uint8
         assert np.array_equal(z["labels"], np.full(12, 3)) and np.array_equal(z["steps"], result.steps)
@@ -139,12 +143,13 @@ def test_run_dir_contents(robust, digits, tmp_path, robust_digits_checkpoint):
     grid = Image.open(out / "grid.png")
     assert grid.width >= 10 * 32 and grid.height >= 32  # 8x8 digits upscaled to a readable size
     with pytest.raises(RobustgenError, match="already exists"):
-        samplers.sample(robust, digits, classes=[3], n=12, out=out, progress=False)
-    assert samplers.sample(robust, digits, classes=[3], n=12, batch_size=5, out=out, overwrite=True, progress=False).out == out
+        samplers.sample(robust, digits, classes=[3], run=RunOptions(n=12, precision="fp32"), out=out, progress=False)
+    assert samplers.sample(robust, digits, classes=[3], run=RunOptions(n=12, batch_size=5, precision="fp32"), out=out, overwrite=True, progress=False).out == out
 
 
 def test_resume_equals_uninterrupted(robust, digits, tmp_path, monkeypatch):
-    kwargs = dict(classes=[0, 4, 9], n=30, batch_size=7, seed=3, progress=False, sampler=SamplerConfig(steps=10))
+    run = RunOptions(n=30, batch_size=7, seed=3, precision="fp32")
+    kwargs = dict(classes=[0, 4, 9], run=run, progress=False, sampler=SamplerConfig(steps=10))
     straight = samplers.sample(robust, digits, out=tmp_path / "a", **kwargs)
 
     from samplers import rundir
@@ -162,10 +167,10 @@ def test_resume_equals_uninterrupted(robust, digits, tmp_path, monkeypatch):
         samplers.sample(robust, digits, out=tmp_path / "b", **kwargs)
     assert len(list((tmp_path / "b" / "shards").glob("*.npz"))) == 2 and not (tmp_path / "b" / "samples.npz").exists()
     with pytest.raises(RobustgenError, match="options differ"):
-        samplers.sample(robust, digits, out=tmp_path / "b", resume=True, **{**kwargs, "seed": 4})
+        samplers.sample(robust, digits, out=tmp_path / "b", resume=True, **{**kwargs, "run": replace(run, seed=4)})
     calls.clear()
     monkeypatch.setattr(rundir, "write_shard", lambda *a, **kw: (calls.append(1), real_write(*a, **kw))[1])
-    resumed = samplers.sample(robust, digits, out=tmp_path / "b", resume=True, **{**kwargs, "batch_size": 7})
+    resumed = samplers.sample(robust, digits, out=tmp_path / "b", resume=True, **{**kwargs, "run": replace(run, batch_size=7)})
     assert len(calls) == 3  # the 3 blocks of 5 without a shard; the other 2 came from their shards
     for key in ("images", "labels", "energy_joint", "energy_marginal", "steps"):
         assert np.array_equal(getattr(resumed, key), getattr(straight, key)), key
@@ -178,10 +183,11 @@ def test_resume_equals_uninterrupted(robust, digits, tmp_path, monkeypatch):
 def test_refill_and_batch_size_do_not_change_the_images(robust, digits, stop, precision):
     """Continuous batching: each chain draws from its own streams, so refilling freed slots (or any batch
     size) gives bit-identical images, energies and step counts, in fp32 and bf16."""
-    kwargs = dict(classes=[2, 5], n=23, seed=5, progress=False, sampler=SamplerConfig(steps=12), stop=StopConfig(rule=stop), precision=precision)
-    refilled = samplers.sample(robust, digits, batch_size=6, refill=True, **kwargs)
-    drained = samplers.sample(robust, digits, batch_size=6, refill=False, **kwargs)
-    one_batch = samplers.sample(robust, digits, batch_size=23, refill=False, **kwargs)
+    kwargs = dict(classes=[2, 5], progress=False, sampler=SamplerConfig(steps=12), stop=StopConfig(rule=stop))
+    run = RunOptions(n=23, seed=5, precision=precision)
+    refilled = samplers.sample(robust, digits, run=replace(run, batch_size=6, refill=True), **kwargs)
+    drained = samplers.sample(robust, digits, run=replace(run, batch_size=6, refill=False), **kwargs)
+    one_batch = samplers.sample(robust, digits, run=replace(run, batch_size=23, refill=False), **kwargs)
     for other in (drained, one_batch):
         for key in ("images", "labels", "energy_joint", "energy_marginal", "steps"):
             assert np.array_equal(getattr(refilled, key), getattr(other, key)), key
@@ -191,8 +197,9 @@ def test_refill_and_batch_size_do_not_change_the_images(robust, digits, stop, pr
 
 
 def test_init_only_control_costs_nothing_and_returns_the_starts(robust, digits):
-    start = samplers.sample(robust, digits, classes=[4], n=10, seed=2, progress=False, sampler=SamplerConfig(steps=0))
-    moved = samplers.sample(robust, digits, classes=[4], n=10, seed=2, progress=False, sampler=SamplerConfig(steps=5), stop=StopConfig(rule="fixed"))
+    run = RunOptions(n=10, seed=2, precision="fp32")
+    start = samplers.sample(robust, digits, classes=[4], run=run, progress=False, sampler=SamplerConfig(steps=0))
+    moved = samplers.sample(robust, digits, classes=[4], run=run, progress=False, sampler=SamplerConfig(steps=5), stop=StopConfig(rule="fixed"))
     assert start.grad_evals == 0 and np.all(start.steps == 0)
     assert np.array_equal(start.strip_frames[:, 0], moved.strip_frames[:, 0])  # same chains, same starts
     assert not np.array_equal(start.images, moved.images)
@@ -200,9 +207,9 @@ def test_init_only_control_costs_nothing_and_returns_the_starts(robust, digits):
 
 def test_sample_rejects_bad_requests(robust, digits, tmp_path):
     with pytest.raises(RobustgenError, match="at least 1"):
-        samplers.sample(robust, digits, n=0, progress=False)
+        samplers.sample(robust, digits, run=RunOptions(n=0), progress=False)
     with pytest.raises(RobustgenError, match="unknown class"):
-        samplers.sample(robust, digits, classes=["cat"], n=2, out=tmp_path / "x", progress=False)
+        samplers.sample(robust, digits, classes=["cat"], run=RunOptions(n=2), out=tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()  # nothing written for a refused request
 
 
@@ -222,8 +229,9 @@ def test_compiled_chains_match_eager_ones_to_rounding(robust, digits):
     reason = compile_available(torch.device("cpu"))
     if reason is not None:
         pytest.skip(reason)
-    kwargs = dict(classes=[3], n=8, seed=1, batch_size=8, progress=False, sampler=SamplerConfig(steps=4), stop=StopConfig(rule="fixed"))
-    eager = samplers.sample(robust, digits, compile="off", **kwargs)
-    compiled = samplers.sample(robust, digits, compile="on", **kwargs)
+    kwargs = dict(classes=[3], progress=False, sampler=SamplerConfig(steps=4), stop=StopConfig(rule="fixed"))
+    run = RunOptions(n=8, seed=1, batch_size=8, precision="fp32")
+    eager = samplers.sample(robust, digits, run=replace(run, compile="off"), **kwargs)
+    compiled = samplers.sample(robust, digits, run=replace(run, compile="on"), **kwargs)
     assert np.abs(eager.images.astype(int) - compiled.images.astype(int)).max() <= 2  # uint8 levels
     assert np.allclose(eager.energy_joint, compiled.energy_joint, atol=1e-3)

@@ -1,7 +1,9 @@
 """The demo pipeline behind `robustgen demo`: the whole toolkit on the embedded digits data.
 
-It trains a DER-robust model and a standard reference classifier,
-samples every class with the default sampler and with its controls (the
+It trains a DER-robust model and a standard reference classifier, calibrates
+the robust model's chain with the reference classifier as judge (on held-out
+training images), samples every class with the calibrated chain, today's
+default and their controls (the
 init-only start, `--steps 0`; the Santurkar et al. 2019 baseline; real test
 and training images), scores every row with the reference classifier as
 feature extractor and judge against both splits, with memorisation and the
@@ -10,7 +12,9 @@ gain over init (samplers.compare), and writes `demo.json` and `report.html`.
     runs/demo/
       robust/                    robustgen train digits --der
       reference/                 robustgen train digits --method standard (extractor + judge)
-      samples/default/           samples.npz, grid.png, strips.png, meta.json, score.json, score-test.json
+      robust/calibration.json    robustgen calibrate robust/best.pt --judge reference/best.pt (held-out training images)
+      samples/calibrated/        the calibrated chain: samples.npz, grid.png, strips.png, meta.json, score.json
+      samples/default/           today's default chain
       samples/init-only-.../     the default's start without a gradient step
       samples/santurkar/         class Gaussian + PGD, 60 steps
       samples/real-test/, samples/real-train/
@@ -32,7 +36,8 @@ from robustgen.app.report import build_report
 from robustgen.errors import RobustgenError
 from robustgen.io import LOCK_NAME, atomic_write_json, clean_stale_temps, now_iso, run_dir_lock, versions
 from samplers import InitConfig, SamplerConfig, StopConfig
-from samplers.compare import SampleOptions, compare
+from samplers.compare import compare
+from samplers.config import RunOptions
 from training import TrainConfig, train
 from training.rundir import is_finished, read_training_run
 
@@ -42,11 +47,9 @@ DATASET = "digits"
 @dataclass(frozen=True)
 class DemoConfig:
     out: str = "runs/demo"
-    samples_per_class: int = 100  # images per class and sampler
     robust_epochs: int | None = None  # None = `robustgen train digits --der` defaults
     reference_epochs: int = 15
-    seed: int = 0
-    device: str = "auto"
+    run: RunOptions = RunOptions()  # images per sampler (n), seed, device, precision, ... as every sampling door
 
 
 def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
@@ -69,8 +72,10 @@ def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = Fals
             timings[name] = time.perf_counter() - start
 
         robust_dir, reference_ckpt = _train_stages(config, out, stage)
+        stage("calibrate the chain (held-out training images, judged by the reference classifier)", _calibrated(robust_dir),
+              lambda: _calibrate(config, robust_dir, reference_ckpt, log=log))
         rows = []
-        stage("sample and score the default sampler and its controls", False,
+        stage("sample and score the calibrated chain, the default sampler and their controls", False,
               lambda: rows.extend(_compare(config, out, robust_dir, reference_ckpt, log=log)))
         summary = _summary(config, out, robust_dir, rows, timings)
         atomic_write_json(out / "demo.json", summary)
@@ -123,23 +128,52 @@ def _train_stages(config: DemoConfig, out: Path, stage) -> tuple[Path, Path]:
         return work
 
     robust_dir, reference_dir = out / "robust", out / "reference"
-    robust_cfg = TrainConfig(dataset=DATASET, der=True, seed=config.seed, device=config.device, out=str(robust_dir))
+    robust_cfg = TrainConfig(dataset=DATASET, der=True, seed=config.run.seed, device=config.run.device, out=str(robust_dir))
     if config.robust_epochs is not None:
         robust_cfg = replace(robust_cfg, epochs=config.robust_epochs)
     reference_cfg = TrainConfig(
         dataset=DATASET, method="standard", epochs=config.reference_epochs, eval_pgd_steps=0,
-        seed=config.seed + 1, device=config.device, out=str(reference_dir),
+        seed=config.run.seed + 1, device=config.run.device, out=str(reference_dir),
     )
     stage("train robust model (fgsm-rs + DER)", is_finished(robust_dir), train_stage(robust_dir, robust_cfg))
     stage("train reference classifier (standard)", is_finished(reference_dir), train_stage(reference_dir, reference_cfg))
     return robust_dir, reference_dir / "best.pt"
 
 
+def _calibrated(robust_dir: Path) -> bool:
+    """Whether the robust model's calibration.json is there and is this model's."""
+    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models import model_fingerprint
+    from samplers.calibrated import find_calibration
+
+    if not (robust_dir / "calibration.json").is_file():
+        return False
+    model, _ = load_checkpoint(robust_dir / "best.pt")
+    found = find_calibration(model_fingerprint(model), checkpoint=robust_dir / "best.pt")
+    return found is not None and found[1] == robust_dir / "calibration.json"
+
+
+def _calibrate(config: DemoConfig, robust_dir: Path, reference_ckpt: Path, *, log) -> None:
+    from samplers.calibrated import calibrate, describe
+    from samplers.calibration import CalibrationConfig
+
+    record = calibrate(robust_dir / "best.pt", judge=reference_ckpt, config=CalibrationConfig(n=config.run.n, seed=config.run.seed), run=config.run,
+                       progress=False, log=lambda message: log(f"  {message}"))
+    log(f"  chosen: {describe(record)} ({record['why']})")
+
+
 def _compare(config: DemoConfig, out: Path, robust_dir: Path, reference_ckpt: Path, *, log) -> list:
-    """The default sampler and its controls, sampled (or reused) and scored by samplers.compare."""
-    return compare(robust_dir / "best.pt", {"default": (InitConfig(), SamplerConfig(), StopConfig())}, out=out / "samples",
-                   features=reference_ckpt, judge=reference_ckpt, n=config.samples_per_class * 10, seed=config.seed,
-                   sample_options=SampleOptions(device=config.device), log=lambda message: log(f"  {message}"))
+    """The calibrated chain, the default sampler and their controls, sampled (or reused) and scored by samplers.compare."""
+    from samplers.calibrated import calibrated_configs, find_calibration
+    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models import model_fingerprint
+
+    model, _ = load_checkpoint(robust_dir / "best.pt")
+    found = find_calibration(model_fingerprint(model), checkpoint=robust_dir / "best.pt")
+    configs = {"calibrated": calibrated_configs(found[0])} if found is not None else {}
+    configs["default"] = (InitConfig(), SamplerConfig(), StopConfig())
+    return compare(robust_dir / "best.pt", configs, out=out / "samples",
+                   features=reference_ckpt, judge=reference_ckpt, run=config.run, log=lambda message: log(f"  {message}"))
 
 
 HEADLINE = (("FID (test)", "fid_test", "{:.3g}"), ("judge acc", "judge_accuracy", "{:.3f}"), ("recall (test)", "recall_test", "{:.3f}"),

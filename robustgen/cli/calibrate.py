@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from robustgen.cli.common import FINITE, echo_json, format_table, user_errors
-from robustgen.cli.sampling import InitType
+from robustgen.cli.sampling import MODEL_OPTIONS, NUM_IMAGES, RUN_OPTIONS, InitType, _apply, model_source, run_options
 from samplers.calibration import CRITERION, CalibrationConfig
 
 _C = CalibrationConfig()
@@ -18,22 +18,13 @@ _C = CalibrationConfig()
 @click.option("--judge-std", default=None, metavar="S1,S2,S3", help="Input normalisation std of the --judge (as --judge-mean).")
 @click.option("--init", "seeds", type=InitType(), default=None, metavar="images:SPEC",
               help="Also try real images of dataset SPEC as seeds (dealt to classes at random), beside the local-pca start.")
-@click.option("--data", "--dataset", "dataset", default=None, metavar="SPEC", help="The model's training data when not its own or not at hand (npz:PATH, folder:PATH).")
-@click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Where the model's dataset lives.")
-@click.option("--mean", default=None, metavar="M1,M2,M3", help="Input normalisation mean of a python:/torchscript:/export: MODEL.")
-@click.option("--std", default=None, metavar="S1,S2,S3", help="Input normalisation std of MODEL (as --mean).")
-@click.option("--model-dir", default=None, type=click.Path(file_okay=False), help="Where zoo files live.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow fully unpickling a third-party file (only for files you trust: it can run code).")
-@click.option("--num-images", "-n", "--n", "n", type=int, default=_C.n, show_default=True, help="Samples per candidate chain (all classes, balanced).")
 @click.option("--max-steps", type=int, default=_C.max_steps, show_default=True, help="Longest chain considered (gradient evaluations per image).")
 @click.option("--held-out", type=FINITE, default=_C.held_out, show_default=True, help="Fraction of each class's training images held out as the reference.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Precision of the chains (as robustgen sample).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=int, default=_C.seed, show_default=True)
+@NUM_IMAGES
+@_apply(MODEL_OPTIONS[1:] + RUN_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration record as JSON.")
 @user_errors
-def calibrate(model, judge, judge_mean, judge_std, seeds, dataset, data_root, mean, std, model_dir, trust_checkpoint, n, max_steps, held_out,
-              precision, device, seed, as_json):
+def calibrate(model, judge, judge_mean, judge_std, seeds, max_steps, held_out, as_json, **options):
     """Choose the sampling chain for MODEL; `robustgen sample`, sweep and the API then use it by default.
 
     \b
@@ -54,12 +45,10 @@ def calibrate(model, judge, judge_mean, judge_std, seeds, dataset, data_root, me
     from robustgen.models.sources import ModelSpec
     from samplers.calibrated import calibrate as run_calibration, describe
 
-    config = CalibrationConfig(n=n, max_steps=max_steps, held_out=held_out, seed=seed,
-                               fixed_steps=tuple(s for s in _C.fixed_steps if s <= max_steps) or (max_steps,))
+    config = CalibrationConfig(max_steps=max_steps, held_out=held_out, fixed_steps=tuple(s for s in _C.fixed_steps if s <= max_steps) or (max_steps,))
     notes: list[str] = []
-    record = run_calibration(model, judge=ModelSpec(judge, mean=judge_mean, std=judge_std), config=config, seeds=seeds, dataset=dataset,
-                             data_root=data_root, mean=mean, std=std, model_dir=model_dir, trust_checkpoint=trust_checkpoint, device=device,
-                             precision=precision, log=notes.append)
+    record = run_calibration(model, judge=ModelSpec(judge, mean=judge_mean, std=judge_std), config=config, seeds=seeds, run=run_options(options),
+                             source=model_source(options), log=notes.append)
     if as_json:
         echo_json(record)
         return

@@ -6,6 +6,9 @@ import click
 
 from robustgen.cli.common import echo_json, format_table, user_errors
 from robustgen.errors import RobustgenError
+from samplers.config import RunOptions
+
+_RUN = RunOptions()
 
 
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +32,7 @@ from robustgen.errors import RobustgenError
 @click.option("--std", default=None, metavar="S1,S2,S3", help="Input normalisation std (as --mean).")
 @click.option("--judge", default=None, metavar="SPEC",
               help="Also measure generative strength: classifier-only (Santurkar) samples judged by this independent standard classifier (any model spec).")
-@click.option("--judge-n", type=int, default=500, show_default=True, help="Classifier-only samples drawn for --judge (all classes, balanced).")
+@click.option("--judge-n", type=int, default=None, help=f"Classifier-only samples drawn for --judge (all classes, balanced).  [default: {_RUN.n}]")
 @click.option("--judge-mean", default=None, metavar="M1,M2,M3", help="Input normalisation mean of a python:/torchscript:/export: --judge.")
 @click.option("--judge-std", default=None, metavar="S1,S2,S3", help="Input normalisation std of the --judge (as --judge-mean).")
 @click.option("--device", default="auto", show_default=True)
@@ -73,9 +76,11 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
     if judge_spec is not None:
         from samplers.strength import generative_strength
 
-        result["generative_strength"] = generative_strength(spec, judge=judge_spec, n=judge_n, seed=seed, dataset=data, data_root=data_root,
-                                                            device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean,
-                                                            std=std, progress=not as_json)
+        from samplers.from_checkpoint import ModelSource
+
+        run = RunOptions(**{k: v for k, v in {"n": judge_n, "seed": seed, "device": device}.items() if v is not None})
+        source = ModelSource(dataset=data, data_root=data_root, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std)
+        result["generative_strength"] = generative_strength(spec, judge=judge_spec, run=run, source=source, progress=not as_json)
     if as_json:
         echo_json(result)
         return
@@ -90,7 +95,7 @@ def _judge_spec(judge, judge_n: int, judge_mean, judge_std, *, data):
         if judge_mean or judge_std:
             raise RobustgenError("--judge-mean/--judge-std describe a --judge: add --judge SPEC, or drop them")
         return None
-    if judge_n < 1:
+    if judge_n is not None and judge_n < 1:
         raise RobustgenError(f"--judge-n {judge_n} must be at least 1 sample")
     import torch
 

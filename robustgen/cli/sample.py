@@ -5,14 +5,13 @@ from __future__ import annotations
 import click
 
 from robustgen.cli.common import echo_json, format_table, user_errors
-from robustgen.cli.sampling import CALIBRATION_OPTION, configs, knob_options, model_arguments, model_options, run_arguments
+from robustgen.cli.sampling import CALIBRATION_OPTION, NUM_IMAGES, configs, knob_options, model_options, model_source, run_options
 
 
 @click.command("sample")
 @model_options
 @click.option("--class", "classes", multiple=True, help="Class index or name (repeatable). Omitted: all classes, balanced.")
-@click.option("--num-images", "-n", "--n", "n", type=int, default=100, show_default=True,
-              help="Number of images in total (under torchrun write --num-images or -n: torchrun reads --n as its own --nnodes).")
+@NUM_IMAGES
 @knob_options
 @CALIBRATION_OPTION
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run dir.  [default: runs/samples-<dataset>[-<class>]]")
@@ -39,10 +38,10 @@ def sample(**options):
     init, sampler, stop = configs(options)
     notes: list[str] = []
     result = sample_from_checkpoint(
-        options["checkpoint"], classes=list(options["classes"]) or None, n=options["n"], init=init, sampler=sampler, stop=stop,
-        calibration=options["use_calibration"], seed=options["seed"], **run_arguments(options), out=options["out"], png=options["png"],
-        overwrite=options["overwrite"], resume=options["resume"], **model_arguments(options),
-        log=notes.append,  # what the loader inferred: shown with the summary, so a failure stays one line
+        options["checkpoint"], classes=list(options["classes"]) or None, init=init, sampler=sampler, stop=stop,
+        calibration=options["use_calibration"], run=run_options(options), source=model_source(options), out=options["out"], png=options["png"],
+        overwrite=options["overwrite"], resume=options["resume"],
+        log=notes.append,  # what the loader inferred and the calibration used: shown with the summary, so a failure stays one line
     )
     summary = {
         "out": str(result.out),

@@ -9,10 +9,10 @@ from __future__ import annotations
 import click
 
 from robustgen.cli.common import FINITE, EpsType
-from robustgen.device import COMPILE_MODES
-from samplers.config import ENERGIES, INITS, NEIGHBOUR_SPACES, NORMS, SAMPLERS, STOP_RULES, InitConfig, SamplerConfig, StopConfig
+from robustgen.device import COMPILE_MODES, PRECISIONS
+from samplers.config import ENERGIES, INITS, NEIGHBOUR_SPACES, NORMS, SAMPLERS, STOP_RULES, InitConfig, RunOptions, SamplerConfig, StopConfig
 
-_I, _S, _T = InitConfig(), SamplerConfig(), StopConfig()
+_I, _S, _T, _R = InitConfig(), SamplerConfig(), StopConfig(), RunOptions()
 _PGD_L2_STEP = SamplerConfig(kind="pgd").resolved_step_size(3072)
 
 class InitType(click.ParamType):
@@ -31,7 +31,7 @@ MODEL_OPTIONS = (
     click.option("--checkpoint", required=True, metavar="SPEC",
                  help="best.pt written by `robustgen train`, or robustbench:DATASET/THREAT/NAME, robustness:PATH, torchvision:ARCH=PATH, timm:ARCH=PATH, "
                       "python:FILE.py:FACTORY=WEIGHTS, python:package.module:FACTORY=WEIGHTS, torchscript:PATH, export:PATH.pt2."),
-    click.option("--device", default="auto", show_default=True, help="auto (cuda:LOCAL_RANK under torchrun, else cuda, mps or cpu), cpu, cuda, cuda:N."),
+    click.option("--device", default=None, help=f"auto (cuda:LOCAL_RANK under torchrun, else cuda, mps or cpu), cpu, cuda, cuda:N.  [default: {_R.device}]"),
     click.option("--data", "--dataset", "dataset", default=None, metavar="SPEC",
                  help="Dataset for initialisers and reference energies when not the model's own or not at hand (e.g. npz:PATH, folder:PATH); "
                       "python:/torchscript:/export: models also take their classes and input size from it."),
@@ -75,15 +75,20 @@ KNOB_OPTIONS = (
                  help=f"local-pca: space of the neighbour search (auto: pixels up to 64x64x3, the model's penultimate features above).  [default: {_I.neighbour_space}]"),
     click.option("--resolution", type=int, default=None,
                  help="gaussian: fit at this image height in pixels and upsample (Santurkar et al.).  [default: full up to 64x64x3, height/4 above (224 -> 56)]"),
-    click.option("--batch-size", type=int, default=250, show_default=True, help="Chains on the device at once."),
-    click.option("--refill/--no-refill", default=True, show_default=True, help="Continuous batching: new chains take the slots of stopped ones (same images either way)."),
-    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-                 help="auto: bf16 where the hardware runs it natively (CUDA, AVX512-BF16/AMX CPUs), else fp32; bf16: autocast + channels_last "
-                      "for the model's body (energies stay fp32). Judged quality is the same (README: sampling precision)."),
-    click.option("--compile", type=click.Choice(list(COMPILE_MODES)), default="off", show_default=True,
-                 help="torch.compile the chains' model (auto: only for long runs; ~1 min to compile on CPU; images then match eager ones to rounding)."),
-    click.option("--seed", type=int, default=0, show_default=True),
+    *(RUN_OPTIONS := (
+        click.option("--batch-size", type=int, default=None, help=f"Chains on the device at once.  [default: {_R.batch_size}]"),
+        click.option("--refill/--no-refill", default=None, help=f"Continuous batching: new chains take the slots of stopped ones (same images either way).  [default: {'refill' if _R.refill else 'no-refill'}]"),
+        click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default=None,
+                     help="auto: bf16 where the hardware runs it natively (CUDA, AVX512-BF16/AMX CPUs), else fp32; bf16: autocast + channels_last "
+                          f"for the model's body (energies stay fp32). Judged quality is the same (README: sampling precision).  [default: {_R.precision}]"),
+        click.option("--compile", type=click.Choice(list(COMPILE_MODES)), default=None,
+                     help=f"torch.compile the chains' model (auto: only for long runs; ~1 min to compile on CPU; images then match eager ones to rounding).  [default: {_R.compile}]"),
+        click.option("--seed", type=int, default=None, help=f"Chain i draws its randomness from (seed, i).  [default: {_R.seed}]"),
+    )),
 )
+
+NUM_IMAGES = click.option("--num-images", "-n", "--n", "n", type=int, default=None,
+                          help=f"Number of images in total (under torchrun write --num-images or -n: torchrun reads --n as its own --nnodes).  [default: {_R.n}]")
 
 
 def _apply(options):
@@ -118,14 +123,17 @@ def configs(options: dict) -> tuple[InitConfig | None, SamplerConfig | None, Sto
     return init, sampler, stop
 
 
-def model_arguments(options: dict) -> dict:
-    """Keyword arguments of sample_from_checkpoint/sweep that say which model and data."""
-    return {key: options[key] for key in ("device", "dataset", "data_root", "model_dir", "trust_checkpoint", "mean", "std")}
+def model_source(options: dict):
+    """Which model and data the command samples from (samplers.from_checkpoint.ModelSource)."""
+    from samplers.from_checkpoint import ModelSource
+
+    return ModelSource(**{key: options[key] for key in ("dataset", "data_root", "model_dir", "trust_checkpoint", "mean", "std")})
 
 
-def run_arguments(options: dict) -> dict:
-    """Keyword arguments that say how chains run (not what they compute, except precision)."""
-    return {key: options[key] for key in ("batch_size", "refill", "precision", "compile")}
+def run_options(options: dict) -> RunOptions:
+    """How chains run, from the CLI options (unset ones keep RunOptions' defaults)."""
+    given = {key: options.get(key) for key in ("n", "seed", "batch_size", "refill", "precision", "compile", "device")}
+    return RunOptions(**{key: value for key, value in given.items() if value is not None})
 
 
 def _config(cls, **options):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from robustgen.cli.common import echo_json, user_errors
-from robustgen.cli.sampling import CALIBRATION_OPTION, configs, knob_options, model_arguments, model_options, run_arguments
+from robustgen.cli.sampling import CALIBRATION_OPTION, NUM_IMAGES, configs, knob_options, model_options, model_source, run_options
 
 
 @click.command("sweep")
@@ -20,7 +20,7 @@ from robustgen.cli.sampling import CALIBRATION_OPTION, configs, knob_options, mo
 @click.option("--features-mean", default=None, metavar="M1,M2,M3", help="Input normalisation mean of a --features/--judge network that does not carry its own.")
 @click.option("--features-std", default=None, metavar="S1,S2,S3", help="Input normalisation std of that network.")
 @click.option("--class", "classes", multiple=True, help="Class index or name (repeatable). Omitted: all classes, balanced.")
-@click.option("--num-images", "-n", "n", type=int, default=1000, show_default=True, help="Images per point.")
+@NUM_IMAGES
 @knob_options
 @CALIBRATION_OPTION
 @click.option("--controls/--no-controls", default=True, show_default=True, help="Also run the init-only, Santurkar and real-data controls.")
@@ -37,7 +37,7 @@ def sweep(**options):
       robustgen sweep --checkpoint runs/cifar/best.pt --features runs/ref/best.pt --knob quantile --values 0.05,0.1,0.2,0.5 --out runs/sweep-q
       robustgen sweep --checkpoint best.pt --features ref.pt --knob scale --values 1,1.5,2 --k 50 --out runs/sweep-scale
     """
-    from samplers.compare import SampleOptions, markdown
+    from samplers.compare import markdown
     from samplers.sweep import sweep as run_sweep
 
     from robustgen.cli.score import model_specs
@@ -49,8 +49,8 @@ def sweep(**options):
     judge = model_spec(options["judge"]) if options["judge"] else (features if options["features"] != "inception" else None)
     rows = run_sweep(
         options["checkpoint"], knob=options["knob"], values=values, out=options["out"], features=features, judge=judge,
-        base=configs(options), n=options["n"], seed=options["seed"], classes=list(options["classes"]) or None, controls=options["controls"],
-        sample_options=SampleOptions(**model_arguments(options), **run_arguments(options)), calibration=options["use_calibration"],
+        base=configs(options), run=run_options(options), source=model_source(options), classes=list(options["classes"]) or None,
+        controls=options["controls"], calibration=options["use_calibration"],
         log=lambda message: click.echo(message, err=True),
     )
     if options["as_json"]:
