@@ -43,15 +43,21 @@ class Candidate:
 
 
 def trajectory_plans(data_shape: tuple[int, int, int], config: cal.CalibrationConfig, seeds: str | None) -> list[tuple[InitConfig, SamplerConfig]]:
-    """(init, sampler) of every trajectory: local-pca at each step size, and the seed images at theirs."""
+    """(init, sampler) of every trajectory, at most cal.MAX_TRAJECTORIES: today's local-pca start at the first step size,
+    the seed images at each blur, then local-pca at the other step sizes."""
     scale = (int(np.prod(data_shape)) / 3072) ** 0.5  # the L2 step rule of SamplerConfig.resolved_step_size
-    plans = [(replace(InitConfig(), k=k), replace(SamplerConfig(), step_size=s * scale, steps=config.max_steps))
-             for k in config.neighbourhoods for s in config.step_sizes]
+
+    def chain(step: float) -> SamplerConfig:
+        return replace(SamplerConfig(), step_size=step * scale, steps=config.max_steps)
+
+    first, *others = config.step_sizes
+    plans = [(InitConfig(), chain(first))]
     if seeds:
         init = InitConfig(**InitConfig.parse_kind(seeds))
         init = replace(init, source=_absolute(init.source))  # the record is read from other working directories
-        plans += [(init, replace(SamplerConfig(), step_size=s * scale, steps=config.max_steps)) for s in config.seed_step_sizes]
-    return plans
+        plans += [(replace(init, blur=blur), chain(config.seed_step_size)) for blur in config.seed_blurs]
+    plans += [(InitConfig(), chain(step)) for step in others]
+    return plans[: cal.MAX_TRAJECTORIES]
 
 
 def _absolute(spec: str) -> str:
@@ -66,7 +72,7 @@ def candidates(trajectories: list[cal.Trajectory], thresholds: dict[float, np.nd
     """Every fixed length and adaptive stop of every trajectory, plus today's default and the init-only control."""
     rows, n = [], len(trajectories[0].labels)
     for k, tr in enumerate(trajectories):
-        label = f"{tr.init.label()}{f' k {tr.init.k}' if tr.init.kind == 'local-pca' and tr.init.k != InitConfig().k else ''}, L2 step {tr.sampler.step_size:.3g}"
+        label = f"{tr.init.label()}{f', blur {tr.init.blur:g}' if tr.init.blur else ''}, L2 step {tr.sampler.step_size:.3g}"
         rows.append(Candidate(f"{label}, 0 steps", tr.init, replace(tr.sampler, steps=0), StopConfig(rule="fixed"), k, np.zeros(n, dtype=np.int64)))
         for steps in (s for s in config.fixed_steps if s <= config.max_steps):
             rows.append(Candidate(f"{label}, fixed {steps}", tr.init, replace(tr.sampler, steps=steps), StopConfig(rule="fixed"), k,

@@ -42,7 +42,7 @@ from samplers.stopping import stop_now
 CRITERION = ("the lowest judge FID against held-out training images among chains whose judge accuracy is at least init-only's + "
              "min_accuracy_gain, whose recall is at least init-only's, whose near-copies stay at most max_near_copies, and whose own "
              "start (0 steps) is judged at most max_start_gain more accurate than init-only's; if none qualifies, today's default")
-MAX_TRAJECTORIES = 3
+MAX_TRAJECTORIES = 3  # local-pca at the first step size, then the seeds at each blur, then local-pca at the other step sizes: the first 3
 DEFAULT_NAME = "default"
 INIT_ONLY_NAME = "init-only"
 
@@ -54,9 +54,9 @@ class CalibrationConfig(FiniteFields):
     held_out: float = 0.2  # fraction of each class's training images held out as the reference
     max_held_out: int = 1000  # images held out at most, over all classes
     max_steps: int = 40  # longest chain considered (gradient evaluations per image)
-    neighbourhoods: tuple[int, ...] = (50, 15)  # local-pca k tried (50: the default start; 15: closer to single images, more varied)
-    step_sizes: tuple[float, ...] = (0.5,)  # L2 step lengths tried from each local-pca start, one trajectory each (0.2 never won: notes below)
-    seed_step_sizes: tuple[float, ...] = (0.5,)  # L2 step lengths tried from --init images:SPEC seeds, one trajectory each (1.0 measured: no better)
+    step_sizes: tuple[float, ...] = (0.5, 0.2)  # L2 step lengths tried from today's local-pca start, one trajectory each
+    seed_step_size: float = 0.5  # L2 step length from --init images:SPEC seeds (0.2 and 1.0 measured: no better, notes below)
+    seed_blurs: tuple[float, ...] = (1.0, 0.0)  # start blurs tried on the seeds (InitConfig.blur: pixels per 32 of height), one trajectory each
     fixed_steps: tuple[int, ...] = (5, 10, 15, 20, 25, 30, 40)  # fixed chain lengths read off each trajectory
     quantiles: tuple[float, ...] = (0.05, 0.01, 0.002)  # adaptive stops read off each trajectory (at most max_steps)
     min_accuracy_gain: float = 0.02  # the chain must beat init-only's judge accuracy by this much
@@ -68,12 +68,10 @@ class CalibrationConfig(FiniteFields):
             raise RobustgenError(f"--held-out {self.held_out} must be in (0, 1): the fraction of the training split held out")
         if self.max_steps < 1 or any(s < 1 for s in self.fixed_steps):
             raise RobustgenError(f"--max-steps {self.max_steps} must be at least 1")
-        if any(s <= 0 for s in (*self.step_sizes, *self.seed_step_sizes)) or not self.step_sizes:
+        if any(s <= 0 for s in (*self.step_sizes, self.seed_step_size)) or not self.step_sizes:
             raise RobustgenError("step sizes must be > 0 (L2 pixel lengths), and local-pca needs at least one")
-        if any(k < 2 for k in self.neighbourhoods) or not self.neighbourhoods:
-            raise RobustgenError("local-pca neighbourhoods must hold at least 2 images")
-        if len(self.neighbourhoods) * len(self.step_sizes) + len(self.seed_step_sizes) > MAX_TRAJECTORIES:
-            raise RobustgenError(f"at most {MAX_TRAJECTORIES} step sizes in all: calibration stays within {MAX_TRAJECTORIES} sampling runs")
+        if any(b < 0 for b in self.seed_blurs):
+            raise RobustgenError("seed blurs must be >= 0 (pixels per 32 of image height)")
 
 
 @dataclass(frozen=True)

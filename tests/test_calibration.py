@@ -160,7 +160,7 @@ def test_calibrate_then_sample_uses_it_and_no_calibration_ignores_it(robust_digi
     record = json.loads(result.output[result.output.index("{"):])
     beside = robust_digits_checkpoint.parent / "calibration.json"
     assert beside.is_file() and json.loads(beside.read_text())["model_sha256"] == record["model_sha256"]
-    assert {c["name"] for c in record["candidates"]} >= {"default", "local-pca, L2 step 0.0722, 0 steps", "local-pca k 15, L2 step 0.0722, fixed 10"}
+    assert {c["name"] for c in record["candidates"]} >= {"default", "local-pca, L2 step 0.0722, 0 steps", "local-pca, L2 step 0.0289, fixed 10"}
     chosen = record["chosen"]
     used = invoke(["sample", "--checkpoint", robust_digits_checkpoint, "-n", 10, "--out", tmp_path / "cal"])
     assert used.exit_code == 0 and "calibrated chain" in used.output

@@ -26,8 +26,12 @@ def test_demo_trains_samples_scores_and_reports(demo_dir):
         assert (out / run / "best.pt").exists() and (out / run / "metrics.jsonl").exists()
     samples = out / "samples"
     default = summary["scores"]["default"]
-    init_only = next(name for name in summary["scores"] if name.startswith("init-only:"))
-    assert set(summary["scores"]) == {"default", init_only, "santurkar", "real-test", "real-train"}  # the default and its controls
+    init_only = "init-only:local-pca"  # today's start, the default's control
+    assert {"calibrated", "default", init_only, "santurkar", "real-test", "real-train"} <= set(summary["scores"])
+    assert {name for name in summary["scores"] if not name.startswith("init-only:")} == {"calibrated", "default", "santurkar", "real-test", "real-train"}
+    chosen = json.loads((out / "robust" / "calibration.json").read_text())["chosen"]  # calibrated with the reference classifier as judge
+    meta = json.loads((samples / "calibrated" / "meta.json").read_text())
+    assert meta["sampler"]["steps"] == chosen["sampler"]["steps"] and meta["stop"] == chosen["stop"] and meta["init"]["k"] == chosen["init"]["k"]
     for name in ("default", "santurkar"):
         with np.load(samples / name / "samples.npz") as z:
             assert z["images"].shape == (40, 8, 8, 1) and sorted(set(z["labels"].tolist())) == list(range(10))
@@ -54,7 +58,7 @@ def test_demo_refuses_an_existing_dir_and_resume_skips_finished_stages(demo_dir)
     best_before = (out / "robust" / "best.pt").stat().st_mtime_ns
     resumed = CliRunner().invoke(main, ["demo", "--out", str(out), "--robust-epochs", "1", "--reference-epochs", "1", "-n", "40", "--resume"])
     assert resumed.exit_code == 0, resumed.output
-    assert "already done, skipped" in resumed.output
+    assert resumed.output.count("already done, skipped") == 3  # both trainings and the calibration
     assert (out / "robust" / "best.pt").stat().st_mtime_ns == best_before
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,7 +49,7 @@ class DemoConfig:
     out: str = "runs/demo"
     robust_epochs: int | None = None  # None = `robustgen train digits --der` defaults
     reference_epochs: int = 15
-    run: RunOptions = RunOptions()  # images per sampler (n), seed, device, precision, ... as every sampling door
+    run: RunOptions = field(default_factory=RunOptions)  # images per sampler (n), seed, device, precision, ... as every sampling door
 
 
 def run_demo(config: DemoConfig, *, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
@@ -157,7 +157,7 @@ def _calibrate(config: DemoConfig, robust_dir: Path, reference_ckpt: Path, *, lo
     from samplers.calibrated import calibrate, describe
     from samplers.calibration import CalibrationConfig
 
-    record = calibrate(robust_dir / "best.pt", judge=reference_ckpt, config=CalibrationConfig(n=config.run.n, seed=config.run.seed), run=config.run,
+    record = calibrate(robust_dir / "best.pt", judge=reference_ckpt, config=CalibrationConfig(), run=config.run,
                        progress=False, log=lambda message: log(f"  {message}"))
     log(f"  chosen: {describe(record)} ({record['why']})")
 
