@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from robustgen.checkpoint import load_checkpoint  # noqa: E402
-from robustgen.cli.common import format_table  # noqa: E402
+from robustgen.tables import format_table  # noqa: E402
 from robustgen.data import to_float  # noqa: E402
 from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig, grid_array, load_checkpoint_dataset, sample  # noqa: E402
 from samplers.grid import save_png  # noqa: E402
@@ -79,7 +79,7 @@ def parse_overrides(text: str | None) -> dict:
     return out
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--judge", required=True, help="independently trained non-robust checkpoint on the same data")
@@ -94,21 +94,12 @@ def main() -> None:
     parser.add_argument("--grid-per-class", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=250)
-    args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return parser.parse_args()
 
-    model, meta = load_checkpoint(args.checkpoint)
-    judge, _ = load_checkpoint(args.judge)
-    data = load_checkpoint_dataset(meta)
-    classes = list(range(data.num_classes))
-    real_feats = judge_features(judge, data.x_train)  # samples are compared with the training images
-    test_feats = judge_features(judge, data.x_test)  # the judge has not seen these: the real-data row
-    rows = [{
-        "method": "real test images", "stop": "-", "judge_acc": judge_acc(judge, data.x_test, data.y_test),
-        "pairwise": mean_pairwise(test_feats, data.y_test), "fd": frechet(test_feats, real_feats),
-        "evals/img": 0.0, "steps": 0.0, "seconds": 0.0,
-    }]
-    panels, sgld_over, pgd_over = [], parse_overrides(args.sgld), parse_overrides(args.pgd)
+
+def _configs(args):
+    """(name, init, sampler, stop) of every row, with the command line's overrides applied."""
+    sgld_over, pgd_over = parse_overrides(args.sgld), parse_overrides(args.pgd)
     init_over, stop_over = parse_overrides(args.init_options), parse_overrides(args.stop_options)
     for name in args.methods.split(","):
         init, sampler = METHODS[name]
@@ -116,23 +107,10 @@ def main() -> None:
             init = InitConfig(**{**init.__dict__, **init_over})
         sampler = SamplerConfig(**{**sampler.__dict__, **(sgld_over if sampler.kind == "sgld" else pgd_over)})
         for rule in args.stops.split(","):
-            stop = StopConfig(**{**StopConfig(rule=rule).__dict__, **stop_over})
-            t0 = time.perf_counter()
-            result = sample(model, data, init=init, sampler=sampler, stop=stop, progress=False,
-                            run=RunOptions(n=args.n_per_class * len(classes), seed=args.seed, batch_size=args.batch_size))
-            seconds = time.perf_counter() - t0
-            feats = judge_features(judge, result.images)
-            rows.append({
-                "method": name, "stop": rule, "judge_acc": judge_acc(judge, result.images, result.labels),
-                "pairwise": mean_pairwise(feats, result.labels), "fd": frechet(feats, real_feats),
-                "evals/img": result.grad_evals_per_image, "steps": float(result.steps.mean()), "seconds": seconds,
-            })
-            r = rows[-1]
-            print(f"{name:15s} {rule:8s} judge_acc {r['judge_acc']:.3f}  pairwise {r['pairwise']:.3f}  fd {r['fd']:.3f}  "
-                  f"evals/img {r['evals/img']:.1f}  {seconds:.0f}s", flush=True)
-            panels.append(grid_array(result.images, result.labels, classes=classes, per_row=args.grid_per_class, min_cell=16))
-    print()
-    print(format_table(rows, list(rows[0])))
+            yield name, init, sampler, StopConfig(**{**StopConfig(rule=rule).__dict__, **stop_over})
+
+
+def _print_savings(rows: list[dict]) -> None:
     fixed = {r["method"]: r for r in rows if r["stop"] == "fixed"}
     for r in rows:
         if r["stop"] == "adaptive" and r["method"] in fixed:
@@ -140,6 +118,34 @@ def main() -> None:
             print(f"{r['method']}: adaptive stopping saves {100 * (1 - r['evals/img'] / f['evals/img']):.0f}% of gradient evaluations "
                   f"({f['evals/img']:.1f} -> {r['evals/img']:.1f} per image); judge accuracy {f['judge_acc']:.3f} -> {r['judge_acc']:.3f}, "
                   f"pairwise {f['pairwise']:.3f} -> {r['pairwise']:.3f}, fd {f['fd']:.2f} -> {r['fd']:.2f}")
+
+
+def main() -> None:
+    args = _arguments()
+    model, meta = load_checkpoint(args.checkpoint)
+    judge, _ = load_checkpoint(args.judge)
+    data = load_checkpoint_dataset(meta)
+    classes = list(range(data.num_classes))
+    real_feats = judge_features(judge, data.x_train)  # samples are compared with the training images
+    test_feats = judge_features(judge, data.x_test)  # the judge has not seen these: the real-data row
+    rows = [{"method": "real test images", "stop": "-", "judge_acc": judge_acc(judge, data.x_test, data.y_test),
+             "pairwise": mean_pairwise(test_feats, data.y_test), "fd": frechet(test_feats, real_feats), "evals/img": 0.0, "steps": 0.0, "seconds": 0.0}]
+    panels = []
+    for name, init, sampler, stop in _configs(args):
+        t0 = time.perf_counter()
+        result = sample(model, data, init=init, sampler=sampler, stop=stop, progress=False,
+                        run=RunOptions(n=args.n_per_class * len(classes), seed=args.seed, batch_size=args.batch_size))
+        seconds, feats = time.perf_counter() - t0, judge_features(judge, result.images)
+        rows.append({"method": name, "stop": stop.rule, "judge_acc": judge_acc(judge, result.images, result.labels),
+                     "pairwise": mean_pairwise(feats, result.labels), "fd": frechet(feats, real_feats),
+                     "evals/img": result.grad_evals_per_image, "steps": float(result.steps.mean()), "seconds": seconds})
+        r = rows[-1]
+        print(f"{name:15s} {stop.rule:8s} judge_acc {r['judge_acc']:.3f}  pairwise {r['pairwise']:.3f}  fd {r['fd']:.3f}  "
+              f"evals/img {r['evals/img']:.1f}  {seconds:.0f}s", flush=True)
+        panels.append(grid_array(result.images, result.labels, classes=classes, per_row=args.grid_per_class, min_cell=16))
+    print()
+    print(format_table(rows, list(rows[0])))
+    _print_savings(rows)
     if args.grid:
         gap = np.full((panels[0].shape[0], 8, 3), 255, dtype=np.uint8)
         picture = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
@@ -147,7 +153,6 @@ def main() -> None:
         save_png(args.grid, picture)
         order = ", ".join(f"{r['method']}/{r['stop']}" for r in rows[1:])
         print(f"grids ({order}, left to right): {args.grid}")
-
 
 if __name__ == "__main__":
     main()

@@ -41,8 +41,9 @@ def value_and_input_grad(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(per_sample(model(x), y) detached (N,), its gradient with respect to x, the logits): one gradient evaluation.
 
-    The one input-gradient of attacks (a loss to raise) and samplers (an energy to lower). Samples are
-    independent (eval-mode BatchNorm does not mix them), so the gradient of the sum is per sample.
+    The one input-gradient of attacks (a loss to raise) and samplers (an energy to lower). In eval mode samples
+    are independent, so the gradient of the sum is each sample's own gradient; in train mode BatchNorm's batch
+    statistics couple them, and this is the gradient of the batch's summed loss (what attacks inside training use).
     keep_graph=True keeps the forward's graph and returns attached logits, so a training step can reuse
     this forward as f(x) instead of running the model again.
     """

@@ -1,4 +1,4 @@
-"""Small file-system helpers: atomic writes, locks, hashes, run records, eps parsing, names.
+"""Small file-system helpers: atomic writes, locks, hashes, run records, JSON, names (eps parsing lives in robustgen.threat).
 
 Every file robustgen writes goes through `atomic_write_*` or `atomic_path`:
 the data lands under a temporary name `.<name>.<random>.tmp` in the same

@@ -147,17 +147,28 @@ def test_train_cli_with_preset_records_it(tmp_path):
     assert_one_line_error(invoke(["train", "digits", "--preset", "nope"]), "--preset")
 
 
-def test_eval_judge_prints_the_generative_strength_that_the_api_measures(robust_digits_checkpoint, standard_digits_checkpoint, tmp_path):
-    from samplers.strength import generative_strength
+def test_eval_judge_prints_the_generative_strength_of_santurkars_recipe(robust_digits_checkpoint, standard_digits_checkpoint, digits, tmp_path):
+    """The CLI's strength is checked against the recipe rebuilt here from its parts (Santurkar et al. 2019: a class
+    Gaussian start, 60 fixed normalised L2 steps on the class logit, no ball), judged by hand: not against the
+    function the CLI calls, so a wrong recipe, split or judge in samplers.strength fails here."""
+    from samplers import InitConfig, SamplerConfig, StopConfig, sample
+    from samplers.scoring import score
 
     argv = ["eval", robust_digits_checkpoint, "--steps", "1", "--restarts", "1", "--subset", "20", "--judge", standard_digits_checkpoint, "--judge-n", "20"]
     result = invoke([*argv, "--json"])
     assert result.exit_code == 0, result.output
     strength = json.loads(result.stdout)["generative_strength"]
-    direct = generative_strength(robust_digits_checkpoint, judge=standard_digits_checkpoint, run=RunOptions(n=20, device="cpu"))
+    model, _ = load_checkpoint(robust_digits_checkpoint)
+    recipe = (InitConfig(kind="gaussian"), SamplerConfig(kind="pgd", steps=60, norm="L2", eps=None), StopConfig(rule="fixed"))
+    samples = sample(model, digits, init=recipe[0], sampler=recipe[1], stop=recipe[2], run=RunOptions(n=20, device="cpu"), progress=False)
+    judge, _ = load_checkpoint(standard_digits_checkpoint)
+    with torch.no_grad():
+        by_hand = float((judge(torch.from_numpy(samples.images).permute(0, 3, 1, 2).float() / 255).argmax(1).numpy() == samples.labels).mean())
     assert strength["n"] == 20 and strength["chance"] == pytest.approx(0.1)
-    for key in ("judge_accuracy", "fid_test", "precision_test", "recall_test"):
-        assert strength[key] == pytest.approx(direct[key], rel=1e-6)  # the CLI line is the API's measurement
+    assert strength["judge_accuracy"] == pytest.approx(by_hand)
+    test_split = score(samples.images, labels=samples.labels, ref="digits", ref_split="test", metrics=("fid",), features=standard_digits_checkpoint,
+                       per_class=False, memorisation=False, device="cpu").metrics
+    assert strength["fid_test"] == pytest.approx(test_split["fid"], rel=1e-6)  # against the test split, in the judge's features
     text = invoke(argv)
     assert text.exit_code == 0 and f"judge acc {strength['judge_accuracy']:.3f} (chance 0.100)" in text.output
 

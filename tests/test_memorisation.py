@@ -70,6 +70,27 @@ def test_chunk_sizes_respect_the_memory_budget(n, dim, budget):
         assert nn_block_bytes(q, k, dim) >= 0.9 * budget  # and the blocks use the budget (no needlessly small blocks)
 
 
+def test_the_search_holds_no_more_than_its_budget_in_the_tensors_it_really_builds(monkeypatch):
+    """Measured on the tensors nearest_neighbours hands to cdist and gets back (not on the formula that chose the chunks):
+    query and key rows twice (theirs and cdist's norm-augmented copies) and three (q x k) matrices."""
+    import samplers.scoring.memorisation as memorisation
+
+    budget, seen, cdist = 2**18, [], torch.cdist
+
+    def measured(a, b, **kw):
+        out = cdist(a, b, **kw)
+        seen.append(2 * (a.numel() * a.element_size() + b.numel() * b.element_size()) + 3 * out.numel() * out.element_size())
+        return out
+
+    monkeypatch.setattr(memorisation.torch, "cdist", measured)
+    rng = np.random.default_rng(0)
+    queries, keys = rng.random((300, 50), dtype=np.float32), rng.random((700, 50), dtype=np.float32)
+    distance, index = nearest_neighbours(Vectors(queries), Vectors(keys), device=CPU, memory_bytes=budget)
+    assert len(seen) > 1 and max(seen) <= budget  # chunked, and every chunk within the budget
+    brute = np.linalg.norm(queries[:, None].astype(np.float64) - keys[None].astype(np.float64), axis=2)
+    assert np.array_equal(index, brute.argmin(1)) and np.allclose(distance, brute.min(1))
+
+
 # --------------------------------------------------------------------------- C_T
 
 

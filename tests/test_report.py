@@ -51,7 +51,8 @@ def test_report_builds_for_each_kind_of_run_dir(tmp_path, kind, robust_digits_ch
     if kind != "sample":
         assert "Training run" in page and "catastrophic-overfitting alarms" in page
         assert "catastrophic-overfitting alarms</th><td>2<" in page  # the CO alarm's epoch, counted from 1
-        assert "last PGD-3 acc" in page and ">6<" in page  # the fixture's eval PGD steps and epochs
+        summary = page[page.index("Training run"):page.index("<details><summary>config.json")]  # the run's table, not config.json's
+        assert "last PGD-3 acc" in summary and "<th>epochs</th><td>6</td>" in summary  # the fixture's eval PGD steps and epochs trained
     if kind != "train":
         assert "local-pca" in page and "12.5" in page and "not comparable with Inception" in page
     if kind == "combined":  # the pictures come first, the numbers after

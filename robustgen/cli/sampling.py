@@ -1,7 +1,8 @@
 """Options shared by `robustgen sample` and `robustgen sweep`: the model, its data, and every sampling knob.
 
-Choice lists and defaults come from the config dataclasses (samplers/config.py);
-an option left unset keeps the dataclass default, so the two stay in one place.
+Choice lists, defaults and the help's [default: ...] come from the dataclasses (samplers/config.py: InitConfig,
+SamplerConfig, StopConfig, RunOptions). An option left unset is None here: a config none of whose options is
+given comes from the model's calibration (or the dataclass defaults), so no default is written twice.
 """
 
 from __future__ import annotations
