@@ -51,9 +51,9 @@ def _cached(setting, *, n: int, seeds: str | None) -> dict | None:
     return found[0] if found is not None and config == asdict(CalibrationConfig()) and same_seeds and same_n else None
 
 
-def run_setting(name: str, *, out: Path, n: int, seeds: str | None, device: str) -> dict:
+def run_setting(name: str, *, out: Path, n: int, seeds: dict[str, str], device: str) -> dict:
     setting = SETTINGS[name]
-    seeds = seeds if setting.data.startswith("npz:") and "cifar" in setting.data else None
+    seeds = seeds.get("cifar" if "cifar" in setting.data else setting.data)
     source, run = ModelSource(dataset=setting.data, mean=setting.mean, std=setting.std), RunOptions(n=n, device=device)
     record = _cached(setting, n=n, seeds=seeds) or calibrate(setting.checkpoint, judge=setting.strong, config=CalibrationConfig(), seeds=seeds,
                                                               run=run, source=source, progress=False)
@@ -64,7 +64,7 @@ def run_setting(name: str, *, out: Path, n: int, seeds: str | None, device: str)
     init, cal = by["init-only:local-pca"].metrics, by["calibrated"].metrics
     checks = {"setting": name, "n": n, "chain": describe(record), "why": record["why"], "calibration_seconds": record["seconds"],
               "judge_accuracy": cal["judge_accuracy"], "fid_ratio": cal["fid_test"] / init["fid_test"],
-              "recall_ratio": cal["recall_test"] / max(init["recall_test"], 1e-9), "near_copies": cal["near_copies_pixel"],
+              "recall_ratio": cal["recall_test"] / max(init["recall_test"], 1e-9), "near_copies": cal["near_copy_fraction_pixel"],
               "start_gain": by["calibrated start"].metrics["judge_accuracy"] - init["judge_accuracy"],
               "fid_vs_default": cal["fid_test"] / by["default"].metrics["fid_test"], "judge_gain": cal["judge_accuracy"] - init["judge_accuracy"]}
     (out / name / "targets.json").write_text(json.dumps(checks, indent=2) + "\n")
@@ -76,12 +76,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--settings", default="cifar-resnet4b,cifar-convsmall,cifar-cnn-a")
     p.add_argument("--seeds", default=None, help="images:SPEC tried by calibration on CIFAR settings")
+    p.add_argument("--digits-seeds", default=None, help="images:SPEC tried by calibration on digits settings")
     p.add_argument("--out", default="runs/calibrated-table")
     p.add_argument("-n", "--num-images", dest="n", type=int, default=1000)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     for name in args.settings.split(","):
-        print(json.dumps(run_setting(name, out=Path(args.out), n=args.n, seeds=args.seeds, device=args.device)), flush=True)
+        seeds = {k: v for k, v in {"cifar": args.seeds, "digits": args.digits_seeds}.items() if v}
+        print(json.dumps(run_setting(name, out=Path(args.out), n=args.n, seeds=seeds, device=args.device)), flush=True)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def targets(rows) -> dict:
         "fid_ratio_strong": d["fid_test"] / init["fid_test"],
         "fid_ratio_weak": d["fid_test@weak"] / init["fid_test@weak"] if "fid_test@weak" in d else None,
         "recall_vs_init": d["recall_test"] - init["recall_test"],
-        "near_copies_vs_real": (d["near_copies_pixel"] or 0) / max(real["near_copies_pixel"] or 1e-9, 1e-9),
+        "near_copies_vs_real": (d["near_copy_fraction_pixel"] or 0) / max(real["near_copy_fraction_pixel"] or 1e-9, 1e-9),
         "evals_vs_santurkar": d["grad_evals_per_image"] / by["santurkar"]["grad_evals_per_image"],
     }
 

@@ -28,8 +28,8 @@ CONFIGS = {
     "default": (InitConfig(), SamplerConfig(), StopConfig()),
     "previous default (local-pca k=20 + sgld)": (InitConfig(k=20, scale=1.0), SamplerConfig(kind="sgld", steps=60, drift=0.01), StopConfig(quantile=0.2)),
 }
-TARGET_KEYS = ("grad_evals_per_image", "judge_accuracy", "fid_train", "fid_test", "precision_test", "recall_test",
-               "nn_ratio_pixel", "near_copies_pixel", "nn_ratio_features", "near_copies_features", "ct_features")
+TARGET_KEYS = ("grad_evals_per_image", "judge_accuracy", "fid", "fid_test", "precision_test", "recall_test",
+               "nn_ratio_pixel", "near_copy_fraction_pixel", "nn_ratio_features", "near_copy_fraction_features", "data_copying_ct_features")
 
 
 def targets(rows) -> list[str]:
@@ -40,7 +40,7 @@ def targets(rows) -> list[str]:
     lines = [
         f"beats its init-only control: FID (test) {d['fid_test']:.3g} vs {init['fid_test']:.3g}, judge {d['judge_accuracy']:.3f} vs "
         f"{init['judge_accuracy']:.3f}, precision (test) {d['precision_test']:.3f} vs {init['precision_test']:.3f}",
-        f"near-copies {d['near_copies_pixel']:.1%} (pixels) / {d['near_copies_features']:.1%} (features) vs real {real['near_copies_pixel']:.1%}; "
+        f"near-copies {d['near_copy_fraction_pixel']:.1%} (pixels) / {d['near_copy_fraction_features']:.1%} (features) vs real {real['near_copy_fraction_pixel']:.1%}; "
         f"NN ratio {d['nn_ratio_pixel']:.2f} / {d['nn_ratio_features']:.2f} (target >= 0.9)",
         f"recall (test) {d['recall_test']:.3f} = {d['recall_test'] / max(base['recall_test'], 1e-9):.1f}x Santurkar's {base['recall_test']:.3f} (target >= 5x)",
         f"gradient evaluations {d['grad_evals_per_image']:.1f} / image = {d['grad_evals_per_image'] / base['grad_evals_per_image']:.0%} of Santurkar's 60 (target <= 25%)",

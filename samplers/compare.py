@@ -4,10 +4,11 @@
                    out="runs/cmp", features="runs/ref/best.pt", judge="runs/ref/best.pt", run=RunOptions(n=1000))
 
 Each configuration and each control is a sample run dir under `out` (resumable:
-finished runs and scores are reused). Every row is scored twice with the same
-extractor: against the training split (FID comparable with papers, memorisation:
-distance of every image to its nearest training image) and against the test split
-(FID, precision and recall that a start built from training images cannot game).
+finished runs and scores are reused). Every row is scored once (score.json), with one
+extractor, against the training split (FID comparable with papers, memorisation:
+distance of every image to its nearest training image) and the test split (FID,
+precision and recall that a start built from training images cannot game). Rows carry
+the score keys of samplers.scoring.result, nothing renamed.
 "Gain over init" = what the gradient steps changed relative to the row's own
 init-only control (same initialiser, `--steps 0`).
 
@@ -39,7 +40,7 @@ SANTURKAR: Configs = (
     SamplerConfig(kind="pgd", steps=60, step_size=None, norm="L2", eps=None, energy="joint", smooth=0.0, spectrum=0.0, jitter=0.0, flip=False),
     StopConfig(rule="fixed"),
 )
-GAIN_KEYS = ("fid_test", "judge_accuracy", "precision_test", "recall_test")
+GAIN_KEYS = (keys.KEY_FID_TEST, keys.KEY_JUDGE_ACCURACY, keys.KEY_PRECISION_TEST, keys.KEY_RECALL_TEST)
 
 
 @dataclass
@@ -155,21 +156,21 @@ def _real_rows(checkpoint, out: Path, *, run: RunOptions, source: ModelSource) -
 
 
 def score_row(row: Row, *, features, judge, source: ModelSource, device: str) -> dict:
-    """Scores of one row (cached in score.json / score-test.json beside the samples)."""
+    """Scores of one row, cached in score.json beside the samples: against the training split (papers' FID,
+    memorisation) and, in the same call, the test split (fid_test, precision_test, recall_test)."""
     from samplers.scoring import score
 
-    common = dict(features=features, device=device, data_root=source.data_root, ref=_reference(row.run, source))
-    train_file, test_file = row.run / "score.json", row.run / "score-test.json"
-    if not train_file.is_file():
+    path = row.run / "score.json"
+    if not path.is_file():
         memorise = row.name != "real-train"  # training images are their own nearest neighbours
-        score(row.run, metrics=("is", "fid", "prc"), judge=judge, memorisation=memorise, **common).save(train_file)
-    if not test_file.is_file() and row.name != "real-test":  # the test split against itself says nothing
-        score(row.run, metrics=("fid", "prc"), ref_split="test", memorisation=False, per_class=False, **common).save(test_file)
+        score(row.run, metrics=("is", "fid", "prc"), judge=judge, memorisation=memorise, features=features, device=device,
+              data_root=source.data_root, ref=_reference(row.run, source)).save(path)
     return row_metrics(row.run)
 
 
 def score_in_features(row: Row, name: str, features, *, source: ModelSource, device: str) -> dict:
-    """FID / precision / recall of a row against the test split in another extractor's features (cached in score-test@name.json)."""
+    """FID / precision / recall of a row against the test split in another extractor's features (cached in score-test@name.json),
+    under the score keys with "@name" appended."""
     from robustgen.io import safe_name
     from samplers.scoring import score
 
@@ -180,36 +181,24 @@ def score_in_features(row: Row, name: str, features, *, source: ModelSource, dev
         score(row.run, metrics=("fid", "prc"), ref_split="test", memorisation=False, per_class=False, features=features,
               device=device, data_root=source.data_root, ref=_reference(row.run, source)).save(path)
     test = json.loads(path.read_text())["metrics"]
-    return {f"fid_test@{name}": test.get(keys.KEY_FID), f"precision_test@{name}": test.get(keys.KEY_PRECISION),
-            f"recall_test@{name}": test.get(keys.KEY_RECALL)}
+    return {f"{key}@{name}": test.get(key) for key in (keys.KEY_FID_TEST, keys.KEY_PRECISION_TEST, keys.KEY_RECALL_TEST)}
 
 
 def _reference(run: Path, source: ModelSource) -> str | None:
     return source.dataset or json.loads((run / "meta.json").read_text()).get("dataset")
 
 
+ROW_KEYS = (keys.KEY_JUDGE_ACCURACY, keys.KEY_IS_MEAN, keys.KEY_FID, keys.KEY_FID_TEST, keys.KEY_PRECISION, keys.KEY_RECALL,
+            keys.KEY_PRECISION_TEST, keys.KEY_RECALL_TEST, keys.KEY_NN_RATIO_PIXEL, keys.KEY_NEAR_COPY_FRACTION_PIXEL,
+            keys.KEY_NN_RATIO_FEATURES, keys.KEY_NEAR_COPY_FRACTION_FEATURES, keys.KEY_DATA_COPYING_FEATURES)
+GRAD_EVALS = "grad_evals_per_image"  # meta.json's
+
+
 def row_metrics(run: Path) -> dict:
-    """The numbers a comparison table shows, from a run dir's meta.json, score.json and score-test.json."""
+    """The numbers a comparison table shows, under their score keys: meta.json's gradient evaluations and score.json's metrics."""
     meta = json.loads((run / "meta.json").read_text())
-    train = json.loads((run / "score.json").read_text())["metrics"]
-    test_path = run / "score-test.json"
-    test = json.loads(test_path.read_text())["metrics"] if test_path.is_file() else {}
-    return {
-        "grad_evals_per_image": meta.get("grad_evals_per_image", 0.0),
-        "judge_accuracy": train.get(keys.KEY_JUDGE_ACCURACY),
-        "is": train.get(keys.KEY_IS_MEAN),
-        "fid_train": train.get(keys.KEY_FID),
-        "fid_test": test.get(keys.KEY_FID),
-        "precision_train": train.get(keys.KEY_PRECISION),
-        "recall_train": train.get(keys.KEY_RECALL),
-        "precision_test": test.get(keys.KEY_PRECISION),
-        "recall_test": test.get(keys.KEY_RECALL),
-        "nn_ratio_pixel": train.get(keys.KEY_NN_RATIO_PIXEL),
-        "near_copies_pixel": train.get(keys.KEY_NEAR_COPY_FRACTION_PIXEL),
-        "nn_ratio_features": train.get(keys.KEY_NN_RATIO_FEATURES),
-        "near_copies_features": train.get(keys.KEY_NEAR_COPY_FRACTION_FEATURES),
-        "ct_features": train.get(keys.KEY_DATA_COPYING_FEATURES),
-    }
+    scored = json.loads((run / "score.json").read_text())["metrics"]
+    return {GRAD_EVALS: meta.get(GRAD_EVALS, 0.0), **{key: scored.get(key) for key in ROW_KEYS}}
 
 
 def add_gains(rows: list[Row]) -> None:
@@ -217,7 +206,7 @@ def add_gains(rows: list[Row]) -> None:
     by_name = {r.name: r for r in rows}
     for row in rows:
         base = by_name.get(row.init_only) if row.init_only else None
-        for key in [k for k in row.metrics if k.startswith("fid_test")]:
+        for key in [k for k in row.metrics if k.startswith(keys.KEY_FID_TEST)]:
             if base is not None and row.metrics.get(key) is not None and base.metrics.get(key):
                 row.metrics[f"ratio_{key}"] = row.metrics[key] / base.metrics[key]
         for key in GAIN_KEYS:
@@ -225,22 +214,25 @@ def add_gains(rows: list[Row]) -> None:
                 row.metrics[f"gain_{key}"] = row.metrics[key] - base.metrics[key]
 
 
-TABLE = (  # (column title, key, format)
-    ("samples", "name", "{}"), ("grad evals / image", "grad_evals_per_image", "{:.1f}"), ("judge acc", "judge_accuracy", "{:.3f}"),
-    ("FID (train)", "fid_train", "{:.3g}"), ("FID (test)", "fid_test", "{:.3g}"), ("precision (test)", "precision_test", "{:.3f}"),
-    ("recall (test)", "recall_test", "{:.3f}"), ("NN ratio px", "nn_ratio_pixel", "{:.2f}"), ("near-copies px", "near_copies_pixel", "{:.1%}"),
-    ("NN ratio feat", "nn_ratio_features", "{:.2f}"), ("near-copies feat", "near_copies_features", "{:.1%}"), ("C_T feat", "ct_features", "{:.1f}"),
-    ("gain FID (test)", "gain_fid_test", "{:+.3g}"), ("gain judge", "gain_judge_accuracy", "{:+.3f}"), ("gain recall", "gain_recall_test", "{:+.3f}"),
+TABLE = (  # (column title, key, format): keys are samplers.scoring.result's, gains and ratios add_gains'
+    ("samples", "name", "{}"), ("grad evals / image", GRAD_EVALS, "{:.1f}"), ("judge acc", keys.KEY_JUDGE_ACCURACY, "{:.3f}"),
+    ("FID (train)", keys.KEY_FID, "{:.3g}"), ("FID (test)", keys.KEY_FID_TEST, "{:.3g}"), ("precision (test)", keys.KEY_PRECISION_TEST, "{:.3f}"),
+    ("recall (test)", keys.KEY_RECALL_TEST, "{:.3f}"), ("NN ratio px", keys.KEY_NN_RATIO_PIXEL, "{:.2f}"),
+    ("near-copies px", keys.KEY_NEAR_COPY_FRACTION_PIXEL, "{:.1%}"), ("NN ratio feat", keys.KEY_NN_RATIO_FEATURES, "{:.2f}"),
+    ("near-copies feat", keys.KEY_NEAR_COPY_FRACTION_FEATURES, "{:.1%}"), ("C_T feat", keys.KEY_DATA_COPYING_FEATURES, "{:.1f}"),
+    ("gain FID (test)", f"gain_{keys.KEY_FID_TEST}", "{:+.3g}"), ("gain judge", f"gain_{keys.KEY_JUDGE_ACCURACY}", "{:+.3f}"),
+    ("gain recall", f"gain_{keys.KEY_RECALL_TEST}", "{:+.3f}"),
 )
 
 
 def table_columns(rows: list[Row]) -> tuple:
     """TABLE, plus FID ratio columns and one FID / ratio / recall group per extra feature extractor in the rows."""
-    extra = sorted({k.split("@", 1)[1] for r in rows for k in r.metrics if k.startswith("fid_test@")})
-    columns = TABLE + (("FID (test) / init-only", "ratio_fid_test", "{:.2f}"),)
+    fid, recall = keys.KEY_FID_TEST, keys.KEY_RECALL_TEST
+    extra = sorted({k.split("@", 1)[1] for r in rows for k in r.metrics if k.startswith(f"{fid}@")})
+    columns = TABLE + (("FID (test) / init-only", f"ratio_{fid}", "{:.2f}"),)
     for name in extra:
-        columns += ((f"FID (test) @{name}", f"fid_test@{name}", "{:.3g}"), (f"/ init-only @{name}", f"ratio_fid_test@{name}", "{:.2f}"),
-                    (f"recall (test) @{name}", f"recall_test@{name}", "{:.3f}"))
+        columns += ((f"FID (test) @{name}", f"{fid}@{name}", "{:.3g}"), (f"/ init-only @{name}", f"ratio_{fid}@{name}", "{:.2f}"),
+                    (f"recall (test) @{name}", f"{recall}@{name}", "{:.3f}"))
     return columns
 
 

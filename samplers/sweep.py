@@ -111,7 +111,7 @@ def plot_frontier(rows: list[Row], path: Path, *, title: str = "") -> Path:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     panels = (("recall_test", "precision_test", "recall (test split)", "precision (test split)"),
-              ("near_copies_pixel", "fid_test", "near-copy fraction (pixels)", "FID vs test split"))
+              ("near_copy_fraction_pixel", "fid_test", "near-copy fraction (pixels)", "FID vs test split"))
     for ax, (xk, yk, xl, yl) in zip(axes, panels):
         for kind, (marker, color) in _STYLE.items():
             pts = [(r.metrics.get(xk), r.metrics.get(yk), r.name) for r in rows if r.kind == kind]

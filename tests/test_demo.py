@@ -37,11 +37,11 @@ def test_demo_trains_samples_scores_and_reports(demo_dir):
             assert z["images"].shape == (40, 8, 8, 1) and sorted(set(z["labels"].tolist())) == list(range(10))
         scores = json.loads((samples / name / "score.json").read_text())
         assert scores["metrics"]["fid"] >= 0 and 1 <= scores["metrics"]["is_mean"] <= 10
-        assert json.loads((samples / name / "score-test.json").read_text())["splits"]["fid"] == "test"
+        assert scores["splits"]["fid_test"] == scores["splits"]["recall_test"] == "test" and scores["splits"]["fid"] == "train"
         assert scores["comparable_with_papers"] is False  # a classifier extractor, and it says so
     assert summary["scores"][init_only]["grad_evals_per_image"] == 0 and summary["scores"]["santurkar"]["grad_evals_per_image"] == 60
     assert default["gain_fid_test"] == pytest.approx(default["fid_test"] - summary["scores"][init_only]["fid_test"])
-    assert 0 <= default["near_copies_pixel"] <= 1 and summary["scores"]["real-test"]["nn_ratio_pixel"] == pytest.approx(1.0)
+    assert 0 <= default["near_copy_fraction_pixel"] <= 1 and summary["scores"]["real-test"]["nn_ratio_pixel"] == pytest.approx(1.0)
     assert "reference classifier" in summary["extractor"]
     page = (out / "report.html").read_text()
     assert summary["report"] == str(out / "report.html")

@@ -176,7 +176,7 @@ def test_results_do_not_depend_on_batch_size(synthetic):
     # NN ratios (median test distance 0) are left out and a warning says why.
     memorisation = {"near_copy_fraction_pixel", "near_copy_fraction_features", "data_copying_ct_pixel", "data_copying_ct_features"}
     assert set(a.metrics) == set(b.metrics) == {KEY_IS_MEAN, KEY_IS_STD, KEY_FID, KEY_FID_TEST, KEY_CLASS_FID_MEAN, "kid_mean", "kid_std",
-                                                KEY_PRECISION, KEY_RECALL, KEY_F_SCORE} | memorisation
+                                                KEY_PRECISION, KEY_RECALL, KEY_F_SCORE, "precision_test", "recall_test"} | memorisation
     assert any("the splits share images" in w for w in a.warnings)
     for key in a.metrics:
         assert a.metrics[key] == pytest.approx(b.metrics[key], rel=1e-5, abs=1e-9), key

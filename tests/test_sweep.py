@@ -31,10 +31,10 @@ def test_sweep_writes_points_controls_and_frontier_and_resumes(tmp_path, robust_
     assert set(controls) | set(controls.values()) | {"santurkar", "real-test", "real-train"} == set(rows)
     for point, control in controls.items():  # every point is a finished run dir, scored against both splits, with its gains over init
         row = rows[point]
-        assert (out / point / "samples.npz").is_file() and (out / point / "score-test.json").is_file()
+        assert (out / point / "samples.npz").is_file() and (out / point / "score.json").is_file()
         assert row["init_only"] == control and 0 <= row["recall_test"] <= 1 and row["fid_test"] >= 0
         assert row["gain_fid_test"] == pytest.approx(row["fid_test"] - rows[control]["fid_test"])
-        assert 0 <= row["near_copies_pixel"] <= 1 and row["nn_ratio_pixel"] > 0
+        assert 0 <= row["near_copy_fraction_pixel"] <= 1 and row["nn_ratio_pixel"] > 0
         assert rows[control]["grad_evals_per_image"] == 0
     assert rows["santurkar"]["grad_evals_per_image"] == 60
     assert rows["real-test"]["nn_ratio_pixel"] == pytest.approx(1.0)

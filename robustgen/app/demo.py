@@ -177,7 +177,7 @@ def _compare(config: DemoConfig, out: Path, robust_dir: Path, reference_ckpt: Pa
 
 
 HEADLINE = (("FID (test)", "fid_test", "{:.3g}"), ("judge acc", "judge_accuracy", "{:.3f}"), ("recall (test)", "recall_test", "{:.3f}"),
-            ("near-copies", "near_copies_pixel", "{:.1%}"), ("grad evals / image", "grad_evals_per_image", "{:.1f}"))
+            ("near-copies", "near_copy_fraction_pixel", "{:.1%}"), ("grad evals / image", "grad_evals_per_image", "{:.1f}"))
 
 
 def _summary(config: DemoConfig, out: Path, robust_dir: Path, rows: list, timings: dict[str, float]) -> dict:

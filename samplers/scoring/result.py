@@ -25,6 +25,8 @@ KEY_F_SCORE = "f_score"
 KEY_JUDGE_ACCURACY = "judge_accuracy"
 KEY_CLASS_FID_MEAN = "class_fid_mean"  # mean of the class-conditional FIDs that could be computed
 KEY_FID_TEST = "fid_test"  # FID against the reference dataset's test split (KEY_FID: its --ref-split, train by default)
+KEY_PRECISION_TEST = "precision_test"  # precision / recall against the test split (KEY_PRECISION / KEY_RECALL: against --ref-split)
+KEY_RECALL_TEST = "recall_test"
 # Memorisation (samplers.scoring.memorisation): nearest-training-image distances against those of real test images.
 KEY_NN_RATIO_PIXEL = "nn_ratio_pixel"  # median sample NN distance / median test NN distance, [0, 1] pixels
 KEY_NN_RATIO_FEATURES = "nn_ratio_features"  # the same in the extractor's FID features

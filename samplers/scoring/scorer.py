@@ -32,6 +32,10 @@ from samplers.scoring.result import (
     KEY_FID_TEST,
     KEY_JUDGE_ACCURACY,
     KEY_KID_MEAN,
+    KEY_PRECISION,
+    KEY_PRECISION_TEST,
+    KEY_RECALL,
+    KEY_RECALL_TEST,
     MEMORISATION_KEYS,
     SCORE_FILE,
     ScoreResult,
@@ -66,7 +70,8 @@ def score(
     ref: dataset spec ("digits", "cifar10", "npz:PATH", "folder:PATH"); None = the
         dataset named in the sample run's meta.json / checkpoint.
     ref_split: the split FID/KID/PRC compare against ("train": comparable with papers).
-        FID against the test split (`fid_test`) is added whenever the dataset has one.
+        FID, precision and recall against the test split (`fid_test`, `precision_test`, `recall_test`) are added
+        whenever the dataset has one.
     features: "inception" (torch-fidelity inception-v3-compat) or any classifier spec `load_classifier` takes
         (a robustgen checkpoint, robustbench:, ..., python:FILE.py:FACTORY=WEIGHTS; a ModelSpec carries --mean/--std).
     judge: a classifier spec (as features) whose accuracy on the samples (w.r.t. their labels) is reported.
@@ -207,8 +212,8 @@ def _extract(inputs: _Inputs, extractor: Extractor, *, wanted, memorise: bool, c
     per_split: dict[str, set[str]] = {split: set() for split in inputs.splits}
     if inputs.reference is not None:
         per_split[inputs.reference.split] |= {layers[m] for m in wanted if m != "is"}
-        if "fid" in wanted and "test" in per_split:
-            per_split["test"].add(layers["fid"])  # fid_test
+        if "test" in per_split:  # fid_test, precision_test, recall_test
+            per_split["test"] |= {layers[m] for m in ("fid", "prc") if m in wanted}
         if memorise:
             per_split["train"].add(layers["fid"])
             per_split["test"].add(layers["fid"])
@@ -246,6 +251,8 @@ def _metrics(inputs: _Inputs, feats: _Features, *, wanted, settings: MetricSetti
         found.notes.append("KID slightly below 0 is valid (unbiased estimator): the two sets are very similar")
     if "fid" in wanted:
         _fid_test(inputs, feats, values=values, extractor=extractor, found=found)
+    if "prc" in wanted:
+        _prc_test(inputs, feats, values=values, settings=settings)
     return values
 
 
@@ -267,6 +274,19 @@ def _fid_test(inputs: _Inputs, feats: _Features, *, values: dict, extractor: Ext
     values[KEY_FID_TEST] = frechet_distance(feats.samples[layer], feats.reference["test"].features[layer])
     if len(test) <= extractor.feature_dim:
         found.warnings.append(_rank_warning(len(test), "test-split images", extractor.feature_dim, metric="fid_test"))
+
+
+def _prc_test(inputs: _Inputs, feats: _Features, *, values: dict, settings: MetricSettings) -> None:
+    """Precision and recall against the test split beside those against --ref-split (the same numbers when it is test)."""
+    from samplers.scoring.metrics import precision_recall
+
+    test = inputs.splits.get("test")
+    if inputs.reference.split == "test":
+        values[KEY_PRECISION_TEST], values[KEY_RECALL_TEST] = values[KEY_PRECISION], values[KEY_RECALL]
+    elif test is not None and len(test) > settings.prc_neighborhood:
+        layer = feats.layers["prc"]
+        prc = precision_recall(feats.samples[layer], feats.reference["test"].features[layer], settings)
+        values[KEY_PRECISION_TEST], values[KEY_RECALL_TEST] = float(prc["precision"]), float(prc["recall"])
 
 
 # --------------------------------------------------------------------------- per class, judge, memorisation
@@ -403,7 +423,7 @@ def _splits(values: dict, reference: Reference | None) -> dict[str, str]:
     memorisation = {key for keys in MEMORISATION_KEYS.values() for key in keys}
     out = {}
     for key in values:
-        if key == KEY_FID_TEST:
+        if key in (KEY_FID_TEST, KEY_PRECISION_TEST, KEY_RECALL_TEST):
             out[key] = "test"
         elif key in memorisation:
             out[key] = "train (nearest neighbours), test (real held-out yardstick)"
