@@ -94,10 +94,11 @@ def _judge_spec(judge, judge_n: int, judge_mean, judge_std, *, data):
         raise RobustgenError(f"--judge-n {judge_n} must be at least 1 sample")
     import torch
 
+    from robustgen.models.classes import JUDGE_FLAGS
     from robustgen.models.sources import ModelSpec
     from samplers.scoring.extractors import load_judge
 
-    spec = ModelSpec(judge, mean=judge_mean, std=judge_std)
+    spec = ModelSpec(judge, mean=judge_mean, std=judge_std, flags=JUDGE_FLAGS, option="--judge")
     load_judge(spec, device=torch.device("cpu"), data=data)  # the judge is also the feature extractor: one read checks both
     return spec
 

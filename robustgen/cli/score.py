@@ -61,8 +61,8 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
     from samplers.scoring.extractors import INCEPTION
 
     model_spec = model_specs(features_mean=features_mean, features_std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint)
-    features = features if features == INCEPTION else model_spec(features)
-    judge = model_spec(judge) if judge is not None else None
+    features = features if features == INCEPTION else model_spec(features, "--features")
+    judge = model_spec(judge, "--judge") if judge is not None else None
 
     target = _output_path(out) if out is not None else default_output(samples)
     if target is not None:
@@ -100,8 +100,11 @@ def model_specs(*, features_mean, features_std, model_dir, trust_checkpoint):
     """SPEC -> ModelSpec carrying the options that say how to read a --features/--judge network."""
     from robustgen.models.sources import ModelSpec
 
-    def make(spec: str) -> ModelSpec:
-        return ModelSpec(str(spec), mean=features_mean, std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint)
+    from robustgen.models.classes import FEATURES_FLAGS
+
+    def make(spec: str, option: str) -> ModelSpec:
+        return ModelSpec(str(spec), mean=features_mean, std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint,
+                         flags=FEATURES_FLAGS, option=option)
 
     return make
 

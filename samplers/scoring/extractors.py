@@ -200,12 +200,14 @@ _MODELS: dict[str, nn.Module] = {}  # extractor name -> the loaded classifier to
 
 def classifier_extractor(spec, *, data: str | None = None, data_root=None, input_shape=None) -> Extractor:
     """Load a classifier through `load_classifier` and register it with torch-fidelity; returns its Extractor."""
-    model, meta = _load(spec, what="--features", device="cpu", data=data, data_root=data_root, input_shape=input_shape)
+    option = _option(spec, "--features")
+    model, meta = _load(spec, what=option, device="cpu", data=data, data_root=data_root, input_shape=input_shape)
     name = f"robustgen-classifier-{_model_key(meta)[:16]}"
     if name in _REGISTERED:
         return _REGISTERED[name]
     if not hasattr(model, "features") or not hasattr(model, "head"):
-        raise RobustgenError(f"--features {spec}: the model has no features()/head, so it cannot serve as a feature extractor: use --features inception or another classifier")
+        use = "--features inception or another classifier" if option == "--features" else "another classifier"
+        raise RobustgenError(f"{option} {spec}: the model has no features()/head, so it cannot serve as a feature extractor: use {use}")
     shape = tuple(int(v) for v in meta["input_shape"])
     feature_dim = _probe_feature_dim(model, shape)  # also says, in one line, when no penultimate features can be had
     _MODELS[name] = model
@@ -307,5 +309,10 @@ def _register_fidelity_class(name: str, input_shape: tuple[int, int, int]) -> No
 
 def load_judge(spec, *, device: torch.device, data: str | None = None, data_root=None, input_shape=None) -> tuple[nn.Module, dict, str]:
     """A classifier (any spec, see `load_classifier`) used as judge: (model on device in eval mode, meta, weights sha256)."""
-    model, meta = _load(spec, what="--judge", device=device, data=data, data_root=data_root, input_shape=input_shape)
+    model, meta = _load(spec, what=_option(spec, "--judge"), device=device, data=data, data_root=data_root, input_shape=input_shape)
     return model, meta, meta["weights_sha256"]
+
+
+def _option(spec, default: str) -> str:
+    """The flag the user named this model with (a ModelSpec knows it; eval's --judge also serves as feature extractor)."""
+    return getattr(spec, "option", None) or default
