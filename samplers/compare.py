@@ -90,6 +90,7 @@ def compare(
     from samplers.from_checkpoint import sample_from_checkpoint
 
     check_scorers(features=features, judge=judge)  # a bad --features or --judge fails before the first image is sampled
+    check_model(checkpoint, sample_options)  # so does a bad --checkpoint, --mean/--std or --data: no "sampling ..." line first
     for spec in (extra_features or {}).values():
         check_scorers(features=spec, judge=None)
     out, options = Path(out), sample_options
@@ -116,6 +117,15 @@ def compare(
     add_gains(rows)
     write_comparison(out, rows, features=features, judge=judge, n=n, seed=seed)
     return rows
+
+
+def check_model(checkpoint, options: SampleOptions) -> None:
+    """Read the sampled model and its data the way sampling will, so a bad one fails before anything is sampled."""
+    from robustgen.models.sources import load_classifier
+    from samplers.from_checkpoint import load_checkpoint_dataset
+
+    _, meta = load_classifier(checkpoint, device="cpu", **options.model())
+    load_checkpoint_dataset(meta, dataset=options.dataset, data_root=options.data_root)
 
 
 def check_scorers(*, features, judge, data: str | None = None) -> None:

@@ -40,8 +40,10 @@ def inspect_classifier(
     """Load `spec` (any `load_classifier` spec) and describe it; with `data`, its clean accuracy on `images` test images."""
     from robustgen.models.sources import load_classifier
 
-    if images < 1 or batch_size < 1:
-        raise RobustgenError(f"--images {images} and --batch-size {batch_size} must be at least 1")
+    if images < 1:
+        raise RobustgenError(f"--images {images} must be at least 1: give the number of test images to measure the clean accuracy on")
+    if batch_size < 1:
+        raise RobustgenError(f"batch_size {batch_size} must be at least 1: give the number of images per forward pass")
     model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std,
                                   data=data, data_root=data_root)
     info = describe(model, meta)

@@ -332,7 +332,8 @@ def _normalisation(mean, std, *, channels: int, flags: NormFlags):
     if mean is None and std is None:
         return None, f"no {flags}: the network gets [0, 1] pixels as they are (pass the normalisation it was trained with, if any)"
     if mean is None or std is None:
-        raise RobustgenError(f"give both {flags.mean} and {flags.std} (one value per channel each), or neither")
+        given, missing = (flags.mean, flags.std) if std is None else (flags.std, flags.mean)
+        raise RobustgenError(f"{given} without {missing}: give both {flags.mean} and {flags.std} (one value per channel each), or neither")
     return checked_normalisation(mean, std, channels=channels, flags=flags), None
 
 

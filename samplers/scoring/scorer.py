@@ -504,8 +504,8 @@ def _check_shapes(samples: ImageSet, reference: Reference | None, extractor: Ext
             )
     if extractor.input_shape is not None and tuple(extractor.input_shape) != (c, h, w):
         raise RobustgenError(
-            f"--features {extractor.checkpoint} takes {_shape(extractor.input_shape)} images but the samples are {_shape((c, h, w))}: "
-            "use a classifier trained on the samples' dataset, or --features inception"
+            f"{extractor.option} {extractor.checkpoint} takes {_shape(extractor.input_shape)} images but the samples are {_shape((c, h, w))}: "
+            f"use a classifier trained on the samples' dataset{', or --features inception' if extractor.option == '--features' else ''}"
         )
 
 
