@@ -56,11 +56,12 @@ class SampleOptions:
     refill: bool = True
     precision: str = "fp32"
     compile: str = "off"
+    check: str = "off"  # clean-accuracy check of a foreign model (robustgen.models.sanity): "off", "warn", "strict"
 
     def model(self) -> dict:
         """load_classifier's keyword arguments (besides the device)."""
         return {"data": self.dataset, "data_root": self.data_root, "model_dir": self.model_dir, "trust_checkpoint": self.trust_checkpoint,
-                "mean": self.mean, "std": self.std}
+                "mean": self.mean, "std": self.std, "check": self.check}
 
 
 @dataclass
@@ -87,10 +88,12 @@ def compare(
     extractors' features (columns fid_test@name, precision_test@name, recall_test@name): realism
     seen by a second, weaker classifier catches class texture a strong judge rewards.
     """
+    from robustgen.models.sanity import flush_warnings
     from samplers.from_checkpoint import sample_from_checkpoint
 
     check_scorers(features=features, judge=judge)  # a bad --features or --judge fails before the first image is sampled
     check_model(checkpoint, sample_options)  # so does a bad --checkpoint, --mean/--std or --data: no "sampling ..." line first
+    flush_warnings()  # every model is read: near-chance warnings now, before the first row is sampled
     for spec in (extra_features or {}).values():
         check_scorers(features=spec, judge=None)
     out, options = Path(out), sample_options

@@ -21,6 +21,7 @@ from robustgen import distributed
 from robustgen.io import safe_name
 from robustgen.errors import RobustgenError
 from robustgen.models.model_data import SAMPLING, model_dataset
+from robustgen.models.sanity import flush_warnings
 from robustgen.models.sources import load_classifier
 from samplers.config import InitConfig, SamplerConfig, StopConfig
 from samplers.sampling import SampleResult, sample
@@ -66,16 +67,18 @@ def sample_from_checkpoint(
     cache_dir: str | Path | None | bool = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    check: str = "off",
 ) -> SampleResult:
     """Sample from a classifier spec (see `load_classifier`); `out=None` writes to runs/samples-<dataset>[-<class>].
 
     log: receives one line per note of the loader (what it inferred about a python:/torchscript:/export: model).
+    check: "warn"/"strict": the loader's clean-accuracy check of a foreign model (robustgen.models.sanity).
     """
     if n < 1:
         raise RobustgenError(f"--num-images {n}: ask for at least 1 image")
     dist = distributed.setup(device)  # under torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
     model, meta = load_classifier(checkpoint, device=dist.device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std,
-                                  data=dataset, data_root=data_root)
+                                  data=dataset, data_root=data_root, check=check)
     for note in meta.get("notes", []) if log is not None else ():
         log(f"note: {note}")  # what the loader inferred (classes, input size, normalisation)
     data = load_checkpoint_dataset(meta, dataset=dataset, data_root=data_root)  # a subset of the model's classes comes relabelled
@@ -88,6 +91,7 @@ def sample_from_checkpoint(
         names = None
     if out is None:
         out = default_out(data.name, names)
+    flush_warnings()  # model and data are read and checked: a near-chance warning now, before the chains run
     return sample(
         model, data, classes=classes, n=n, init=init, sampler=sampler, stop=stop, seed=seed, batch_size=batch_size, refill=refill, precision=precision, compile=compile,
         out=out, png=png, overwrite=overwrite, resume=resume, cache_dir=cache_dir, checkpoint=meta.get("weights_path") or checkpoint, progress=progress,

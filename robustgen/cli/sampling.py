@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import FINITE, EpsType
+from robustgen.cli.common import FINITE, EpsType, check_mode, strict_option
 from robustgen.device import COMPILE_MODES
 from samplers.config import ENERGIES, INITS, NEIGHBOUR_SPACES, NORMS, SAMPLERS, STOP_RULES, InitConfig, SamplerConfig, StopConfig
 
@@ -29,6 +29,7 @@ MODEL_OPTIONS = (
     click.option("--mean", default=None, metavar="M1,M2,M3",
                  help="Input normalisation mean of torchvision:/timm: (default ImageNet's) and python:/torchscript:/export: networks (default none)."),
     click.option("--std", default=None, metavar="S1,S2,S3", help="Input normalisation std (as --mean)."),
+    strict_option,
 )
 
 KNOB_OPTIONS = (
@@ -99,7 +100,8 @@ def configs(options: dict) -> tuple[InitConfig, SamplerConfig, StopConfig]:
 
 def model_arguments(options: dict) -> dict:
     """Keyword arguments of sample_from_checkpoint/sweep that say which model and data."""
-    return {key: options[key] for key in ("device", "dataset", "data_root", "model_dir", "trust_checkpoint", "mean", "std")}
+    return {**{key: options[key] for key in ("device", "dataset", "data_root", "model_dir", "trust_checkpoint", "mean", "std")},
+            "check": check_mode(options["strict"])}
 
 
 def run_arguments(options: dict) -> dict:

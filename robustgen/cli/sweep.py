@@ -43,7 +43,7 @@ def sweep(**options):
 
     values = [v for v in options["values"].split(",") if v.strip()]
     model_spec = model_specs(features_mean=options["features_mean"], features_std=options["features_std"], model_dir=options["model_dir"],
-                             trust_checkpoint=options["trust_checkpoint"])
+                             trust_checkpoint=options["trust_checkpoint"], strict=options["strict"])
     features = options["features"] if options["features"] == "inception" else model_spec(options["features"], "--features")
     judge = model_spec(options["judge"], "--judge") if options["judge"] else (features if options["features"] != "inception" else None)
     rows = run_sweep(

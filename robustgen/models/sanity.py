@@ -6,6 +6,8 @@ A torchvision:/timm:/python:/torchscript:/export: network gets its normalisation
 silently scores near chance: the published ResNet-4B gives 0.165 instead of 0.835. So every command that loads such a
 model measures it once on CHECK_IMAGES fixed test images of the data it is used on (cached per model and data in the
 robustgen cache), and below NEAR_CHANCE x chance prints one warning naming the flags to pass; `--strict` refuses.
+The warning waits until the command has read and checked everything (`flush_warnings`, called before the long work
+and by the CLI when a command ends well), so a refusal stays one line.
 
     check_clean_accuracy(model, meta, check=AccuracyCheck(mode="warn", flags=JUDGE_FLAGS, option="--judge"), data=..., data_root=...)
 """
@@ -28,7 +30,8 @@ CHECK_SEED = 0
 NEAR_CHANCE = 2.0  # below this multiple of chance the model is taken to be reading its inputs wrong
 FOREIGN_SOURCES = ("torchvision", "timm", "python", "torchscript", "export")  # whose normalisation the user supplies
 CHECK_MODES = ("off", "warn", "strict")
-_WARNED: set[str] = set()  # warnings printed in this process: a model loaded again (sweep's rows, eval's judge) warns once
+_WARNED: set[str] = set()  # warnings of this command: a model loaded again (sweep's rows, eval's judge) warns once
+_PENDING: list[str] = []  # warnings not yet printed: a command that then fails prints only its one Error: line
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,24 @@ def check_clean_accuracy(model: nn.Module, meta: dict, *, check: AccuracyCheck, 
         message = near_chance_message(measured, meta, check=check, normalisation_given=normalisation_given)
         if check.mode == "strict":
             raise RobustgenError(f"{message}; --strict refuses such a model")
-        if distributed.is_main() and message not in _WARNED:
+        if message not in _WARNED:
             _WARNED.add(message)
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+            _PENDING.append(message)
     return measured
+
+
+def flush_warnings() -> None:
+    """Print the pending warnings (one line each, on stderr, rank 0 only): the command's inputs have all been checked."""
+    for message in _PENDING:
+        if distributed.is_main():
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+    _PENDING.clear()
+
+
+def forget_warnings() -> None:
+    """Start a new command (or end a failed one): nothing pending, and its first near-chance model warns again."""
+    _WARNED.clear()
+    _PENDING.clear()
 
 
 def near_chance_message(measured: CleanAccuracy, meta: dict, *, check: AccuracyCheck, normalisation_given: bool) -> str:
