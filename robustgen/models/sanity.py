@@ -42,6 +42,10 @@ class AccuracyCheck:
     flags: NormFlags = MODEL_FLAGS  # the normalisation flags of this model
     option: str | None = None  # the flag that named the model (--judge, --features); None for the model itself
 
+    def __post_init__(self):
+        if self.mode not in CHECK_MODES:
+            raise RobustgenError(f"accuracy check {self.mode!r} is unknown: use one of {', '.join(CHECK_MODES)}")
+
 
 @dataclass(frozen=True)
 class CleanAccuracy:
@@ -93,8 +97,7 @@ def forget_warnings() -> None:
 def near_chance_message(measured: CleanAccuracy, meta: dict, *, check: AccuracyCheck, normalisation_given: bool) -> str:
     """One line: what was measured, the likely cause, the flags that fix it."""
     flags, what = check.flags, f"{check.option} {meta.get('spec')}" if check.option else str(meta.get("spec"))
-    found = (f"{what} classifies {measured.accuracy:.3f} of {measured.n} test images of {measured.data} right, "
-             f"near chance ({measured.chance:.3f})")
+    found = f"{what} has clean accuracy {measured.accuracy:.3f} on {measured.n} test images of {measured.data}, near chance ({measured.chance:.3f})"
     if normalisation_given:
         return f"{found}: check {flags} (the values it was trained with), its class order and its input size"
     usual = measured.usual_mean and measured.usual_std
