@@ -132,11 +132,15 @@ def _measure(model: nn.Module, meta: dict, *, data: str, data_root) -> dict[str,
     from robustgen.models.inspection import clean_accuracy, test_subset
     from robustgen.models.model_data import model_dataset
 
+    from robustgen.data import LazyImageFolder
+
     try:
         dataset = model_dataset(meta, data=data, data_root=data_root)
+        if isinstance(dataset, LazyImageFolder):
+            return None  # large images are decoded one class at a time, as sampling needs them: not a whole split for a check
         x, y = dataset.split("test")
     except RobustgenError:
-        return None  # not here (or too large to hold): the command that needs the data says so itself
+        return None  # not here: the command that needs the data says so itself
     pick = test_subset(len(x), CHECK_IMAGES, seed=CHECK_SEED)
     accuracy = clean_accuracy(model, x[pick], y[pick])
     mean, std = (getattr(dataset, "mean", None), getattr(dataset, "std", None))
