@@ -92,7 +92,7 @@ def compare(
     from samplers.from_checkpoint import sample_from_checkpoint
 
     check_scorers(features=features, judge=judge)  # a bad --features or --judge fails before the first image is sampled
-    check_model(checkpoint, sample_options)  # so does a bad --checkpoint, --mean/--std or --data: no "sampling ..." line first
+    check_model(checkpoint, sample_options, classes=classes)  # so does a bad --checkpoint, --mean/--std, --data or --class: no "sampling ..." first
     flush_warnings()  # every model is read: near-chance warnings now, before the first row is sampled
     for spec in (extra_features or {}).values():
         check_scorers(features=spec, judge=None)
@@ -122,13 +122,16 @@ def compare(
     return rows
 
 
-def check_model(checkpoint, options: SampleOptions) -> None:
-    """Read the sampled model and its data the way sampling will, so a bad one fails before anything is sampled."""
+def check_model(checkpoint, options: SampleOptions, *, classes=None) -> None:
+    """Read the sampled model, its data and the classes asked for the way sampling will, so a bad one fails before
+    anything is sampled."""
     from robustgen.models.sources import load_classifier
     from samplers.from_checkpoint import load_checkpoint_dataset
 
     _, meta = load_classifier(checkpoint, device="cpu", **options.model())
-    load_checkpoint_dataset(meta, dataset=options.dataset, data_root=options.data_root)
+    data = load_checkpoint_dataset(meta, dataset=options.dataset, data_root=options.data_root)
+    for name in classes or ():
+        data.class_index(name)
 
 
 def check_scorers(*, features, judge, data: str | None = None) -> None:

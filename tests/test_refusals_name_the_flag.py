@@ -66,6 +66,10 @@ def test_sweep_refuses_a_bad_model_before_it_prints_sampling(own, robust_digits_
     result = invoke(argv)  # one line on stderr: no "sampling ..." before it
     assert_one_line_error(result, "is not a robustgen checkpoint")
     assert not (tmp_path / "sweep").exists()
+    unknown_class = ["sweep", "--checkpoint", robust_digits_checkpoint, "--features", robust_digits_checkpoint, "--knob", "steps", "--values", "1",
+                     "-n", "2", "--class", "zebra", "--out", tmp_path / "sweep"]
+    assert_one_line_error(invoke(unknown_class), "zebra")
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_a_plain_pickle_is_refused_without_torchs_pickle_protocol_warning(tmp_path):
