@@ -1,4 +1,5 @@
-"""The on-disk array cache robustgen writes for itself (fitted initialisers, reference energies, score features).
+"""The on-disk array cache robustgen writes for itself (fitted initialisers, reference energies, score features), and
+`read_user_npz`, the one read of an .npz a user hands over (`npz:` datasets, samples to score, sample run dirs).
 
 Entries are `.npz` files written atomically and read with `allow_pickle=False`:
 nothing in a cache can run code. An entry that cannot be read (truncated,
@@ -34,6 +35,34 @@ def read_npz(path: Path, names: Sequence[str] | None = None) -> tuple[dict[str, 
             return {name: z[name] for name in (names if names is not None else z.files)}, False
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
         return None, True
+
+
+def read_user_npz(path: Path, *, what: str, fix: str, pickled_fix: str | None = None) -> dict[str, np.ndarray]:
+    """Every array of the user's .npz at `path`, or ONE RobustgenError line "<what> <problem>: <fix>" for a single .npy
+    array, a file that is not a zip archive, pickled objects (never unpickled) or a truncated/damaged archive."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise RobustgenError(f"{what}: cannot read {path} ({exc.strerror}): {fix}") from None
+    if head.startswith(b"\x93NUMPY"):
+        raise RobustgenError(f"{what}: {path} is a single .npy array, not an .npz: {fix}")
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise RobustgenError(f"{what}: {path} is not an .npz file (not a zip archive): {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except ValueError as exc:
+        if "pickle" in str(exc) or "Object arrays" in str(exc):  # numpy's advice to allow pickles is not ours to give
+            raise RobustgenError(f"{what}: {path} holds Python objects (dtype=object): {pickled_fix or fix}") from None
+        raise RobustgenError(f"{what}: cannot read {path} ({_first_line(exc)}): the file is damaged; {fix}") from None
+    except Exception as exc:  # BadZipFile, zlib.error, EOFError, OSError...: a truncated or damaged archive
+        raise RobustgenError(f"{what}: cannot read {path} ({_first_line(exc)}): the file is truncated or damaged; {fix}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:80] if text else type(exc).__name__
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray], *, what: str = "cache entry") -> None:

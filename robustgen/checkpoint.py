@@ -27,7 +27,7 @@ from torch import nn
 from robustgen.errors import RobustgenError
 from robustgen.io import atomic_path, versions
 from robustgen.models import build_model, model_names
-from robustgen.models.foreign import check_finite_weights, check_readable, fit_problem, load_checked
+from robustgen.models.foreign import check_finite_weights, check_readable, fit_problem, load_checked, quiet_torch_load
 
 FORMAT = "robustgen-checkpoint"
 FORMAT_VERSION = 1
@@ -65,7 +65,7 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         raise RobustgenError(f"checkpoint {path} not found: pass the path of a .pt written by robustgen train")
     check_readable(path, what="checkpoint")  # an empty file or an HTML page (a failed download) said as such
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = quiet_torch_load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, BadZipFile, ValueError, OSError, ...
         reason = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
         if reason.startswith("Weights only load failed") or isinstance(exc, pickle.UnpicklingError):

@@ -66,9 +66,12 @@ def compare(
     extractors' features (columns fid_test@name, precision_test@name, recall_test@name): realism
     seen by a second, weaker classifier catches class texture a strong judge rewards.
     """
+    from robustgen.models.sanity import flush_warnings
     from samplers.from_checkpoint import sample_from_checkpoint
 
     check_scorers(features=features, judge=judge)  # a bad --features or --judge fails before the first image is sampled
+    check_model(checkpoint, source, classes=classes)  # so does a bad --checkpoint, --mean/--std, --data or --class: no "sampling ..." first
+    flush_warnings()  # every model is read: near-chance warnings now, before the first row is sampled
     for spec in (extra_features or {}).values():
         check_scorers(features=spec, judge=None)
     out, run = Path(out), run if run is not None else RunOptions()
@@ -95,6 +98,18 @@ def compare(
     add_gains(rows)
     write_comparison(out, rows, features=features, judge=judge, n=run.n, seed=run.seed)
     return rows
+
+
+def check_model(checkpoint, source: ModelSource, *, classes=None) -> None:
+    """Read the sampled model, its data and the classes asked for the way sampling will, so a bad one fails before
+    anything is sampled."""
+    from robustgen.models.sources import load_classifier
+    from samplers.from_checkpoint import load_checkpoint_dataset
+
+    _, meta = load_classifier(checkpoint, device="cpu", **source.loader())
+    data = load_checkpoint_dataset(meta, dataset=source.dataset, data_root=source.data_root)
+    for name in classes or ():
+        data.class_index(name)
 
 
 def check_scorers(*, features, judge, data: str | None = None) -> None:

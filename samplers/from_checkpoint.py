@@ -22,6 +22,7 @@ from robustgen import distributed
 from robustgen.io import safe_name
 from robustgen.errors import RobustgenError
 from robustgen.models.model_data import SAMPLING, model_dataset
+from robustgen.models.sanity import flush_warnings
 from robustgen.models.sources import load_classifier
 from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
 from samplers.sampling import SampleResult, sample
@@ -50,11 +51,12 @@ class ModelSource:
     trust_checkpoint: bool = False  # allow fully unpickling a third-party file
     mean: str | None = None  # input normalisation of python:/torchscript:/export: models ("M1,M2,M3")
     std: str | None = None
+    check: str = "off"  # clean-accuracy check of a foreign model (robustgen.models.sanity): off | warn | strict (the CLI warns; --strict)
 
     def loader(self) -> dict:
         """load_classifier's keyword arguments (besides the device)."""
         return {"data": self.dataset, "data_root": self.data_root, "model_dir": self.model_dir, "trust_checkpoint": self.trust_checkpoint,
-                "mean": self.mean, "std": self.std}
+                "mean": self.mean, "std": self.std, "check": self.check}
 
 
 def load_for_sampling(checkpoint, *, source: ModelSource, run: RunOptions, classes=None, log: Callable[[str], None] | None = None):
@@ -69,6 +71,7 @@ def load_for_sampling(checkpoint, *, source: ModelSource, run: RunOptions, class
         classes = [int(c) for c in present]  # the subset of the model's classes the data holds
     for c in classes or ():
         data.class_index(c)  # validates before anything runs
+    flush_warnings()  # model and data are read and checked: a near-chance warning now, before the chains run
     return model, meta, data, list(classes) if classes else None
 
 
@@ -89,6 +92,7 @@ def sample_from_checkpoint(
     cache_dir: str | Path | None | bool = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    check: str = "off",
 ) -> SampleResult:
     """Sample from a classifier spec (see `load_classifier`); `out=None` writes to runs/samples-<dataset>[-<class>].
 

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from robustgen.cache import read_npz
+from robustgen.cache import read_npz, read_user_npz
 from robustgen.errors import RobustgenError
 from robustgen.io import LOCK_NAME, atomic_path, atomic_write_json, ensure_writable_dir, now_iso, safe_name, sha256_file, to_jsonable, versions
 from samplers.grid import save_grid, save_png, save_strips
@@ -186,9 +186,12 @@ def load_result(out: str | Path) -> SampleResult:
     """Read a finished run dir back as a SampleResult."""
     out = Path(out)
     meta = json.loads((out / "meta.json").read_text())
-    with np.load(out / "samples.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in ("images", "labels", "energy_joint", "energy_marginal", "steps")}
-        strips = {k: z[k] for k in ("strip_ids", "strip_frames") if k in z.files}
+    found = read_user_npz(out / "samples.npz", what="sample run", fix="rerun `robustgen sample` into a fresh --out")
+    missing = [k for k in ("images", "labels", "energy_joint", "energy_marginal", "steps") if k not in found]
+    if missing:
+        raise RobustgenError(f"sample run: {out / 'samples.npz'} lacks {', '.join(missing)}: rerun `robustgen sample` into a fresh --out")
+    arrays = {k: found[k] for k in ("images", "labels", "energy_joint", "energy_marginal", "steps")}
+    strips = {k: found[k] for k in ("strip_ids", "strip_frames") if k in found}
     eta = meta.get("sgld_eta_mean")
     return SampleResult(
         **arrays, **strips, grad_evals=int(meta["grad_evals"]), seconds=float(meta["seconds"]), out=out,

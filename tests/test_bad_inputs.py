@@ -86,6 +86,14 @@ CASES = [
     npz("text.npz", "is not an .npz file", cmd="score"),
     npz("empty-test.npz", "x_test holds no images", cmd="sample"),
     npz("labels-5-14.npz", "never occur", cmd="sample"),
+    npz("train-5-14-test-0-9.npz", "y_test holds classes 0, 1, 2, 3, 4 that y_train never has", "train labels run 5..14", "same class indices"),
+    # ---- samples to score: every npz read goes through the one safe reader (issue 23)
+    *[Case(f"score-samples-{name}{'-json' if json_flag else ''}", ["score", f"{{bad}}/{name}", "--ref", "digits", "--features", "{ckpt}", "--out", "{out}/s.json", *json_flag],
+           fragments) for json_flag in ([], ["--json"]) for name, fragments in (
+        ("samples-truncated.npz", ("samples:", "truncated or damaged", "numpy.savez")),
+        ("samples-run-truncated", ("samples:", "samples.npz", "truncated or damaged")),
+        ("samples-npy-renamed.npz", ("samples:", "single .npy array, not an .npz")),
+        ("text.npz", ("samples:", "is not an .npz file")))],
     # ---- image folders
     Case("folder-missing", ["train", "folder:{bad}/no-such-folder", "--out", "{out}"], ("is not a directory", "train/ and test/")),
     Case("folder-empty", ["train", "folder:{bad}/folder-empty", "--out", "{out}"], ("expected", "train/<class>/")),
@@ -233,6 +241,15 @@ def _write_npz_cases(bad: Path) -> None:
     _save(bad / "partial.npz", x_train=x, y_train=y)
     _save(bad / "size-mismatch.npz", **{**good, "x_test": rng.integers(0, 256, (3, 6, 6, 1), dtype=np.uint8)})
     _save(bad / "zero-size.npz", **{**good, "x_train": np.zeros((6, 0, 0, 1), np.uint8), "x_test": np.zeros((3, 0, 0, 1), np.uint8)})
+    xs = rng.integers(0, 256, (10, 8, 8, 1), dtype=np.uint8)
+    _save(bad / "train-5-14-test-0-9.npz", x_train=xs, y_train=np.arange(5, 15), x_test=xs, y_test=np.arange(10))
+    _save(bad / "samples-whole.npz", images=xs, labels=np.arange(10))
+    (bad / "samples-truncated.npz").write_bytes((bad / "samples-whole.npz").read_bytes()[:300])
+    (bad / "samples-run-truncated").mkdir()
+    (bad / "samples-run-truncated" / "samples.npz").write_bytes((bad / "samples-whole.npz").read_bytes()[:300])
+    (bad / "samples-run-truncated" / "meta.json").write_text('{"classes": ["0"]}')
+    np.save(bad / "samples-npy.npy", xs)
+    (bad / "samples-npy.npy").rename(bad / "samples-npy-renamed.npz")
 
 
 def _write_folder_cases(bad: Path) -> None:
@@ -317,14 +334,18 @@ def bad(tmp_path_factory, robust_digits_checkpoint, digits) -> Path:
     "case", [pytest.param(c, id=c.id) for c in CASES]
 )
 def test_bad_input_gives_one_line_and_leaves_nothing(case, bad, robust_digits_checkpoint, tmp_path):
+    """One Error: line on stderr, nothing written; with --json, the same message as JSON on stdout and nothing else."""
     fill = dict(bad=bad, ckpt=robust_digits_checkpoint, run=robust_digits_checkpoint.parent, out=tmp_path / "out", samples=bad / "samples.npz")
     argv = [part.format(**fill) for part in case.argv]
     env = {k: v.format(**fill) for k, v in (case.env or {}).items()}
     watched = (bad, tmp_path, robust_digits_checkpoint.parent, Path(os.environ["ROBUSTGEN_CACHE"]))
     before = snapshot(*watched)
     result = invoke(argv, env=env)
-    assert_one_line_error(result, *case.fragments, exit_code=case.exit_code)
-    assert result.stdout == "", result.stdout
+    line = assert_one_line_error(result, *case.fragments, exit_code=case.exit_code)
+    if "--json" in argv:
+        assert json.loads(result.stdout) == {"error": line[len("Error: "):]}, result.stdout
+    else:
+        assert result.stdout == "", result.stdout
     assert snapshot(*watched) == before, "the failed command wrote or removed files"
 
 

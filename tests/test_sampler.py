@@ -84,7 +84,8 @@ def test_energy_decreases_along_a_chain(robust, digits, kind):
     out = run_chains(robust, x0, y, sampler=config, stop=StopConfig(rule="fixed"), thresholds=torch.full((32,), -np.inf), generator=torch.Generator().manual_seed(0))
     e0, e_end = energy(x0), out["energy_joint"]
     assert torch.allclose(e_end, energy(out["x"]), atol=1e-4)  # the energy reported is the final image's
-    assert (e_end < e0).float().mean() > 0.9
+    # a sign test: more chains end lower than a fair coin would give, by three standard deviations (0.5 + 1.5/sqrt(n))
+    assert (e_end < e0).float().mean() > 0.5 + 3 * 0.5 / len(e0) ** 0.5
     length = (out["x"] - x0).flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     direction = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
     e_random = energy((x0 + length * direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1))

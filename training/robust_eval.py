@@ -59,25 +59,29 @@ class EvalConfig:
 def evaluate_model(
     spec, *, config: EvalConfig = EvalConfig(), data: str | None = None, data_root: str | os.PathLike | None = None,
     model_dir: str | os.PathLike | None = None, trust_checkpoint: bool = False, mean=None, std=None, device: str = "auto", progress: bool = True,
+    check: str = "off",
 ) -> dict:
     """Clean and robust accuracy of `spec` (any `load_classifier` spec) on the test split of `data` (default: its own dataset).
 
     The result holds clean_acc, robust_acc, n, eps, norm, attack_label and what was evaluated (checkpoint, source,
-    dataset, epoch, weights_sha256, notes), plus AutoAttack's own checks when it ran.
+    dataset, epoch, weights_sha256, notes), plus AutoAttack's own checks when it ran. check: "warn"/"strict", the
+    loader's clean-accuracy check of a foreign model (robustgen.models.sanity).
     """
     from robustgen.data import conversion_note
     from robustgen.models.model_data import EVALUATING, model_dataset
+    from robustgen.models.sanity import flush_warnings
     from robustgen.models.sources import load_classifier
 
     attacks = config.validate()
     model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, data=data,
-                                  data_root=data_root)
+                                  data_root=data_root, check=check)
     trained = meta.get("config") or {}
     norm = config.norm or trained.get("norm") or "Linf"
     eps = parse_eps(config.eps, norm=norm, name="--eps") if config.eps is not None else trained.get("eps")
     if eps is None:
         raise RobustgenError(f"{spec} does not record its threat model's eps: pass --eps (e.g. 8/255)")
     dataset = model_dataset(meta, data=data, data_root=data_root, purpose=EVALUATING, model=str(spec))
+    flush_warnings()  # model and data are read and checked: a near-chance warning now, before the attack runs
     result = _attack(model, dataset, config, attacks=attacks, eps=eps, norm=norm, progress=progress)
     result.update(checkpoint=str(spec), source=meta.get("source"), dataset=dataset.name, epoch=meta.get("epoch"),
                   weights_sha256=meta.get("weights_sha256"), notes=[*meta.get("notes", []), *filter(None, [conversion_note(dataset)])])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import FINITE, echo_json, format_table, user_errors
+from robustgen.cli.common import FINITE, check_mode, echo_json, format_table, user_errors
 from robustgen.cli.sampling import MODEL_OPTIONS, NUM_IMAGES, RUN_OPTIONS, InitType, _apply, model_source, run_options
 from samplers.calibration import CRITERION, CalibrationConfig
 
@@ -42,12 +42,14 @@ def calibrate(model, judge, judge_mean, judge_std, seeds, max_steps, held_out, a
           --data npz:cifar10.npz --judge python:nets.py:resnet20=resnet20.th --judge-mean 0.485,0.456,0.406 --judge-std 0.229,0.224,0.225 \\
           --init images:folder:tiny-imagenet-200/val/images
     """
+    from robustgen.models.classes import JUDGE_FLAGS
     from robustgen.models.sources import ModelSpec
     from samplers.calibrated import calibrate as run_calibration, describe
 
     config = CalibrationConfig(max_steps=max_steps, held_out=held_out, fixed_steps=tuple(s for s in _C.fixed_steps if s <= max_steps) or (max_steps,))
     notes: list[str] = []
-    record = run_calibration(model, judge=ModelSpec(judge, mean=judge_mean, std=judge_std), config=config, seeds=seeds, run=run_options(options),
+    judge_spec = ModelSpec(judge, mean=judge_mean, std=judge_std, flags=JUDGE_FLAGS, option="--judge", check=check_mode(options["strict"]))
+    record = run_calibration(model, judge=judge_spec, config=config, seeds=seeds, run=run_options(options),
                              source=model_source(options), log=notes.append)
     if as_json:
         echo_json(record)

@@ -78,9 +78,13 @@ def user_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         as_json = bool(kwargs.get("as_json"))
+        _near_chance_warnings("forget")  # each command warns once per model (in-process callers, such as tests, run many)
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            _near_chance_warnings("flush")  # the command ended well: its warnings follow its output
+            return result
         except RobustgenError as exc:
+            _near_chance_warnings("forget")  # a refusal is one line: the warnings of a failed command are dropped
             fail(str(exc), as_json=as_json)
         except KeyboardInterrupt:
             interrupted()
@@ -88,9 +92,17 @@ def user_errors(func):
             message = os_error_message(exc)
             if message is None:
                 raise
+            _near_chance_warnings("forget")
             fail(message, as_json=as_json)
 
     return wrapper
+
+
+def _near_chance_warnings(action: str) -> None:
+    """robustgen.models.sanity's pending warnings: "flush" prints them, "forget" drops them (no import if never loaded)."""
+    sanity = sys.modules.get("robustgen.models.sanity")
+    if sanity is not None:
+        sanity.flush_warnings() if action == "flush" else sanity.forget_warnings()
 
 
 def usage_error_message(exc: click.ClickException, *, command: str | None = None) -> str:
@@ -190,3 +202,13 @@ def _json_finite(value):
     if isinstance(value, list):
         return [_json_finite(v) for v in value]
     return value
+
+
+STRICT_HELP = ("Refuse a torchvision:/timm:/python:/torchscript:/export: model (or --features/--judge) whose clean accuracy on "
+               "200 fixed test images is below 2x chance (usually a missing --mean/--std), instead of warning.")
+strict_option = click.option("--strict", is_flag=True, help=STRICT_HELP)
+
+
+def check_mode(strict: bool) -> str:
+    """The clean-accuracy check a command asks of its loaders (robustgen.models.sanity): warn, or refuse with --strict."""
+    return "strict" if strict else "warn"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import echo_json, format_table, user_errors
+from robustgen.cli.common import check_mode, echo_json, format_table, strict_option, user_errors
 from robustgen.errors import RobustgenError
 from samplers.config import RunOptions
 
@@ -38,9 +38,10 @@ _RUN = RunOptions()
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@strict_option
 @user_errors
 def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_size, subset, batch_size, state, data, data_root, model_dir,
-             trust_checkpoint, mean, std, judge, judge_n, judge_mean, judge_std, device, seed, as_json):
+             trust_checkpoint, mean, std, judge, judge_n, judge_mean, judge_std, device, seed, as_json, strict):
     """Clean and robust accuracy of SPEC on its dataset's test split (PGD-50-10 by default).
 
     SPEC is a robustgen checkpoint path, robustbench:DATASET/THREAT/NAME, robustness:PATH,
@@ -70,9 +71,9 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
     config = EvalConfig(attack=attack, steps=steps, restarts=restarts, eps=eps, norm=norm, step_size=step_size, subset=subset,
                         batch_size=batch_size, state=state, seed=seed)
     config.validate()  # before the judge and the model are read
-    judge_spec = _judge_spec(judge, judge_n, judge_mean, judge_std, data=data)  # a bad judge fails before the attack runs
+    judge_spec = _judge_spec(judge, judge_n, judge_mean, judge_std, data=data, check=check_mode(strict))  # a bad judge fails before the attack
     loading = dict(data=data, data_root=data_root, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, device=device)
-    result = evaluate_model(spec, config=config, progress=not as_json, **loading)
+    result = evaluate_model(spec, config=config, progress=not as_json, check=check_mode(strict), **loading)
     if judge_spec is not None:
         from samplers.strength import generative_strength
 
@@ -89,7 +90,7 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
         click.echo(strength_line(result["generative_strength"]))
 
 
-def _judge_spec(judge, judge_n: int, judge_mean, judge_std, *, data):
+def _judge_spec(judge, judge_n: int, judge_mean, judge_std, *, data, check: str):
     """The --judge as a ModelSpec, loaded once now so that a bad one fails before the attack runs; None without --judge."""
     if judge is None:
         if judge_mean or judge_std:
@@ -99,10 +100,11 @@ def _judge_spec(judge, judge_n: int, judge_mean, judge_std, *, data):
         raise RobustgenError(f"--judge-n {judge_n} must be at least 1 sample")
     import torch
 
+    from robustgen.models.classes import JUDGE_FLAGS
     from robustgen.models.sources import ModelSpec
     from samplers.scoring.extractors import load_judge
 
-    spec = ModelSpec(judge, mean=judge_mean, std=judge_std)
+    spec = ModelSpec(judge, mean=judge_mean, std=judge_std, flags=JUDGE_FLAGS, option="--judge", check=check)
     load_judge(spec, device=torch.device("cpu"), data=data)  # the judge is also the feature extractor: one read checks both
     return spec
 

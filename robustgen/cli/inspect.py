@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import echo_json, user_errors
+from robustgen.cli.common import check_mode, echo_json, strict_option, user_errors
 
 
 @click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,8 +22,9 @@ from robustgen.cli.common import echo_json, user_errors
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the test-image subset.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@strict_option
 @user_errors
-def inspect(spec, data, data_root, images, mean, std, model_dir, trust_checkpoint, device, seed, as_json):
+def inspect(spec, data, data_root, images, mean, std, model_dir, trust_checkpoint, device, seed, as_json, strict):
     """Show what robustgen understood of SPEC: source, architecture, parameters, input, normalisation, classes, weights sha256.
 
     The first command to run on a model from elsewhere. SPEC is anything eval and sample take:
@@ -41,7 +42,7 @@ def inspect(spec, data, data_root, images, mean, std, model_dir, trust_checkpoin
     from robustgen.models.inspection import inspect_classifier
 
     info = inspect_classifier(spec, data=data, data_root=data_root, images=images, mean=mean, std=std, model_dir=model_dir,
-                              trust_checkpoint=trust_checkpoint, device=device, seed=seed)
+                              trust_checkpoint=trust_checkpoint, device=device, seed=seed, check=check_mode(strict))
     if as_json:
         echo_json(info)
         return
@@ -76,6 +77,10 @@ def _lines(info: dict) -> list[tuple[str, str]]:
     ]
     if "clean_acc" in info:
         rows.append(("clean accuracy", f"{info['clean_acc']:.3f} on {info['n']} test images of {info['data']}"))
+    other = info.get("other_normalisation")
+    if other and other["differs"]:  # the missing-normalisation trap, shown side by side
+        fix = f" (--mean {_numbers(other['mean'])} --std {_numbers(other['std'])})" if other["what"].startswith("with") else ""
+        rows.append(("", f"{other['clean_acc']:.3f} {other['what']}{fix}"))
     return rows
 
 

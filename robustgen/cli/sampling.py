@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import FINITE, EpsType
+from robustgen.cli.common import FINITE, EpsType, check_mode, strict_option
 from robustgen.device import COMPILE_MODES, PRECISIONS
 from samplers.config import ENERGIES, INITS, NEIGHBOUR_SPACES, NORMS, SAMPLERS, STOP_RULES, InitConfig, RunOptions, SamplerConfig, StopConfig
 
@@ -42,6 +42,7 @@ MODEL_OPTIONS = (
     click.option("--mean", default=None, metavar="M1,M2,M3",
                  help="Input normalisation mean of torchvision:/timm: (default ImageNet's) and python:/torchscript:/export: networks (default none)."),
     click.option("--std", default=None, metavar="S1,S2,S3", help="Input normalisation std (as --mean)."),
+    strict_option,
 )
 
 KNOB_OPTIONS = (
@@ -125,10 +126,11 @@ def configs(options: dict) -> tuple[InitConfig | None, SamplerConfig | None, Sto
 
 
 def model_source(options: dict):
-    """Which model and data the command samples from (samplers.from_checkpoint.ModelSource)."""
+    """Which model and data the command samples from (samplers.from_checkpoint.ModelSource), with its --strict check."""
     from samplers.from_checkpoint import ModelSource
 
-    return ModelSource(**{key: options[key] for key in ("dataset", "data_root", "model_dir", "trust_checkpoint", "mean", "std")})
+    given = {key: options[key] for key in ("dataset", "data_root", "model_dir", "trust_checkpoint", "mean", "std")}
+    return ModelSource(**given, check=check_mode(options["strict"]))
 
 
 def run_options(options: dict) -> RunOptions:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from robustgen.cli.common import echo_json, user_errors
+from robustgen.cli.common import check_mode, echo_json, strict_option, user_errors
 
 
 @click.command("score")
@@ -41,9 +41,10 @@ from robustgen.cli.common import echo_json, user_errors
 @click.option("--out", type=click.Path(), default=None,
               help="Write score.json here (a directory: DIR/score.json; default: inside a sample run dir). memorisation.npz goes beside it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
+@strict_option
 @user_errors
 def score(samples, ref, ref_split, metrics, features, inception_weights, judge, features_mean, features_std, model_dir, trust_checkpoint,
-          no_per_class, no_memorisation, batch_size, device, data_root, kid_subset_size, cache_dir, no_cache, out, as_json):
+          no_per_class, no_memorisation, batch_size, device, data_root, kid_subset_size, cache_dir, no_cache, out, as_json, strict):
     """Score generated images SAMPLES (a sample run dir, an .npz of uint8 images, or a folder of images).
 
     \b
@@ -60,9 +61,10 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
     from samplers.scoring import score as run_score
     from samplers.scoring.extractors import INCEPTION
 
-    model_spec = model_specs(features_mean=features_mean, features_std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint)
-    features = features if features == INCEPTION else model_spec(features)
-    judge = model_spec(judge) if judge is not None else None
+    model_spec = model_specs(features_mean=features_mean, features_std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint,
+                             strict=strict)
+    features = features if features == INCEPTION else model_spec(features, "--features")
+    judge = model_spec(judge, "--judge") if judge is not None else None
 
     target = _output_path(out) if out is not None else default_output(samples)
     if target is not None:
@@ -96,12 +98,15 @@ def score(samples, ref, ref_split, metrics, features, inception_weights, judge, 
             click.echo(f"\nwrote {target}")
 
 
-def model_specs(*, features_mean, features_std, model_dir, trust_checkpoint):
+def model_specs(*, features_mean, features_std, model_dir, trust_checkpoint, strict: bool):
     """SPEC -> ModelSpec carrying the options that say how to read a --features/--judge network."""
     from robustgen.models.sources import ModelSpec
 
-    def make(spec: str) -> ModelSpec:
-        return ModelSpec(str(spec), mean=features_mean, std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint)
+    from robustgen.models.classes import FEATURES_FLAGS
+
+    def make(spec: str, option: str) -> ModelSpec:
+        return ModelSpec(str(spec), mean=features_mean, std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint,
+                         flags=FEATURES_FLAGS, option=option, check=check_mode(strict))
 
     return make
 

@@ -44,9 +44,9 @@ def sweep(**options):
 
     values = [v for v in options["values"].split(",") if v.strip()]
     model_spec = model_specs(features_mean=options["features_mean"], features_std=options["features_std"], model_dir=options["model_dir"],
-                             trust_checkpoint=options["trust_checkpoint"])
-    features = options["features"] if options["features"] == "inception" else model_spec(options["features"])
-    judge = model_spec(options["judge"]) if options["judge"] else (features if options["features"] != "inception" else None)
+                             trust_checkpoint=options["trust_checkpoint"], strict=options["strict"])
+    features = options["features"] if options["features"] == "inception" else model_spec(options["features"], "--features")
+    judge = model_spec(options["judge"], "--judge") if options["judge"] else (features if options["features"] != "inception" else None)
     rows = run_sweep(
         options["checkpoint"], knob=options["knob"], values=values, out=options["out"], features=features, judge=judge,
         base=configs(options), run=run_options(options), source=model_source(options), classes=list(options["classes"]) or None,

@@ -332,13 +332,14 @@ def _read_tiny_cache(cache: Path, num_classes: int, channels: int | None) -> tup
     robustgen writes, or decoded for another `channels` request."""
     if not cache.is_file():
         return None
-    try:
-        with np.load(cache, allow_pickle=False) as z:
-            arrays = tuple(z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-            converted = int(z["converted"]) if "converted" in z.files else None
-            requested = int(z["requested"]) if "requested" in z.files else None
-    except Exception:  # damaged, foreign, pickled: rebuild it from the JPEGs
+    from robustgen.cache import read_npz
+
+    found, _ = read_npz(cache)  # the one safe read: damaged, foreign or pickled reads as absent (rebuilt from the JPEGs)
+    if found is None or any(k not in found for k in ("x_train", "y_train", "x_test", "y_test")):
         return None
+    arrays = tuple(found[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    converted = int(found["converted"]) if "converted" in found else None
+    requested = int(found["requested"]) if "requested" in found else None
     x_tr, y_tr, x_te, y_te = arrays
     same_request = requested == (channels or 0) or (requested == 0 and channels == x_tr.shape[-1])  # the majority was what is asked for
     if converted is None or not same_request:

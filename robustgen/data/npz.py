@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustgen.cache import read_user_npz
 from robustgen.data import ImageDataset, with_channels
 from robustgen.errors import RobustgenError
 
@@ -35,6 +36,8 @@ def load_npz(spec: str, *, channels: int | None = None) -> ImageDataset:
         arrays[key] = _npz_images(spec, key, arrays[key])
     for key in ("y_train", "y_test"):
         arrays[key] = _npz_labels(spec, key, arrays[key])
+    if classes is None:  # a classes array names its classes, gaps and test-only classes included
+        _check_splits_share_classes(spec, arrays["y_train"], arrays["y_test"])
     classes = _npz_classes(spec, classes, np.concatenate([arrays["y_train"], arrays["y_test"]]))
     dataset = ImageDataset(
         spec, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes,
@@ -45,39 +48,13 @@ def load_npz(spec: str, *, channels: int | None = None) -> ImageDataset:
 
 def _read_npz(spec: str, path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The four arrays (and classes) of an .npz, refusing anything else with one line."""
-    import zipfile
-
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    if head.startswith(b"\x93NUMPY"):
-        raise RobustgenError(f"{spec}: {path} is a single .npy array, not an .npz: {_NPZ_HOWTO}")
-    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        raise RobustgenError(f"{spec}: {path} is not an .npz file (not a zip archive): {_NPZ_HOWTO}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in _NPZ_KEYS if k not in z.files]
-            if missing:
-                raise RobustgenError(
-                    f"{spec}: missing arrays {', '.join(missing)}: the .npz needs x_train, y_train, x_test, y_test (uint8 NHWC images, integer labels)"
-                )
-            arrays = {k: z[k] for k in _NPZ_KEYS}
-            classes = z["classes"] if "classes" in z.files else None
-    except RobustgenError:
-        raise
-    except ValueError as exc:
-        if "pickle" in str(exc) or "Object arrays" in str(exc):  # numpy's advice to allow pickles is not ours to give
-            raise RobustgenError(f"{spec}: {path} holds Python objects (dtype=object): store numeric arrays and a string classes array") from None
-        raise RobustgenError(f"{spec}: cannot read {path} ({_first_line(exc)}): the file is damaged; {_NPZ_HOWTO}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError, NotImplementedError, MemoryError) as exc:
-        raise RobustgenError(f"{spec}: cannot read {path} ({_first_line(exc)}): the file is truncated or damaged; {_NPZ_HOWTO}") from None
-    except Exception as exc:  # zlib.error and other decoder errors of a damaged archive
-        raise RobustgenError(f"{spec}: cannot read {path} ({_first_line(exc)}): the file is truncated or damaged; {_NPZ_HOWTO}") from None
-    return arrays, classes
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:80] if text else type(exc).__name__
+    found = read_user_npz(path, what=spec, fix=_NPZ_HOWTO, pickled_fix="store numeric arrays and a string classes array")
+    missing = [k for k in _NPZ_KEYS if k not in found]
+    if missing:
+        raise RobustgenError(
+            f"{spec}: missing arrays {', '.join(missing)}: the .npz needs x_train, y_train, x_test, y_test (uint8 NHWC images, integer labels)"
+        )
+    return {k: found[k] for k in _NPZ_KEYS}, found.get("classes")
 
 
 def _npz_images(spec: str, key: str, x: np.ndarray) -> np.ndarray:
@@ -110,6 +87,18 @@ def _npz_labels(spec: str, key: str, y: np.ndarray) -> np.ndarray:
     if len(y) and (y.min() < 0 or y.max() > np.iinfo(np.int32).max):
         raise RobustgenError(f"{spec}: {key} holds label {y.min() if y.min() < 0 else y.max()}: labels are class indices 0..K-1")
     return y.astype(np.int64)
+
+
+def _check_splits_share_classes(spec: str, y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """Without a classes array, a test class the training split never shows is a labelling slip: train 5..14 with
+    test 0..9 is two labellings, not 15 classes."""
+    unseen = sorted(set(np.unique(y_test).tolist()) - set(np.unique(y_train).tolist()))
+    if unseen:
+        shown = ", ".join(map(str, unseen[:5])) + (", ..." if len(unseen) > 5 else "")
+        raise RobustgenError(
+            f"{spec}: y_test holds classes {shown} that y_train never has (train labels run {y_train.min()}..{y_train.max()}, "
+            f"test {y_test.min()}..{y_test.max()}): label both splits with the same class indices 0..K-1, or add a classes array naming every class"
+        )
 
 
 def _npz_classes(spec: str, classes: np.ndarray | None, labels: np.ndarray) -> tuple[str, ...]:

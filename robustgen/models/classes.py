@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -71,6 +72,34 @@ def imagenet_wnids() -> list[str] | None:
         return list(ImageNetInfo().label_names())
     except Exception:
         return None
+
+
+@dataclass(frozen=True)
+class NormFlags:
+    """The flags a user gave a model's normalisation with, so every refusal names those: --mean/--std for the model,
+    --judge-mean/--judge-std for eval's judge, --features-mean/--features-std for score's and sweep's networks."""
+
+    mean: str = "--mean"
+    std: str = "--std"
+
+    def __str__(self) -> str:
+        return f"{self.mean}/{self.std}"
+
+
+MODEL_FLAGS = NormFlags()
+JUDGE_FLAGS = NormFlags("--judge-mean", "--judge-std")
+FEATURES_FLAGS = NormFlags("--features-mean", "--features-std")
+
+
+def checked_normalisation(mean, std, *, channels: int, flags: NormFlags) -> tuple[list[float], list[float]]:
+    """(mean, std) as floats, one per channel, std > 0; else one line naming the flags the user passed."""
+    mean, std = parse_channels(mean, flags.mean), parse_channels(std, flags.std)
+    if len(mean) != channels or len(std) != channels:
+        raise RobustgenError(f"{flags} give {len(mean)}/{len(std)} values for {channels}-channel images: give one value per channel "
+                             f"(e.g. {flags.mean} 0.485,0.456,0.406 {flags.std} 0.229,0.224,0.225)")
+    if min(std) <= 0:
+        raise RobustgenError(f"{flags.std} holds {min(std):g}: a standard deviation divides the pixels, so give values > 0 (e.g. {flags.std} 0.229,0.224,0.225)")
+    return mean, std
 
 
 def parse_channels(value: str | Sequence[float], what: str) -> list[float]:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from robustgen.errors import RobustgenError
-from robustgen.models.foreign import TRUST_FIX, check_readable, sniff_file
+from robustgen.models.foreign import TRUST_FIX, check_readable, quiet_torch_load, sniff_file
 
 EXPORT_HOWTO = "save it with torch.export.save(torch.export.export(model.eval(), (x,), dynamic_shapes=({0: torch.export.Dim('batch')},)), PATH)"
 
@@ -69,7 +69,7 @@ def check_archive(path: Path) -> None:
                     _check_payload_config(path, name, json.loads(archive.read(name)))
                 elif name.endswith(".pt"):  # sample inputs, legacy weights: torch retries these with weights_only=False
                     try:
-                        torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+                        quiet_torch_load(io.BytesIO(archive.read(name)), weights_only=True)
                     except Exception:
                         raise RobustgenError(f"{path}: {name} inside it holds pickled Python objects, so it is not loaded: {TRUST_FIX}") from None
     except (zipfile.BadZipFile, ValueError, KeyError) as exc:

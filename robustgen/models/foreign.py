@@ -70,6 +70,16 @@ def check_readable(path: str | Path, *, what: str = "weights file", fix: str = "
     return path
 
 
+def quiet_torch_load(source, *, weights_only: bool = True, map_location="cpu"):
+    """torch.load without its two-line UserWarning about a pickle protocol other than 2 (any plain pickle.dumps file):
+    the read either works, or ends in robustgen's one-line error; the warning tells the user nothing to do."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(source, map_location=map_location, weights_only=weights_only)
+
+
 def read_weights_file(path: str | Path, *, trust: bool = False) -> Any:
     """Load a third-party weights file: `torch.load(weights_only=True)` unless `trust`; .safetensors too.
 
@@ -93,7 +103,7 @@ def read_weights_file(path: str | Path, *, trust: bool = False) -> Any:
     if kind == "zip" and _is_program_archive(path):  # torch.load would hand a TorchScript archive to torch.jit.load
         raise RobustgenError(f"{path} is a TorchScript or torch.export archive, not a torch.save file: load it as torchscript:{path} or export:{path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
+        return quiet_torch_load(path, weights_only=not trust)
     except pickle.UnpicklingError as exc:
         if not trust and "weights only load failed" in str(exc).lower():
             raise RobustgenError(f"{path} holds pickled Python objects, not just tensors, so it is not loaded: {TRUST_FIX}") from None

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from robustgen.errors import RobustgenError
+from robustgen.models.sanity import FOREIGN_SOURCES
 
 DEFAULT_IMAGES = 500  # test images for the clean accuracy: enough to tell 90% from 60% (std ~2 points)
 
@@ -36,21 +37,51 @@ def inspect_classifier(
     device: str | torch.device = "cpu",
     batch_size: int = 256,
     seed: int = 0,
+    check: str = "off",
 ) -> dict[str, Any]:
-    """Load `spec` (any `load_classifier` spec) and describe it; with `data`, its clean accuracy on `images` test images."""
+    """Load `spec` (any `load_classifier` spec) and describe it; with `data`, its clean accuracy on `images` test images.
+
+    For a foreign network (whose normalisation the user supplies) it also measures the accuracy with the other choice
+    (the data's own statistics when no mean/std was given, none when one was): `other_normalisation` in the result.
+    check: "warn"/"strict", the loader's near-chance check (robustgen.models.sanity)."""
     from robustgen.models.sources import load_classifier
 
-    if images < 1 or batch_size < 1:
-        raise RobustgenError(f"--images {images} and --batch-size {batch_size} must be at least 1")
-    model, meta = load_classifier(spec, device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std,
-                                  data=data, data_root=data_root)
+    if images < 1:
+        raise RobustgenError(f"--images {images} must be at least 1: give the number of test images to measure the clean accuracy on")
+    if batch_size < 1:
+        raise RobustgenError(f"batch_size {batch_size} must be at least 1: give the number of images per forward pass")
+    loading = dict(device=device, model_dir=model_dir, trust_checkpoint=trust_checkpoint, data=data, data_root=data_root)
+    model, meta = load_classifier(spec, mean=mean, std=std, check=check, **loading)
     info = describe(model, meta)
     if data is not None:
         dataset = _test_data(data, data_root=data_root, meta=meta)
         x, y = dataset.split("test")
         pick = test_subset(len(x), images, seed=seed)
-        info.update(clean_acc=clean_accuracy(model, x[pick], y[pick], batch_size=batch_size), n=int(len(pick)), data=dataset.name)
+        x, y = x[pick], y[pick]
+        info.update(clean_acc=clean_accuracy(model, x, y, batch_size=batch_size), n=int(len(pick)), data=dataset.name)
+        if meta.get("source") in FOREIGN_SOURCES:
+            info["other_normalisation"] = _other_normalisation(spec, meta, dataset, x, y, given=mean is not None or std is not None,
+                                                               accuracy=info["clean_acc"], loading=loading, batch_size=batch_size)
     return info
+
+
+def _other_normalisation(spec, meta: dict, dataset, x, y, *, given: bool, accuracy: float, loading: dict, batch_size: int) -> dict:
+    """The clean accuracy with the other normalisation: the data's own statistics when none was given, none when one was."""
+    from robustgen.models.sources import load_classifier
+
+    if given:
+        channels = int(meta["input_shape"][0])
+        mean, std, what = [0.0] * channels, [1.0] * channels, "without normalisation"
+    else:
+        mean, std, what = list(dataset.mean), list(dataset.std), f"with {dataset.name}'s own statistics"
+    model, _ = load_classifier(spec, mean=mean, std=std, **loading)
+    other = clean_accuracy(model, x, y, batch_size=batch_size)
+    return {"what": what, "mean": mean, "std": std, "clean_acc": other, "differs": differs(accuracy, other, len(y))}
+
+
+def differs(a: float, b: float, n: int) -> bool:
+    """Two accuracies on the same n images differ by more than three binomial standard errors (not sampling noise)."""
+    return abs(a - b) > 3 * max((a * (1 - a) + b * (1 - b)) / n, 1.0 / n**2) ** 0.5
 
 
 def test_subset(n_test: int, size: int, *, seed: int = 0) -> np.ndarray:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from robustgen.errors import RobustgenError
-from robustgen.models.classes import _meta, class_names, model_class_index, parse_channels
+from robustgen.models.classes import MODEL_FLAGS, NormFlags, _meta, checked_normalisation, class_names, model_class_index
 from robustgen.models.foreign import (
     ForeignClassifier,
     check_readable,
@@ -56,7 +56,8 @@ PROBE_SIZES = (32, 28, 64, 224, 96, 299, 16, 8, 128, 256, 384, 512)  # input siz
 _IMPORTED: dict[tuple[str, int, int], Any] = {}  # (resolved file, mtime_ns, size) -> module: one import per file version
 
 
-def load_own(source: str, rest: str, *, spec: str, device, trust: bool, mean, std, data: str | None, data_root, input_shape) -> tuple[nn.Module, dict]:
+def load_own(source: str, rest: str, *, spec: str, device, trust: bool, mean, std, data: str | None, data_root, input_shape,
+             flags: NormFlags = MODEL_FLAGS) -> tuple[nn.Module, dict]:
     """Load a python:/torchscript:/export: spec; returns (ForeignClassifier in eval mode on `device`, meta)."""
     known_shape, split = None, None
     if source == "python":
@@ -73,7 +74,7 @@ def load_own(source: str, rest: str, *, spec: str, device, trust: bool, mean, st
     shape, shape_note = _input_shape(net, spec=spec, facts=facts, given=input_shape, known=known_shape)
     num_classes = _output_width(net, shape, spec=spec)
     classes, class_note = _classes(num_classes, facts, spec=spec)
-    norm, norm_note = _normalisation(mean, std, channels=shape[0])
+    norm, norm_note = _normalisation(mean, std, channels=shape[0], flags=flags)
     if source == "export":
         split = _export_split(net, shape, norm)
     model = _wrap(net, split, num_classes=num_classes, shape=shape, norm=norm, spec=spec, device=device)
@@ -327,16 +328,13 @@ def _classes(num_classes: int, facts, *, spec: str) -> tuple[list[str], str]:
     return names, f"{num_classes} classes from the model's output width; {facts['name']} holds {len(data_classes)} of them"
 
 
-def _normalisation(mean, std, *, channels: int):
-
+def _normalisation(mean, std, *, channels: int, flags: NormFlags):
     if mean is None and std is None:
-        return None, "no --mean/--std: the network gets [0, 1] pixels as they are (pass the normalisation it was trained with, if any)"
+        return None, f"no {flags}: the network gets [0, 1] pixels as they are (pass the normalisation it was trained with, if any)"
     if mean is None or std is None:
-        raise RobustgenError("give both --mean and --std (one value per channel each), or neither")
-    mean, std = parse_channels(mean, "--mean"), parse_channels(std, "--std")
-    if len(mean) != channels or len(std) != channels or min(std) <= 0:
-        raise RobustgenError(f"--mean/--std give {len(mean)}/{len(std)} values for {channels}-channel images: give one value per channel, std > 0 (e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)")
-    return (mean, std), None
+        given, missing = (flags.mean, flags.std) if std is None else (flags.std, flags.mean)
+        raise RobustgenError(f"{given} without {missing}: give both {flags.mean} and {flags.std} (one value per channel each), or neither")
+    return checked_normalisation(mean, std, channels=channels, flags=flags), None
 
 
 def _export_split(net, shape, norm):

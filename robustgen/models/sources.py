@@ -40,7 +40,7 @@ from robustgen.checkpoint import load_checkpoint
 from robustgen.errors import RobustgenError
 from robustgen.finite import finite
 from robustgen.io import default_cache_dir, sha256_file
-from robustgen.models.classes import _meta, class_names, parse_channels
+from robustgen.models.classes import MODEL_FLAGS, NormFlags, _meta, checked_normalisation, class_names
 from robustgen.models.foreign import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -87,6 +87,9 @@ class ModelSpec:
     std: str | tuple[float, ...] | None = None
     model_dir: str | None = None  # where zoo files live
     trust_checkpoint: bool = False
+    flags: NormFlags = MODEL_FLAGS  # the flags mean/std came from (--judge-mean/--judge-std...): refusals name them
+    option: str | None = None  # the flag that named this spec (--features, --judge): refusals name it
+    check: str = "off"  # clean-accuracy check of a foreign model (models.sanity): "off", "warn" or "strict"
 
     def __str__(self) -> str:
         return self.spec
@@ -104,6 +107,8 @@ def load_classifier(
     data_root: str | os.PathLike | None = None,
     input_shape: Sequence[int] | None = None,
     download: bool = True,
+    flags: NormFlags = MODEL_FLAGS,
+    check: str = "off",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load any supported classifier; returns (model in eval mode on `device`, meta).
 
@@ -113,36 +118,55 @@ def load_classifier(
     to none). data (+ data_root): the dataset spec recorded for sources that do not know their
     training data; python:/torchscript:/export: also take their classes and input size from it.
     input_shape (C, H, W): the images a python:/torchscript: network will see when no `data` is
-    given (else the size is probed). download: fetch missing zoo files. A ModelSpec carries its
-    own mean/std/model_dir/trust_checkpoint.
+    given (else the size is probed). download: fetch missing zoo files. flags: the options mean/std came from
+    (refusals name them). check: "warn"/"strict" measures a foreign model's clean accuracy on `data` and warns or
+    refuses near chance (`models.sanity`, the missing-normalisation trap). A ModelSpec carries its own
+    mean/std/model_dir/trust_checkpoint/flags/check.
     """
     from robustgen.device import resolve_device
+    from robustgen.models.sanity import AccuracyCheck, check_clean_accuracy
 
+    option = None
     if isinstance(spec, ModelSpec):
         mean, std = (spec.mean, spec.std) if mean is None and std is None else (mean, std)
         model_dir = model_dir if model_dir is not None else spec.model_dir
         trust_checkpoint = trust_checkpoint or spec.trust_checkpoint
-        spec = spec.spec
+        spec, flags, option, check = spec.spec, spec.flags, spec.option, spec.check if check == "off" else check
     device = resolve_device(device) if isinstance(device, str) else device
-    source, rest = split_spec(str(spec))
-    if source not in OWN_NORMALISATION and (mean is not None or std is not None):
-        raise RobustgenError(f"{spec} carries its own normalisation, so --mean/--std do not apply: drop them (they are for torchvision:, timm:, python:, torchscript: and export: networks)")
     model_dir = Path(model_dir).expanduser() if model_dir is not None else default_model_dir()
-    if source is None:
-        model, meta = _load_robustgen(Path(rest).expanduser(), spec=str(spec), device=device)
-    elif source == "robustbench":
-        model, meta = _load_robustbench(rest, spec=str(spec), device=device, model_dir=model_dir, trust=trust_checkpoint, download=download)
-    elif source == "robustness":
-        model, meta = _load_robustness(rest, spec=str(spec), device=device, trust=trust_checkpoint, data=data)
-    elif source in ("torchvision", "timm"):
-        model, meta = _load_state_dict(source, rest, spec=str(spec), device=device, trust=trust_checkpoint, mean=mean, std=std, data=data)
-    else:
-        from robustgen.models.own_models import load_own
-
-        model, meta = load_own(source, rest, spec=str(spec), device=device, trust=trust_checkpoint, mean=mean, std=std, data=data,
-                               data_root=data_root, input_shape=input_shape)
+    model, meta = _load_source(str(spec), device=device, model_dir=model_dir, trust=trust_checkpoint, mean=mean, std=std, data=data,
+                               data_root=data_root, input_shape=input_shape, download=download, flags=flags)
     check_finite(model, source=str(spec))
+    check_clean_accuracy(model, meta, check=AccuracyCheck(check, flags, option), normalisation_given=mean is not None or std is not None,
+                         data=data, data_root=data_root)
     return model, meta
+
+
+def _load_source(spec: str, *, device, model_dir: Path, trust: bool, mean, std, data, data_root, input_shape, download: bool,
+                 flags: NormFlags) -> tuple[nn.Module, dict]:
+    """The loader of the spec's source (no source: a robustgen checkpoint)."""
+    source, rest = split_spec(spec)
+    if source is not None and source not in OWN_NORMALISATION and (mean is not None or std is not None):
+        _refuse_normalisation(spec, flags)
+    if source is None:
+        model, meta = _load_robustgen(Path(rest).expanduser(), spec=spec, device=device)  # a bare state dict: told to name its source
+        if mean is not None or std is not None:
+            _refuse_normalisation(spec, flags)
+        return model, meta
+    if source == "robustbench":
+        return _load_robustbench(rest, spec=spec, device=device, model_dir=model_dir, trust=trust, download=download)
+    if source == "robustness":
+        return _load_robustness(rest, spec=spec, device=device, trust=trust, data=data)
+    if source in ("torchvision", "timm"):
+        return _load_state_dict(source, rest, spec=spec, device=device, trust=trust, mean=mean, std=std, data=data, flags=flags)
+    from robustgen.models.own_models import load_own
+
+    return load_own(source, rest, spec=spec, device=device, trust=trust, mean=mean, std=std, data=data, data_root=data_root,
+                    input_shape=input_shape, flags=flags)
+
+
+def _refuse_normalisation(spec, flags: NormFlags) -> None:
+    raise RobustgenError(f"{spec} carries its own normalisation, so {flags} do not apply: drop them (they are for torchvision:, timm:, python:, torchscript: and export: networks)")
 
 
 # --------------------------------------------------------------------------- robustgen checkpoints
@@ -233,7 +257,7 @@ def _threat_from_name(name: str) -> dict:
 # --------------------------------------------------------------------------- torchvision / timm state dicts
 
 
-def _load_state_dict(source: str, rest: str, *, spec: str, device, trust: bool, mean, std, data: str | None) -> tuple[nn.Module, dict]:
+def _load_state_dict(source: str, rest: str, *, spec: str, device, trust: bool, mean, std, data: str | None, flags: NormFlags) -> tuple[nn.Module, dict]:
     arch, path = _arch_and_path(rest, source=source, default_arch=None)
     if source == "timm":
         _import_timm()  # say what to install before anything else
@@ -248,11 +272,8 @@ def _load_state_dict(source: str, rest: str, *, spec: str, device, trust: bool, 
         fix = f"name the architecture the weights were saved from (timm:ARCH={path})"
     load_fitting(net, state, source=str(path), arch=f"{source}'s {arch}", fix=fix)
     if mean is None and std is None:
-        notes.append(f"no --mean/--std given: assumed {'ImageNet' if tuple(default_mean) == IMAGENET_MEAN else arch + ' pretrained'} normalisation mean {list(default_mean)}, std {list(default_std)}")
-    mean = parse_channels(mean, "--mean") if mean is not None else list(default_mean)
-    std = parse_channels(std, "--std") if std is not None else list(default_std)
-    if len(mean) != shape[0] or len(std) != shape[0] or min(std) <= 0:
-        raise RobustgenError(f"--mean/--std give {len(mean)}/{len(std)} values for {shape[0]}-channel images: give one value per channel, std > 0 (e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)")
+        notes.append(f"no {flags} given: assumed {'ImageNet' if tuple(default_mean) == IMAGENET_MEAN else arch + ' pretrained'} normalisation mean {list(default_mean)}, std {list(default_std)}")
+    mean, std = checked_normalisation(mean if mean is not None else default_mean, std if std is not None else default_std, channels=shape[0], flags=flags)
     num_classes = net.get_submodule(head).out_features if head else _probe_classes(net, shape)
     classes = _torchvision_categories(arch, num_classes) if source == "torchvision" else None
     classes = classes or class_names(num_classes, "imagenet" if num_classes == 1000 else data)

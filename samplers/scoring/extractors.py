@@ -58,6 +58,7 @@ class Extractor:
     checkpoint_sha256: str | None = None
     dataset: str | None = None  # the dataset the classifier was trained on
     classes: tuple[str, ...] | None = None
+    option: str = "--features"  # the flag the user named this extractor with (eval's --judge serves as one too)
 
     def to_dict(self) -> dict:
         return {
@@ -159,9 +160,11 @@ def _check_inception_weights(path: Path) -> str:
 
 def inception_state_dict(path: str | os.PathLike) -> dict:
     """The Inception weights at `path`, read without unpickling code (weights_only=True) and checked."""
+    from robustgen.models.foreign import quiet_torch_load
+
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = quiet_torch_load(path, weights_only=True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
         if reason.startswith("Weights only load failed"):
@@ -200,12 +203,14 @@ _MODELS: dict[str, nn.Module] = {}  # extractor name -> the loaded classifier to
 
 def classifier_extractor(spec, *, data: str | None = None, data_root=None, input_shape=None) -> Extractor:
     """Load a classifier through `load_classifier` and register it with torch-fidelity; returns its Extractor."""
-    model, meta = _load(spec, what="--features", device="cpu", data=data, data_root=data_root, input_shape=input_shape)
+    option = _option(spec, "--features")
+    model, meta = _load(spec, what=option, device="cpu", data=data, data_root=data_root, input_shape=input_shape)
     name = f"robustgen-classifier-{_model_key(meta)[:16]}"
     if name in _REGISTERED:
-        return _REGISTERED[name]
+        return dataclasses.replace(_REGISTERED[name], option=option)
     if not hasattr(model, "features") or not hasattr(model, "head"):
-        raise RobustgenError(f"--features {spec}: the model has no features()/head, so it cannot serve as a feature extractor: use --features inception or another classifier")
+        use = "--features inception or another classifier" if option == "--features" else "another classifier"
+        raise RobustgenError(f"{option} {spec}: the model has no features()/head, so it cannot serve as a feature extractor: use {use}")
     shape = tuple(int(v) for v in meta["input_shape"])
     feature_dim = _probe_feature_dim(model, shape)  # also says, in one line, when no penultimate features can be had
     _MODELS[name] = model
@@ -227,6 +232,7 @@ def classifier_extractor(spec, *, data: str | None = None, data_root=None, input
         checkpoint_sha256=meta["weights_sha256"],
         dataset=meta.get("dataset") if knows_data else None,
         classes=tuple(str(c) for c in meta.get("classes", ())),
+        option=option,
     )
     _REGISTERED[name] = extractor
     return extractor
@@ -244,7 +250,12 @@ def _load(spec, *, what: str, device, data=None, data_root=None, input_shape=Non
             raise RobustgenError(f"{what} {text}: no such checkpoint: use {use}a robustgen classifier (best.pt) or another model spec, e.g. python:FILE.py:FACTORY=WEIGHTS")
         resolved = str(path.resolve())
         spec = dataclasses.replace(spec, spec=resolved) if isinstance(spec, ModelSpec) else resolved
-    return load_classifier(spec, device=device, data=data, data_root=data_root, input_shape=input_shape)
+    try:
+        return load_classifier(spec, device=device, data=data, data_root=data_root, input_shape=input_shape)
+    except RobustgenError as exc:
+        if what in str(exc):
+            raise
+        raise RobustgenError(f"{what} {exc}") from None  # name the flag: eval's --judge and score's --features read the same specs
 
 
 def _model_key(meta: dict) -> str:
@@ -307,5 +318,10 @@ def _register_fidelity_class(name: str, input_shape: tuple[int, int, int]) -> No
 
 def load_judge(spec, *, device: torch.device, data: str | None = None, data_root=None, input_shape=None) -> tuple[nn.Module, dict, str]:
     """A classifier (any spec, see `load_classifier`) used as judge: (model on device in eval mode, meta, weights sha256)."""
-    model, meta = _load(spec, what="--judge", device=device, data=data, data_root=data_root, input_shape=input_shape)
+    model, meta = _load(spec, what=_option(spec, "--judge"), device=device, data=data, data_root=data_root, input_shape=input_shape)
     return model, meta, meta["weights_sha256"]
+
+
+def _option(spec, default: str) -> str:
+    """The flag the user named this model with (a ModelSpec knows it; eval's --judge also serves as feature extractor)."""
+    return getattr(spec, "option", None) or default

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustgen.cache import read_user_npz
 from robustgen.data import read_images
 from robustgen.errors import RobustgenError
 
@@ -27,6 +28,7 @@ SAMPLES_FILE = "samples.npz"
 META_FILE = "meta.json"
 _IMAGE_KEYS = ("images", "x", "arr_0")  # samples.npz, a plain savez(x=...), savez(array)
 _LABEL_KEYS = ("labels", "y")
+_SAVE_SAMPLES = "save the uint8 NHWC images with numpy.savez(PATH, images=..., labels=...) or rerun `robustgen sample`"
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,23 +135,14 @@ def _read_meta(run_dir: Path) -> dict:
 
 
 def _load_npz(path: Path) -> ImageSet:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = list(z.files)
-            key = next((k for k in _IMAGE_KEYS if k in files), files[0] if len(files) == 1 else None)
-            if key is None:
-                raise RobustgenError(
-                    f"{path} holds arrays {', '.join(files) or '(none)'} but no image array: save the uint8 NHWC images as `images` (labels as `labels`)"
-                )
-            images = z[key]
-            label_key = next((k for k in _LABEL_KEYS if k in files), None)
-            labels = z[label_key] if label_key else None
-    except RobustgenError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise RobustgenError(f"cannot read {path} as .npz ({str(exc).splitlines()[0][:100]}): save it with numpy.savez") from None
-    images = _check_images(images, str(path))
-    return ImageSet(str(path), images, _check_labels(labels, len(images), str(path)))
+    found = read_user_npz(path, what="samples", fix=_SAVE_SAMPLES)
+    files = list(found)
+    key = next((k for k in _IMAGE_KEYS if k in files), files[0] if len(files) == 1 else None)
+    if key is None:
+        raise RobustgenError(f"{path} holds arrays {', '.join(files) or '(none)'} but no image array: {_SAVE_SAMPLES}")
+    label_key = next((k for k in _LABEL_KEYS if k in files), None)
+    images = _check_images(found[key], str(path))
+    return ImageSet(str(path), images, _check_labels(found[label_key] if label_key else None, len(images), str(path)))
 
 
 def _check_images(images: np.ndarray, what: str) -> np.ndarray:

@@ -19,6 +19,7 @@ import torch
 
 from robustgen import distributed
 from robustgen.errors import RobustgenError
+from robustgen.models.sanity import flush_warnings
 from samplers.scoring.extractors import INCEPTION, Extractor, resolve_extractor
 from samplers.scoring.features import ReferenceFeatures
 from samplers.scoring.inputs import ImageSet, Reference, load_samples
@@ -95,6 +96,7 @@ def score(
         wanted, n=len(inputs.samples), n_ref=len(inputs.reference or ()), extractor=extractor, is_splits=is_splits,
         kid_subset_size=kid_subset_size, warnings=found.warnings))
     judge_model = _load_judge(inputs, judge, device=dev, found=found, data_root=data_root)  # every model is read before anything is written
+    flush_warnings()  # near-chance --features/--judge (robustgen.models.sanity): said now, before the features are extracted
     cache_root = _cache_root(cache, cache_dir)
     feats = _extract(inputs, extractor, wanted=wanted, memorise=memorise, cache_dir=cache_root, batch_size=batch_size, device=dev, progress=verbose)
     values = _metrics(inputs, feats, wanted=wanted, settings=settings, extractor=extractor, found=found)
@@ -524,8 +526,8 @@ def _check_shapes(samples: ImageSet, reference: Reference | None, extractor: Ext
             )
     if extractor.input_shape is not None and tuple(extractor.input_shape) != (c, h, w):
         raise RobustgenError(
-            f"--features {extractor.checkpoint} takes {_shape(extractor.input_shape)} images but the samples are {_shape((c, h, w))}: "
-            "use a classifier trained on the samples' dataset, or --features inception"
+            f"{extractor.option} {extractor.checkpoint} takes {_shape(extractor.input_shape)} images but the samples are {_shape((c, h, w))}: "
+            f"use a classifier trained on the samples' dataset{', or --features inception' if extractor.option == '--features' else ''}"
         )
 
 
