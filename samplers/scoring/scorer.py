@@ -71,8 +71,7 @@ def score(
     ref: dataset spec ("digits", "cifar10", "npz:PATH", "folder:PATH"); None = the
         dataset named in the sample run's meta.json / checkpoint.
     ref_split: the split FID/KID/PRC compare against ("train": comparable with papers).
-        FID, precision and recall against the test split (`fid_test`, `precision_test`, `recall_test`) are added
-        whenever the dataset has one.
+        FID, precision and recall against the test split (`fid_test`, `precision_test`, `recall_test`) come too, where it has one.
     features: "inception" (torch-fidelity inception-v3-compat) or any classifier spec `load_classifier` takes
         (a robustgen checkpoint, robustbench:, ..., python:FILE.py:FACTORY=WEIGHTS; a ModelSpec carries --mean/--std).
     judge: a classifier spec (as features) whose accuracy on the samples (w.r.t. their labels) is reported.
