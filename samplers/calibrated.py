@@ -123,7 +123,10 @@ def choose(rows: list[Candidate], judged: list[dict], config: cal.CalibrationCon
     default = next((i for i, r in enumerate(rows) if r.name == cal.DEFAULT_NAME), None)
     if default is None:
         raise RobustgenError("no chain met the calibration criterion and the default was not among the candidates: raise --max-steps to 8 or more")
-    return default, "no chain met the criterion: today's default kept"
+    if judged[default][keys.KEY_FID] <= base[keys.KEY_FID]:
+        return default, "no chain met the criterion: today's default kept"
+    start = next(i for i, (r, j) in enumerate(zip(rows, judged)) if j is base)
+    return start, "no chain met the criterion and today's default is less realistic than its start: the start alone (the model adds nothing here)"
 
 
 # --------------------------------------------------------------------------- the run

@@ -41,7 +41,8 @@ from samplers.stopping import stop_now
 
 CRITERION = ("the lowest judge FID against held-out training images among chains whose judge accuracy is at least init-only's + "
              "min_accuracy_gain, whose recall is at least init-only's, whose near-copies stay at most max_near_copies, and whose own "
-             "start (0 steps) is judged at most max_start_gain more accurate than init-only's; if none qualifies, today's default")
+             "start (0 steps) is judged at most max_start_gain more accurate than init-only's; if none qualifies, today's default, "
+             "or init-only itself where the default's FID is worse than init-only's (a model that cannot draw)")
 MAX_TRAJECTORIES = 3  # local-pca at the first step size, then the seeds at each blur, then local-pca at the other step sizes: the first 3
 DEFAULT_NAME = "default"
 INIT_ONLY_NAME = "init-only"

@@ -138,7 +138,10 @@ def test_criterion_takes_lowest_fid_among_chains_that_beat_init_only():
     assert rows[choose(rows, judged, cal.CalibrationConfig())[0]].name == "b"
     for row in judged[1:6]:
         row["judge_accuracy"] = 0.6
+    judged[6]["recall"] = 0.1  # the default fails the criterion too
     assert rows[choose(rows, judged, cal.CalibrationConfig())[0]].name == cal.DEFAULT_NAME  # nothing qualifies: today's default
+    judged[6]["fid"] = 16  # ... unless the default is less realistic than its own start: then the start alone
+    assert rows[choose(rows, judged, cal.CalibrationConfig())[0]].name == "init"
 
 
 def test_a_start_that_already_shows_the_class_is_not_chosen():
