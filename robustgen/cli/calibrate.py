@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import FINITE, check_mode, echo_json, format_table, user_errors
-from robustgen.cli.sampling import MODEL_OPTIONS, NUM_IMAGES, RUN_OPTIONS, InitType, _apply, model_source, run_options
+from robustgen.cli.common import FINITE, apply_options, check_mode, echo_json, format_table, user_errors
+from robustgen.cli.sampling import MODEL_OPTIONS, NUM_IMAGES, RUN_OPTIONS, InitType, model_source, run_options
 from samplers.calibration import CRITERION, CalibrationConfig
 
 _C = CalibrationConfig()
@@ -21,7 +21,7 @@ _C = CalibrationConfig()
 @click.option("--max-steps", type=int, default=_C.max_steps, show_default=True, help="Longest chain considered (gradient evaluations per image).")
 @click.option("--held-out", type=FINITE, default=_C.held_out, show_default=True, help="Fraction of each class's training images held out as the reference.")
 @NUM_IMAGES
-@_apply(MODEL_OPTIONS[1:] + RUN_OPTIONS)
+@apply_options(MODEL_OPTIONS[1:] + RUN_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration record as JSON.")
 @user_errors
 def calibrate(model, judge, judge_mean, judge_std, seeds, max_steps, held_out, as_json, **options):

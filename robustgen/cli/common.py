@@ -212,3 +212,14 @@ strict_option = click.option("--strict", is_flag=True, help=STRICT_HELP)
 def check_mode(strict: bool) -> str:
     """The clean-accuracy check a command asks of its loaders (robustgen.models.sanity): warn, or refuse with --strict."""
     return "strict" if strict else "warn"
+
+
+def apply_options(options):
+    """A decorator that applies a tuple of click options in order (the first is the first in --help)."""
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate

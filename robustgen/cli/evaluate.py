@@ -4,44 +4,56 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import check_mode, echo_json, format_table, strict_option, user_errors
+from robustgen.cli.common import apply_options, check_mode, echo_json, format_table, strict_option, user_errors
 from robustgen.errors import RobustgenError
 from samplers.config import RunOptions
+from training.attacks.pgd import default_pgd_step_size
+from training.robust_eval import PGD_RESTARTS, PGD_STEPS, EvalConfig
 
 _RUN = RunOptions()
 
 
+_EVAL = EvalConfig()
+
+OPTIONS = (
+    click.option("--checkpoint", "checkpoint_option", default=None, metavar="SPEC", help="Same as the SPEC argument."),
+    click.option("--attack", default=_EVAL.attack, show_default=True,
+                 help="pgd | autoattack (standard: APGD-CE, APGD-T, FAB-T, Square) | a comma list of apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square."),
+    click.option("--steps", type=int, default=None, help=f"PGD steps [default: {PGD_STEPS}]; AutoAttack: APGD/FAB iterations [default: pyautoattack's 100]."),
+    click.option("--restarts", type=int, default=None, help=f"PGD restarts [default: {PGD_RESTARTS}]; AutoAttack: APGD/FAB restarts [default: the version's]."),
+    click.option("--eps", default=None, metavar="EPS", help="Attack radius, e.g. 8/255 [default: the model's training / RobustBench threat eps]."),
+    click.option("--norm", default=None, help="Linf or L2 [default: the model's]."),
+    click.option("--step-size", default=None, metavar="EPS", help=f"PGD step [default: {default_pgd_step_size.__doc__.split(' (')[0]}]."),
+    click.option("--subset", type=int, default=None, help="Evaluate on a fixed seeded subset of N test images [default: all]."),
+    click.option("--batch-size", type=int, default=_EVAL.batch_size, show_default=True, help="Images per batch (AutoAttack: per resumable chunk)."),
+    click.option("--state", default=None, metavar="PATH",
+                 help="AutoAttack state file; rerunning resumes from it [default: one per evaluation under $ROBUSTGEN_CACHE/autoattack]."),
+    click.option("--data", "--dataset", "data", default=None, metavar="SPEC", help="Dataset to evaluate on (e.g. npz:PATH, folder:PATH) [default: the model's own]."),
+    click.option("--data-root", default=None, help="Where the model's dataset lives [default: as recorded]."),
+    click.option("--model-dir", default=None, type=click.Path(file_okay=False),
+                 help="Where zoo files live (RobustBench layout DATASET/THREAT/NAME.pt) [default: $ROBUSTGEN_MODEL_DIR, else ~/.cache/robustgen/models]."),
+    click.option("--trust-checkpoint", is_flag=True, help="Allow fully unpickling a third-party file (only for files you trust: it can run code)."),
+    click.option("--mean", default=None, metavar="M1,M2,M3",
+                 help="Input normalisation mean of torchvision:/timm: (default ImageNet's) and python:/torchscript:/export: networks (default none)."),
+    click.option("--std", default=None, metavar="S1,S2,S3", help="Input normalisation std (as --mean)."),
+    click.option("--judge", default=None, metavar="SPEC",
+                 help="Also measure generative strength: classifier-only (Santurkar) samples judged by this independent standard classifier (any model spec)."),
+    click.option("--judge-n", type=int, default=None, help=f"Classifier-only samples drawn for --judge (all classes, balanced).  [default: {_RUN.n}]"),
+    click.option("--judge-mean", default=None, metavar="M1,M2,M3", help="Input normalisation mean of a python:/torchscript:/export: --judge."),
+    click.option("--judge-std", default=None, metavar="S1,S2,S3", help="Input normalisation std of the --judge (as --judge-mean)."),
+    click.option("--device", default=_RUN.device, show_default=True),
+    click.option("--seed", type=int, default=_EVAL.seed, show_default=True),
+    click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    strict_option,
+)
+
+
 @click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("spec", metavar="[SPEC]", required=False)
-@click.option("--checkpoint", "checkpoint_option", default=None, metavar="SPEC", help="Same as the SPEC argument.")
-@click.option("--attack", default="pgd", show_default=True, help="pgd | autoattack (standard: APGD-CE, APGD-T, FAB-T, Square) | a comma list of apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square.")
-@click.option("--steps", type=int, default=None, help="PGD steps [default: 50]; AutoAttack: APGD/FAB iterations [default: 100].")
-@click.option("--restarts", type=int, default=None, help="PGD restarts [default: 10]; AutoAttack: APGD/FAB restarts [default: the version's].")
-@click.option("--eps", default=None, metavar="EPS", help="Attack radius, e.g. 8/255 [default: the model's training / RobustBench threat eps].")
-@click.option("--norm", default=None, help="Linf or L2 [default: the model's].")
-@click.option("--step-size", default=None, metavar="EPS", help="PGD step [default: 2.5 eps / steps].")
-@click.option("--subset", type=int, default=None, help="Evaluate on a fixed seeded subset of N test images [default: all].")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per batch (AutoAttack: per resumable chunk).")
-@click.option("--state", default=None, metavar="PATH", help="AutoAttack state file; rerunning resumes from it [default: one per evaluation under $ROBUSTGEN_CACHE/autoattack].")
-@click.option("--data", "--dataset", "data", default=None, metavar="SPEC", help="Dataset to evaluate on (e.g. npz:PATH, folder:PATH) [default: the model's own].")
-@click.option("--data-root", default=None, help="Where the model's dataset lives [default: as recorded].")
-@click.option("--model-dir", default=None, type=click.Path(file_okay=False), help="Where zoo files live (RobustBench layout DATASET/THREAT/NAME.pt) [default: $ROBUSTGEN_MODEL_DIR, else ~/.cache/robustgen/models].")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow fully unpickling a third-party file (only for files you trust: it can run code).")
-@click.option("--mean", default=None, metavar="M1,M2,M3",
-              help="Input normalisation mean of torchvision:/timm: (default ImageNet's) and python:/torchscript:/export: networks (default none).")
-@click.option("--std", default=None, metavar="S1,S2,S3", help="Input normalisation std (as --mean).")
-@click.option("--judge", default=None, metavar="SPEC",
-              help="Also measure generative strength: classifier-only (Santurkar) samples judged by this independent standard classifier (any model spec).")
-@click.option("--judge-n", type=int, default=None, help=f"Classifier-only samples drawn for --judge (all classes, balanced).  [default: {_RUN.n}]")
-@click.option("--judge-mean", default=None, metavar="M1,M2,M3", help="Input normalisation mean of a python:/torchscript:/export: --judge.")
-@click.option("--judge-std", default=None, metavar="S1,S2,S3", help="Input normalisation std of the --judge (as --judge-mean).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@strict_option
+@apply_options(OPTIONS)
 @user_errors
-def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_size, subset, batch_size, state, data, data_root, model_dir,
-             trust_checkpoint, mean, std, judge, judge_n, judge_mean, judge_std, device, seed, as_json, strict):
+def evaluate(spec, checkpoint_option, data, data_root, model_dir, trust_checkpoint, mean, std, judge, judge_n, judge_mean, judge_std, device,
+             as_json, strict, **attack):
     """Clean and robust accuracy of SPEC on its dataset's test split (PGD-50-10 by default).
 
     SPEC is a robustgen checkpoint path, robustbench:DATASET/THREAT/NAME, robustness:PATH,
@@ -61,25 +73,23 @@ def evaluate(spec, checkpoint_option, attack, steps, restarts, eps, norm, step_s
     recognises the model's classifier-only samples (Santurkar et al.: Gaussian start, 60 plain steps),
     with their FID / precision / recall against the test split in the judge's features.
     """
-    from training.robust_eval import EvalConfig, evaluate_model
+    from training.robust_eval import evaluate_model
 
     if spec and checkpoint_option and spec != checkpoint_option:
         raise RobustgenError(f"two models given ({spec} and --checkpoint {checkpoint_option}): pass one")
     spec = spec or checkpoint_option
     if not spec:
         raise RobustgenError("no model given: robustgen eval SPEC (a checkpoint path or e.g. robustbench:cifar10/Linf/Wong2020Fast)")
-    config = EvalConfig(attack=attack, steps=steps, restarts=restarts, eps=eps, norm=norm, step_size=step_size, subset=subset,
-                        batch_size=batch_size, state=state, seed=seed)
+    config = EvalConfig(**attack)  # attack, steps, restarts, eps, norm, step_size, subset, batch_size, state, seed: EvalConfig's own names
     config.validate()  # before the judge and the model are read
     judge_spec = _judge_spec(judge, judge_n, judge_mean, judge_std, data=data, check=check_mode(strict))  # a bad judge fails before the attack
     loading = dict(data=data, data_root=data_root, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std, device=device)
     result = evaluate_model(spec, config=config, progress=not as_json, check=check_mode(strict), **loading)
     if judge_spec is not None:
+        from samplers.from_checkpoint import ModelSource
         from samplers.strength import generative_strength
 
-        from samplers.from_checkpoint import ModelSource
-
-        run = RunOptions(**{k: v for k, v in {"n": judge_n, "seed": seed, "device": device}.items() if v is not None})
+        run = RunOptions(**{k: v for k, v in {"n": judge_n, "seed": config.seed, "device": device}.items() if v is not None})
         source = ModelSource(dataset=data, data_root=data_root, model_dir=model_dir, trust_checkpoint=trust_checkpoint, mean=mean, std=std)
         result["generative_strength"] = generative_strength(spec, judge=judge_spec, run=run, source=source, progress=not as_json)
     if as_json:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from robustgen.cli.common import FINITE, EpsType, check_mode, strict_option
+from robustgen.cli.common import FINITE, EpsType, apply_options, check_mode, strict_option
 from robustgen.device import COMPILE_MODES, PRECISIONS
 from samplers.config import ENERGIES, INITS, NEIGHBOUR_SPACES, NORMS, SAMPLERS, STOP_RULES, InitConfig, RunOptions, SamplerConfig, StopConfig
 
@@ -93,17 +93,8 @@ NUM_IMAGES = click.option("--num-images", "-n", "--n", "n", type=int, default=No
                           help=f"Number of images in total (under torchrun write --num-images or -n: torchrun reads --n as its own --nnodes).  [default: {_R.n}]")
 
 
-def _apply(options):
-    def decorate(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
-
-    return decorate
-
-
-model_options = _apply(MODEL_OPTIONS)
-knob_options = _apply(KNOB_OPTIONS)
+model_options = apply_options(MODEL_OPTIONS)
+knob_options = apply_options(KNOB_OPTIONS)
 
 
 CALIBRATION_OPTION = click.option(
