@@ -75,6 +75,8 @@ KNOB_OPTIONS = (
     click.option("--scale", type=FINITE, default=None, help=f"pca/local-pca: scale in units of each component's std.  [default: {_I.scale:g}]"),
     click.option("--neighbour-space", type=click.Choice(NEIGHBOUR_SPACES), default=None,
                  help=f"local-pca: space of the neighbour search (auto: pixels up to 64x64x3, the model's penultimate features above).  [default: {_I.neighbour_space}]"),
+    click.option("--blur", type=FINITE, default=None,
+                 help=f"Gaussian low-pass of every start, std in pixels per 32 of image height (calibration tries 1 on real-image seeds).  [default: {_I.blur:g}]"),
     click.option("--resolution", type=int, default=None,
                  help="gaussian: fit at this image height in pixels and upsample (Santurkar et al.).  [default: full up to 64x64x3, height/4 above (224 -> 56)]"),
     *(RUN_OPTIONS := (
@@ -107,7 +109,7 @@ def configs(options: dict) -> tuple[InitConfig | None, SamplerConfig | None, Sto
     calibrated one, else the dataclass defaults); one with options passed keeps the dataclass defaults for the rest."""
     kind = InitConfig.parse_kind(options["init_kind"]) if options["init_kind"] else {}
     init = _config(InitConfig, **kind, k=options["k"], variance=options["variance"], components=options["components"],
-                   scale=options["scale"], neighbour_space=options["neighbour_space"], resolution=options["resolution"])
+                   scale=options["scale"], neighbour_space=options["neighbour_space"], resolution=options["resolution"], blur=options["blur"])
     sampler = _config(SamplerConfig, kind=options["sampler_kind"], steps=options["steps"], step_size=options["step_size"], drift=options["drift"],
                       noise=options["noise"], momentum=options["momentum"], eps=options["eps"], norm=options["norm"], energy=options["energy"],
                       spectrum=options["spectrum"], smooth=options["smooth"], jitter=options["jitter"], flip=options["flip"])
