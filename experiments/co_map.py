@@ -27,7 +27,7 @@ from pathlib import Path
 
 from grid import grid_arguments, list_or_train, markdown_table, read_cell
 
-from training.collapse import collapse_epoch
+from training.collapse import COLLAPSE_FLOOR, collapse_epoch
 
 SEEDS = (0, 1, 2)
 METHODS = ("fgsm", "fgsm-rs")
@@ -82,8 +82,8 @@ def summarise(results: Path) -> dict:
     rows = []
     for (method, eps, augment, der), runs in sorted(groups.items()):
         collapsed = [r for r in runs if r["co_epoch"] is not None]
-        weak = [r for r in runs if r["co_epoch"] is None and r["best_pgd"] < 0.10]  # never robust: CO cannot be told apart
-        healthy = [r for r in runs if r["co_epoch"] is None and r["best_pgd"] >= 0.10]
+        weak = [r for r in runs if r["co_epoch"] is None and r["best_pgd"] < COLLAPSE_FLOOR]  # never robust: CO cannot be told apart
+        healthy = [r for r in runs if r["co_epoch"] is None and r["best_pgd"] >= COLLAPSE_FLOOR]
         leads = [r["lead_steps"] for r in collapsed if r["lead_steps"] is not None]
         rows.append({
             "method": method, "eps": f"{eps}/255", "augment": augment, "DER": "yes" if der else "no", "seeds": len(runs),

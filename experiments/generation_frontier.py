@@ -51,9 +51,10 @@ def run_dir(runs: Path, name: str) -> Path:
 
 def ensure_trained(name: str, options: str, *, data: str, runs: Path, train: bool) -> Path | None:
     """best.pt of the recipe: trained now (or resumed) if `train`, else None when absent."""
+    from training.rundir import is_finished
+
     out = run_dir(runs, name)
-    done = (out / "metrics.jsonl").is_file() and (out / "best.pt").is_file() and _epochs_done(out) >= _epochs(options)
-    if done:
+    if is_finished(out) and (out / "best.pt").is_file():
         return out / "best.pt"
     if not train:
         return None
@@ -65,15 +66,6 @@ def ensure_trained(name: str, options: str, *, data: str, runs: Path, train: boo
     subprocess.run(command, check=True)
     (out / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
     return out / "best.pt"
-
-
-def _epochs(options: str) -> int:
-    parts = shlex.split(options)
-    return int(parts[parts.index("--epochs") + 1])
-
-
-def _epochs_done(out: Path) -> int:
-    return sum(1 for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip())
 
 
 def measure(name: str, options: str, spec: str, *, cache: Path, args, mean: str | None = None, std: str | None = None) -> dict:

@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 from grid import markdown_table  # noqa: E402
 
-from training.rundir import is_finished  # noqa: E402
+from training.rundir import is_finished, read_training_run  # noqa: E402
 
 SEEDS = (0, 1, 2)
 
@@ -37,7 +37,7 @@ def main() -> None:
                 train(TrainConfig(dataset="digits", der=True, precision=precision, seed=seed, device="cpu", out=str(run)), overwrite=True, progress=False)
             model, meta = load_checkpoint(run / "best.pt")
             result = evaluate_robustness(model, digits, eps=meta["config"]["eps"], steps=20, restarts=1)
-            times = [json.loads(line)["train_time_s"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+            times = [record["train_time_s"] for record in read_training_run(run).metrics]
             rows.append({"precision": precision, "seed": seed, "clean": result["clean_acc"], "PGD-20": result["robust_acc"], "train s": sum(times)})
     summary = []
     for precision in ("bf16", "fp32"):
