@@ -6,7 +6,6 @@ CPU) and in fp32, seeds 0-2, each best.pt evaluated with PGD-20 (1 restart) on a
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
