@@ -48,6 +48,7 @@ def third_party(factory: str, weights: str, mean: str, std: str) -> Setting:
 
 SETTINGS = {
     "cifar-preset": Setting("runs/g/cifar-generation/best.pt", CIFAR, RESNET20, "runs/g/judge-cifar-w16/best.pt"),
+    "cifar-preset-dat": Setting("runs/g/cifar-preset-dat/best.pt", CIFAR, RESNET20, "runs/g/judge-cifar-w16/best.pt"),  # + generative fine-tuning (issue 24)
     "cifar-resnet4b": third_party("resnet4b", "abcrown_cifar10_resnet4b.pth", "0.4914,0.4822,0.4465", "0.2471,0.2435,0.2616"),
     "cifar-convsmall": third_party("conv_small", "abcrown_eran_cifar_conv_small_pgd.pth", "0.4914,0.4822,0.4465", "0.2023,0.1994,0.2010"),
     "cifar-cnn-a": third_party("cnn_a", "abcrown_sdp_cifar_cnn_a_adv.model", f"{125.3/255:.4f},{123.0/255:.4f},{113.9/255:.4f}",

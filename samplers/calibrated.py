@@ -95,31 +95,39 @@ def _default_candidate(trajectories: list[cal.Trajectory], thresholds: dict[floa
     return None
 
 
-def judge_candidates(rows: list[Candidate], trajectories: list[cal.Trajectory], judge: cal.Judge, reference, copies: cal.CopyCheck) -> list[dict]:
-    """Each candidate's judged numbers against the held-out reference, its near-copies, and its mean steps."""
+def candidate_images(row: Candidate, trajectories: list[cal.Trajectory]) -> np.ndarray:
+    """The final image of each of the candidate's chains, read off its trajectory."""
+    tr = trajectories[row.trajectory]
+    return tr.frames[row.stopped_at, np.arange(len(tr.labels))]
+
+
+def judge_candidates(rows: list[Candidate], trajectories: list[cal.Trajectory], judge: cal.Judge, reference) -> list[dict]:
+    """Each candidate's judged numbers against the held-out reference and its mean steps (near-copies: see choose)."""
     out = []
     for row in rows:
         tr = trajectories[row.trajectory]
-        images = tr.frames[row.stopped_at, np.arange(len(tr.labels))]
-        metrics = {**cal.judged_metrics(judge, images, tr.labels, reference), NEAR_COPIES: copies.fraction(images, judge.device)}
+        metrics = cal.judged_metrics(judge, candidate_images(row, trajectories), tr.labels, reference)
         out.append({"name": row.name, "init": row.init.label(), "step_size": row.sampler.step_size, "stop": row.stop.rule,
                     "quantile": row.stop.quantile if row.stop.rule == "adaptive" else None, "max_steps": row.sampler.steps,
                     "steps_mean": float(row.stopped_at.mean()), **metrics})
     return out
 
 
-def choose(rows: list[Candidate], judged: list[dict], config: cal.CalibrationConfig) -> tuple[int, str]:
-    """(index of the chosen candidate, why), by cal.CRITERION."""
+def choose(rows: list[Candidate], judged: list[dict], config: cal.CalibrationConfig,
+           near_copies: Callable[[int], float] | None = None) -> tuple[int, str]:
+    """(index of the chosen candidate, why), by cal.CRITERION. Near-copies (a nearest-neighbour search over the training
+    images, the dearest measure) are measured only as needed, in FID order, by `near_copies(i)`; without it, read from `judged`."""
     base = next(j for r, j in zip(rows, judged) if r.init == InitConfig() and r.sampler.steps == 0)  # init-only: today's start
     starts = {r.trajectory: j[keys.KEY_JUDGE_ACCURACY] for r, j in zip(rows, judged) if r.sampler.steps == 0}
     ok = [i for i, (r, j) in enumerate(zip(rows, judged)) if r.sampler.steps > 0
           and j[keys.KEY_JUDGE_ACCURACY] >= base[keys.KEY_JUDGE_ACCURACY] + config.min_accuracy_gain
           and j[keys.KEY_RECALL] >= base[keys.KEY_RECALL]
-          and j.get(NEAR_COPIES, 0.0) <= config.max_near_copies
           and starts[r.trajectory] <= base[keys.KEY_JUDGE_ACCURACY] + config.max_start_gain]
-    if ok:
-        best = min(ok, key=lambda i: judged[i][keys.KEY_FID])
-        return best, f"{len(ok)} of {len(rows)} chains met the criterion; lowest FID"
+    for rank, i in enumerate(sorted(ok, key=lambda i: judged[i][keys.KEY_FID])):
+        if near_copies is not None:
+            judged[i][NEAR_COPIES] = near_copies(i)
+        if judged[i].get(NEAR_COPIES, 0.0) <= config.max_near_copies:
+            return i, f"{len(ok)} of {len(rows)} chains met the accuracy, recall and start rules; the lowest FID of those with near-copies <= {config.max_near_copies:.0%} ({rank + 1} checked)"
     default = next((i for i, r in enumerate(rows) if r.name == cal.DEFAULT_NAME), None)
     if default is None:
         raise RobustgenError("no chain met the calibration criterion and the default was not among the candidates: raise --max-steps to 8 or more")
@@ -167,8 +175,11 @@ def calibrate(checkpoint, *, judge, config: cal.CalibrationConfig = cal.Calibrat
     thresholds = _thresholds(model, fit, trajectories[0].labels, config, cache_dir=cache_dir, model_hash=model_hash)
     rows = candidates(trajectories, thresholds, config)
     reference, _ = view.view(fit.x_test)
-    judged = judge_candidates(rows, trajectories, view, reference, cal.CopyCheck.fit(fit, view.device))
-    chosen, why = choose(rows, judged, config)
+    judged = judge_candidates(rows, trajectories, view, reference)
+    copies = cal.CopyCheck.fit(fit, view.device)
+    chosen, why = choose(rows, judged, config, near_copies=lambda i: copies.fraction(candidate_images(rows[i], trajectories), view.device))
+    if NEAR_COPIES not in judged[chosen]:  # the fallbacks' too, for the record
+        judged[chosen][NEAR_COPIES] = copies.fraction(candidate_images(rows[chosen], trajectories), view.device)
     record = _record(rows[chosen], judged, chosen, why, config=config, run=run, checkpoint=checkpoint, meta=meta, model_hash=model_hash, judge=view,
                      fit=fit, started=started, seconds=time.perf_counter() - t0, trajectory_seconds=[t.seconds for t in trajectories])
     for path in save_calibration(record, checkpoint=checkpoint, cache_dir=cache_dir):

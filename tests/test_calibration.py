@@ -133,7 +133,7 @@ def test_criterion_takes_lowest_fid_among_chains_that_beat_init_only():
               dict(judge_accuracy=0.90, fid=6, recall=0.25), dict(judge_accuracy=0.95, fid=5, recall=0.10),  # c: loses recall
               dict(judge_accuracy=0.10, fid=8, recall=0.60), dict(judge_accuracy=0.85, fid=5.5, recall=0.50), dict(judge_accuracy=0.7, fid=10, recall=0.2)]
     chosen, why = choose(rows, judged, cal.CalibrationConfig())
-    assert rows[chosen].name == "s" and "met the criterion" in why
+    assert rows[chosen].name == "s" and "met the accuracy, recall and start rules" in why
     judged[5]["recall"] = 0.1
     assert rows[choose(rows, judged, cal.CalibrationConfig())[0]].name == "b"
     for row in judged[1:6]:
@@ -142,6 +142,22 @@ def test_criterion_takes_lowest_fid_among_chains_that_beat_init_only():
     assert rows[choose(rows, judged, cal.CalibrationConfig())[0]].name == cal.DEFAULT_NAME  # nothing qualifies: today's default
     judged[6]["fid"] = 16  # ... unless the default is less realistic than its own start: then the start alone
     assert rows[choose(rows, judged, cal.CalibrationConfig())[0]].name == "init"
+
+
+def test_near_copies_are_measured_only_as_needed_in_fid_order():
+    rows = [_candidate("init", 0), _candidate("copies", 10), _candidate("clean", 20), _candidate("worse", 30)]
+    judged = [dict(judge_accuracy=0.5, fid=15, recall=0.2), dict(judge_accuracy=0.9, fid=3, recall=0.3),
+              dict(judge_accuracy=0.9, fid=4, recall=0.3), dict(judge_accuracy=0.9, fid=5, recall=0.3)]
+    measured = []
+    fractions = {1: 0.05, 2: 0.0, 3: 0.0}  # the lowest-FID chain copies 5% of its images
+
+    def near_copies(i):
+        measured.append(i)
+        return fractions[i]
+
+    chosen, why = choose(rows, judged, cal.CalibrationConfig(), near_copies=near_copies)
+    assert rows[chosen].name == "clean" and measured == [1, 2] and "2 checked" in why
+    assert judged[1]["near_copy_fraction_pixel"] == 0.05 and "near_copy_fraction_pixel" not in judged[3]
 
 
 def test_a_start_that_already_shows_the_class_is_not_chosen():
