@@ -101,28 +101,59 @@ def candidate_images(row: Candidate, trajectories: list[cal.Trajectory]) -> np.n
     return tr.frames[row.stopped_at, np.arange(len(tr.labels))]
 
 
-def judge_candidates(rows: list[Candidate], trajectories: list[cal.Trajectory], judge: cal.Judge, reference) -> list[dict]:
-    """Each candidate's judged numbers against the held-out reference and its mean steps (near-copies: see choose)."""
+def judge_candidates(rows: list[Candidate], trajectories: list[cal.Trajectory], judge: cal.Judge, reference, chains: np.ndarray | None = None) -> list[dict]:
+    """Each candidate's judged numbers against the held-out reference (on `chains` only, if given) and its mean steps
+    (near-copies: see choose)."""
     out = []
     for row in rows:
         tr = trajectories[row.trajectory]
-        metrics = cal.judged_metrics(judge, candidate_images(row, trajectories), tr.labels, reference)
+        pick = chains if chains is not None else np.arange(len(tr.labels))
+        metrics = cal.judged_metrics(judge, candidate_images(row, trajectories)[pick], tr.labels[pick], reference)
         out.append({"name": row.name, "init": row.init.label(), "step_size": row.sampler.step_size, "stop": row.stop.rule,
                     "quantile": row.stop.quantile if row.stop.rule == "adaptive" else None, "max_steps": row.sampler.steps,
-                    "steps_mean": float(row.stopped_at.mean()), **metrics})
+                    "steps_mean": float(row.stopped_at.mean()), "chains_judged": int(len(pick)), **metrics})
     return out
+
+
+def finalists(rows: list[Candidate], screened: list[dict], config: cal.CalibrationConfig) -> list[int]:
+    """Who is judged on all chains: every start (0 steps), today's default, and the `config.finalists` lowest-FID screened
+    chains that meet the accuracy, recall and start rules (choose's rules, on the screening numbers)."""
+    always = [i for i, r in enumerate(rows) if r.sampler.steps == 0 or r.name == cal.DEFAULT_NAME]
+    ranked = [i for i in rule_abiding(rows, screened, config) if i not in always]
+    return sorted(always + sorted(ranked, key=lambda i: screened[i][keys.KEY_FID])[: config.finalists])
+
+
+def screen_chains(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """`count` chains, the same share of every class, drawn with `seed` (all chains if there are no more)."""
+    if count >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    share = count / len(labels)
+    picked = [rng.choice(np.flatnonzero(labels == c), max(1, round(share * (labels == c).sum())), replace=False) for c in np.unique(labels)]
+    return np.sort(np.concatenate(picked))
+
+
+def _init_only(rows: list[Candidate], judged: list[dict]) -> dict:
+    return next(j for r, j in zip(rows, judged) if r.init == InitConfig() and r.sampler.steps == 0)  # today's start, no step
+
+
+def rule_abiding(rows: list[Candidate], judged: list[dict], config: cal.CalibrationConfig) -> list[int]:
+    """Chains (with steps) whose judge accuracy beats init-only's by min_accuracy_gain, whose recall is at least init-only's,
+    and whose own start is judged at most max_start_gain above init-only's."""
+    base = _init_only(rows, judged)
+    starts = {r.trajectory: j[keys.KEY_JUDGE_ACCURACY] for r, j in zip(rows, judged) if r.sampler.steps == 0}
+    return [i for i, (r, j) in enumerate(zip(rows, judged)) if r.sampler.steps > 0
+            and j[keys.KEY_JUDGE_ACCURACY] >= base[keys.KEY_JUDGE_ACCURACY] + config.min_accuracy_gain
+            and j[keys.KEY_RECALL] >= base[keys.KEY_RECALL]
+            and starts[r.trajectory] <= base[keys.KEY_JUDGE_ACCURACY] + config.max_start_gain]
 
 
 def choose(rows: list[Candidate], judged: list[dict], config: cal.CalibrationConfig,
            near_copies: Callable[[int], float] | None = None) -> tuple[int, str]:
     """(index of the chosen candidate, why), by cal.CRITERION. Near-copies (a nearest-neighbour search over the training
     images, the dearest measure) are measured only as needed, in FID order, by `near_copies(i)`; without it, read from `judged`."""
-    base = next(j for r, j in zip(rows, judged) if r.init == InitConfig() and r.sampler.steps == 0)  # init-only: today's start
-    starts = {r.trajectory: j[keys.KEY_JUDGE_ACCURACY] for r, j in zip(rows, judged) if r.sampler.steps == 0}
-    ok = [i for i, (r, j) in enumerate(zip(rows, judged)) if r.sampler.steps > 0
-          and j[keys.KEY_JUDGE_ACCURACY] >= base[keys.KEY_JUDGE_ACCURACY] + config.min_accuracy_gain
-          and j[keys.KEY_RECALL] >= base[keys.KEY_RECALL]
-          and starts[r.trajectory] <= base[keys.KEY_JUDGE_ACCURACY] + config.max_start_gain]
+    base = _init_only(rows, judged)
+    ok = rule_abiding(rows, judged, config)
     for rank, i in enumerate(sorted(ok, key=lambda i: judged[i][keys.KEY_FID])):
         if near_copies is not None:
             judged[i][NEAR_COPIES] = near_copies(i)
@@ -133,7 +164,7 @@ def choose(rows: list[Candidate], judged: list[dict], config: cal.CalibrationCon
         raise RobustgenError("no chain met the calibration criterion and the default was not among the candidates: raise --max-steps to 8 or more")
     if judged[default][keys.KEY_FID] <= base[keys.KEY_FID]:
         return default, "no chain met the criterion: today's default kept"
-    start = next(i for i, (r, j) in enumerate(zip(rows, judged)) if j is base)
+    start = next(i for i, j in enumerate(judged) if j is base)
     return start, "no chain met the criterion and today's default is less realistic than its start: the start alone (the model adds nothing here)"
 
 
@@ -175,13 +206,17 @@ def calibrate(checkpoint, *, judge, config: cal.CalibrationConfig = cal.Calibrat
     thresholds = _thresholds(model, fit, trajectories[0].labels, config, cache_dir=cache_dir, model_hash=model_hash)
     rows = candidates(trajectories, thresholds, config)
     reference, _ = view.view(fit.x_test)
-    judged = judge_candidates(rows, trajectories, view, reference)
+    screened = judge_candidates(rows, trajectories, view, reference, chains=screen_chains(trajectories[0].labels, config.screen, run.seed))
+    final = finalists(rows, screened, config)
+    judged = judge_candidates([rows[i] for i in final], trajectories, view, reference)
     copies = cal.CopyCheck.fit(fit, view.device)
-    chosen, why = choose(rows, judged, config, near_copies=lambda i: copies.fraction(candidate_images(rows[i], trajectories), view.device))
-    if NEAR_COPIES not in judged[chosen]:  # the fallbacks' too, for the record
-        judged[chosen][NEAR_COPIES] = copies.fraction(candidate_images(rows[chosen], trajectories), view.device)
-    record = _record(rows[chosen], judged, chosen, why, config=config, run=run, checkpoint=checkpoint, meta=meta, model_hash=model_hash, judge=view,
-                     fit=fit, started=started, seconds=time.perf_counter() - t0, trajectory_seconds=[t.seconds for t in trajectories])
+    pick, why = choose([rows[i] for i in final], judged, config,
+                       near_copies=lambda k: copies.fraction(candidate_images(rows[final[k]], trajectories), view.device))
+    if NEAR_COPIES not in judged[pick]:  # the fallbacks' too, for the record
+        judged[pick][NEAR_COPIES] = copies.fraction(candidate_images(rows[final[pick]], trajectories), view.device)
+    record = _record(rows[final[pick]], judged, pick, why, screened=screened, config=config, run=run, checkpoint=checkpoint, meta=meta,
+                     model_hash=model_hash, judge=view, fit=fit, started=started, seconds=time.perf_counter() - t0,
+                     trajectory_seconds=[t.seconds for t in trajectories])
     for path in save_calibration(record, checkpoint=checkpoint, cache_dir=cache_dir):
         log(f"wrote {path}")
     return record
@@ -210,12 +245,12 @@ def _thresholds(model, fit, labels: np.ndarray, config: cal.CalibrationConfig, *
     return out
 
 
-def _record(row: Candidate, judged: list[dict], chosen: int, why: str, *, config, run, checkpoint, meta, model_hash, judge, fit, started,
+def _record(row: Candidate, judged: list[dict], chosen: int, why: str, *, screened: list[dict], config, run, checkpoint, meta, model_hash, judge, fit, started,
             seconds: float, trajectory_seconds: list[float]) -> dict:
     return {
         "model_sha256": model_hash, "checkpoint": str(checkpoint), "weights_sha256": meta.get("weights_sha256"),
         "chosen": {"name": row.name, "init": asdict(row.init), "sampler": asdict(row.sampler), "stop": asdict(row.stop), "held_out_metrics": judged[chosen]},
-        "why": why, "criterion": cal.CRITERION, "config": asdict(config), "run": asdict(run), "candidates": judged,
+        "why": why, "criterion": cal.CRITERION, "config": asdict(config), "run": asdict(run), "candidates": judged, "screened": screened,
         "judge": judge.extractor.checkpoint, "judge_sha256": judge.extractor.checkpoint_sha256,
         "held_out": {"images": int(len(fit.y_test)), "fit_images": int(len(fit.y_train)), "dataset": fit.name},
         "seconds": seconds, "trajectory_seconds": trajectory_seconds, "started": started, "finished": now_iso(), "versions": versions(),

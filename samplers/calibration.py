@@ -39,7 +39,9 @@ from samplers.chains import run_queue
 from samplers.config import InitConfig, SamplerConfig, StopConfig
 from samplers.stopping import stop_now
 
-CRITERION = ("the lowest judge FID against held-out training images among chains whose judge accuracy is at least init-only's + "
+CRITERION = ("among the finalists (every candidate is screened on `screen` chains; the `finalists` best of those that meet the rules "
+             "below, the starts and today's default are judged again on all n): "
+             "the lowest judge FID against held-out training images among chains whose judge accuracy is at least init-only's + "
              "min_accuracy_gain, whose recall is at least init-only's, whose near-copies stay at most max_near_copies, and whose own "
              "start (0 steps) is judged at most max_start_gain more accurate than init-only's; if none qualifies, today's default, "
              "or init-only itself where the default's FID is worse than init-only's (a model that cannot draw)")
@@ -63,6 +65,8 @@ class CalibrationConfig(FiniteFields):
     min_accuracy_gain: float = 0.02  # the chain must beat init-only's judge accuracy by this much
     max_near_copies: float = 0.02  # fraction of samples closer to a training image than 99% of held-out images are (2x real data's 1%)
     max_start_gain: float = 0.05  # the chain's own start may be judged at most this much more accurate than init-only's
+    screen: int = 250  # chains every candidate is first judged on (a seeded, class-balanced subset; the judge is the dear part)
+    finalists: int = 4  # best screened chains judged again on all n, with the starts and today's default; the choice is among them
 
     def validate(self) -> None:
         if not 0 < self.held_out < 1:
@@ -71,6 +75,8 @@ class CalibrationConfig(FiniteFields):
             raise RobustgenError(f"--max-steps {self.max_steps} must be at least 1")
         if any(s <= 0 for s in (*self.step_sizes, self.seed_step_size)) or not self.step_sizes:
             raise RobustgenError("step sizes must be > 0 (L2 pixel lengths), and local-pca needs at least one")
+        if self.screen < 10 or self.finalists < 1:
+            raise RobustgenError("calibration screens on at least 10 chains and keeps at least 1 finalist")
         if any(b < 0 for b in self.seed_blurs):
             raise RobustgenError("seed blurs must be >= 0 (pixels per 32 of image height)")
 

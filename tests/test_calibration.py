@@ -179,7 +179,9 @@ def test_calibrate_then_sample_uses_it_and_no_calibration_ignores_it(robust_digi
     record = json.loads(result.output[result.output.index("{"):])
     beside = robust_digits_checkpoint.parent / "calibration.json"
     assert beside.is_file() and json.loads(beside.read_text())["model_sha256"] == record["model_sha256"]
-    assert {c["name"] for c in record["candidates"]} >= {"default", "local-pca, L2 step 0.0722, 0 steps", "local-pca, L2 step 0.0289, fixed 10"}
+    assert {c["name"] for c in record["screened"]} >= {"default", "local-pca, L2 step 0.0722, 0 steps", "local-pca, L2 step 0.0289, fixed 10"}
+    assert {c["chains_judged"] for c in record["screened"]} == {60} and len(record["candidates"]) < len(record["screened"])  # n < screen: all 60
+    assert {c["chains_judged"] for c in record["candidates"]} == {60}  # the finalists, judged on every chain
     chosen = record["chosen"]
     used = invoke(["sample", "--checkpoint", robust_digits_checkpoint, "-n", 10, "--out", tmp_path / "cal"])
     assert used.exit_code == 0 and "calibrated chain" in used.output
@@ -209,3 +211,14 @@ def test_a_stale_calibration_beside_the_checkpoint_is_ignored(robust_digits_chec
     (run / "calibration.json").write_text(json.dumps({"model_sha256": "not-this-model", "chosen": {}}))
     result = invoke(["sample", "--checkpoint", run / "best.pt", "-n", 4, "--out", tmp_path / "s"])
     assert result.exit_code == 0 and "calibrated chain" not in result.output
+
+
+def test_screening_draws_the_same_share_of_every_class():
+    from samplers.calibrated import screen_chains
+    from samplers.sampling import balanced_labels
+
+    labels = balanced_labels(list(range(10)), 1000)
+    picked = screen_chains(labels, 250, seed=0)
+    assert len(picked) == 250 and np.bincount(labels[picked]).tolist() == [25] * 10
+    assert not np.array_equal(picked, screen_chains(labels, 250, seed=1))
+    assert np.array_equal(screen_chains(labels[:40], 250, seed=0), np.arange(40))
