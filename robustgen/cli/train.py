@@ -170,6 +170,10 @@ def _print_training(result, *, as_json: bool) -> None:
          f"test PGD-{c.eval_pgd_steps} acc": result.metrics["test_pgd_acc"]},
     ]
     columns = ["checkpoint", "epoch", "test clean acc"] + ([f"test PGD-{c.eval_pgd_steps} acc"] if c.eval_pgd_steps > 0 else [])
+    if c.generative:  # best.pt: the EMA weights picked by the held-out statistic (training.finetune), never the test split
+        for row, record in zip(rows, (result.best_metrics, result.metrics)):
+            row.update({"held-out FD": record.get("heldout_frechet", "-"), "AUC": record.get("gen_auc", "-"), "T": record.get("gen_steps", "-")})
+        columns += ["held-out FD", "AUC", "T"]
     click.echo(format_table(rows, columns))
     for alarm in summary["co_alarms"]:
         click.echo(f"CO alarm at epoch {alarm['epoch']}: {alarm['reason']}")
