@@ -255,3 +255,7 @@ def test_cli_preset_with_a_flat_ood_folder_trains_then_fine_tunes_in_one_run(fla
     assert (out / "curves.png").is_file()
     diagnosed = _run(["diagnose", str(out), "--device", "cpu", "-n", "8"])
     assert diagnosed.exit_code == 0, diagnosed.output
+    from robustgen.app.report import render_report
+
+    page = render_report(out)
+    assert "real-vs-contrastive AUC" in page and "held-out Frechet distance" in page
