@@ -123,6 +123,27 @@ def test_frechet_distance_is_zero_on_identical_sets_and_grows_with_a_shift():
     assert frechet_distance(a, a + 1) == pytest.approx(6.0, rel=1e-6)  # |mu shift|^2, equal covariances
 
 
+def test_a_generative_step_freezes_batchnorm_adds_the_bce_and_keeps_der_usable():
+    from training.step import train_step
+
+    model = _model().train()
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(16) % 10
+    contrast = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    config = resolve_config(TrainConfig(**{**BASE, "der": True, "generative": True, "ood": "digits", "init_from": "x.pt"}))
+    torch.manual_seed(0)
+    stats = train_step(model, optimizer, x, y, config=config, epoch=0, precision="fp32", contrast=contrast)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in buffers.items())  # eval-mode BatchNorm: running stats untouched
+    assert float(stats["n_ood"]) == 16 and float(stats["gen_loss"]) > 0 and float(stats["der_penalty"]) >= 0
+    s_real, s_ood = stats["s_real_values"], stats["s_ood_values"]
+    expected = float(generative_loss(s_real, s_ood)) * config.gen_weight + config.der_beta * float(stats["der_penalty"]) / 16
+    assert float(stats["loss"]) / 16 == pytest.approx(float(stats["adv_loss"]) / 16 + expected, rel=1e-4)  # CE + BCE + DER
+    plain = train_step(model, optimizer, x, y, config=config, epoch=0, precision="fp32")
+    assert float(plain["n_ood"]) == 0 and "s_real_values" not in plain
+
+
 # --------------------------------------------------------------------------- OOD images
 
 

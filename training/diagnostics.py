@@ -155,14 +155,14 @@ def curves_figure(records: list[dict], *, title: str = ""):
 def _generative_panel(ax, records: list[dict]) -> None:
     """AUC of s (real vs contrast, last window of each epoch) and mean E of real / contrast images; T on a second axis."""
     epochs = [r["epoch"] + 1 for r in records]
-    ax.plot(epochs, [r["energy_real_mean"] for r in records], "o-", color="C0", label="mean E(x) real")
-    ax.plot(epochs, [r["energy_ood_mean"] for r in records], "s-", color="C3", label="mean E(x) contrast (OOD after T steps)")
+    ax.plot(epochs, [r["energy_real_mean"] for r in records], "o-", color="C0", label="mean E, real")
+    ax.plot(epochs, [r["energy_ood_mean"] for r in records], "s-", color="C3", label="mean E, contrast (OOD after T steps)")
     ax.set(xlabel="epoch", ylabel="energy (logit units)", title="generative fine-tuning")
     twin = ax.twinx()
-    twin.plot(epochs, [r["gen_auc"] if r["gen_auc"] is not None else float("nan") for r in records], "^--", color="C2", label="AUC real vs contrast")
+    twin.plot(epochs, [r["gen_auc"] if r["gen_auc"] is not None else float("nan") for r in records], "^--", color="C2", label="AUC of s, real vs contrast")
     twin.plot(epochs, [r["gen_steps"] / max(r["gen_steps"] for r in records) for r in records], "k:", label=f"T / {max(r['gen_steps'] for r in records)}")
     twin.set(ylim=(0, 1.05), ylabel="AUC, T (scaled)")
-    twin.legend(fontsize=8, loc="lower right")
+    twin.legend(fontsize=8, loc="center right")
 
 
 def plot_energy_quiver(
