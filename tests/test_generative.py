@@ -268,6 +268,7 @@ def test_cli_preset_with_a_flat_ood_folder_trains_then_fine_tunes_in_one_run(fla
                    "--steps", "2", "--holdout", "40", "--eval-pgd-steps", "1", "--eval-subset", "40", "--device", "cpu", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert summary["best_heldout_frechet"] >= 0 and summary["last_gen_steps"] >= 1
     assert summary["config"]["gen_start"] == 1 and summary["config"]["epochs"] == 1 + PRESETS["generation"].generative_epochs
     records = read_jsonl(out / "metrics.jsonl")
     assert [bool(r.get("generative")) for r in records] == [False] + [True] * PRESETS["generation"].generative_epochs

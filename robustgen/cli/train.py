@@ -157,6 +157,9 @@ def _print_training(result, *, as_json: bool) -> None:
         "stopped": result.stopped,
         "config": result.config.to_dict(),
     }
+    if result.config.generative:
+        summary.update(best_heldout_frechet=result.best_metrics.get("heldout_frechet"), last_gen_auc=result.metrics.get("gen_auc"),
+                       last_gen_steps=result.metrics.get("gen_steps"))
     if as_json:
         echo_json(summary)
         return
