@@ -281,3 +281,26 @@ def test_cli_preset_with_a_flat_ood_folder_trains_then_fine_tunes_in_one_run(fla
 
     page = render_report(out)
     assert "real-vs-contrastive AUC" in page and "held-out Frechet distance" in page
+
+
+@pytest.mark.slow
+def test_fine_tuning_under_torchrun_counts_every_image_and_agrees_on_t(base_run, flat_folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    args = ["train", "digits", "--init-from", base_run, "--generative", "--ood", f"folder:{flat_folder}", "--epochs", "1", "--holdout", "40",
+            "--gen-auc-window", "128", "--gen-steps", "2", "--gen-steps-increment", "2", "--gen-steps-max", "6", "--eval-subset", "40",
+            "--device", "cpu", "--out", out]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "robustgen"]
+    done = subprocess.run(launcher + [str(a) for a in args], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = read_jsonl(out / "metrics.jsonl")
+    assert record["n_train"] == 1437 - 40  # every training image but the held-out ones, counted once across the ranks
+    windows = record["gen_auc_windows"]
+    assert windows and sum(w["images"] for w in windows) <= record["n_train"] and all(0 <= w["auc"] <= 1 for w in windows)
+    for before, after in zip(windows, windows[1:]):  # both ranks applied the rule to the same (averaged) AUC
+        assert after["steps"] == next_steps(before["steps"], before["auc"], threshold=0.7, increment=2, maximum=6)
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert read_checkpoint(out / "best.pt")["meta"]["weights"] == "ema"

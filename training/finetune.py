@@ -141,9 +141,10 @@ def close_window(state: GenerativeState, config: TrainConfig, dist) -> None:
     if not state.window:
         return
     real, ood = (torch.cat([w[i] for w in state.window]) for i in (0, 1))
-    local = torch.tensor(auc(real, ood), dtype=torch.float64, device=real.device)
-    window_auc = float(dist.all_reduce_sum(local)) / dist.world_size
-    state.windows.append({"auc": window_auc, "steps": state.steps, "images": int(len(real)) * dist.world_size})
+    local = torch.tensor([auc(real, ood), len(real)], dtype=torch.float64, device=real.device)
+    total_auc, images = dist.all_reduce_sum(local).tolist()
+    window_auc = total_auc / dist.world_size
+    state.windows.append({"auc": window_auc, "steps": state.steps, "images": int(images)})
     state.steps = next_steps(state.steps, window_auc, threshold=config.gen_auc_threshold, increment=config.gen_steps_increment,
                              maximum=config.gen_steps_max)
     state.window, state.window_batches = [], 0
