@@ -94,6 +94,9 @@ def test_ood_ascent_raises_s_stays_in_pixel_space_and_restores_the_mode():
     assert model.training  # eval mode only for the ascent
     per_step = (ascend_energy_logit(model, x, steps=1, step_size=0.05)[0] - x).flatten(1).norm(dim=1)
     assert (per_step <= 0.05 + 1e-5).all()  # an L2-normalised step (clipping only shortens it)
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    unchanged, _ = ascend_energy_logit(model, x, steps=0, step_size=0.05)
+    assert torch.equal(unchanged, x) and all(torch.equal(model.state_dict()[k], v) for k, v in buffers.items())
 
 
 def test_ascent_step_scales_with_image_size():

@@ -52,10 +52,10 @@ def ascend_energy_logit(model: nn.Module, x: Tensor, *, steps: int, step_size: f
         value, grad, _ = value_and_input_grad(model, x, None, lambda logits, _y: energy_logit(logits))
         s_start = value if s_start is None else s_start
         x = (x + steepest_ascent_step(grad, step_size=step_size, norm="L2")).clamp_(0, 1)
-    model.train(was_training)
-    if s_start is None:
+    if s_start is None:  # no step: s at the start still comes from the eval-mode model
         with torch.no_grad():
             s_start = energy_logit(model(x))
+    model.train(was_training)
     return x.detach(), s_start
 
 
