@@ -113,10 +113,14 @@ def curves_png(records: list[dict], *, title: str = "") -> bytes:
 
 def curves_figure(records: list[dict], *, title: str = ""):
     """The one training-curve plot: per epoch, errors (test PGD, test clean, train adversarial), delta energies,
-    AAE counts, CO alarms as red dashes (metrics.jsonl records, as training.epoch writes them)."""
+    AAE counts, CO alarms as red dashes (metrics.jsonl records, as training.epoch writes them); generative runs
+    add a fourth panel: real-vs-contrastive AUC of s, T, and the mean energies of real and contrast images."""
     plt = _pyplot()
     epochs = [r["epoch"] + 1 for r in records]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    generative = [r for r in records if r.get("generative")]
+    fig, axes = plt.subplots(1, 4 if generative else 3, figsize=(20 if generative else 15, 4.2))
+    if generative:
+        _generative_panel(axes[3], generative)
     ax = axes[0]
     ax.plot(epochs, [1 - r["test_pgd_acc"] for r in records], "o-", color="C3", label=f"test PGD-{records[0].get('eval_pgd_steps', '?')} error")
     ax.plot(epochs, [1 - r["test_clean_acc"] for r in records], "s-", color="C0", label="test clean error")
@@ -146,6 +150,19 @@ def curves_figure(records: list[dict], *, title: str = ""):
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _generative_panel(ax, records: list[dict]) -> None:
+    """AUC of s (real vs contrast, last window of each epoch) and mean E of real / contrast images; T on a second axis."""
+    epochs = [r["epoch"] + 1 for r in records]
+    ax.plot(epochs, [r["energy_real_mean"] for r in records], "o-", color="C0", label="mean E, real")
+    ax.plot(epochs, [r["energy_ood_mean"] for r in records], "s-", color="C3", label="mean E, contrast (OOD after T steps)")
+    ax.set(xlabel="epoch", ylabel="energy (logit units)", title="generative fine-tuning")
+    twin = ax.twinx()
+    twin.plot(epochs, [r["gen_auc"] if r["gen_auc"] is not None else float("nan") for r in records], "^--", color="C2", label="AUC of s, real vs contrast")
+    twin.plot(epochs, [r["gen_steps"] / max(r["gen_steps"] for r in records) for r in records], "k:", label=f"T / {max(r['gen_steps'] for r in records)}")
+    twin.set(ylim=(0, 1.05), ylabel="AUC, T (scaled)")
+    twin.legend(fontsize=8, loc="center right")
 
 
 def plot_energy_quiver(

@@ -28,6 +28,8 @@ from robustgen.models import build_model
 from training.config import TrainConfig
 from training.diagnostics import co_alarm, epoch_summary
 from training.evaluate import evaluate_robustness
+from training.finetune import (GenerativeState, after_step, begin_epoch, build_state, close_window, contrast_batch, epoch_fields,
+                               holdout_split, is_generative_epoch, load_init, selection_statistic, state_dict)
 from training.monitor import Monitor, TrainingStopped
 from training.schedule import learning_rate
 from training.step import MAX_KEYS, StepModels, accumulate, der_active, train_step, zero_stats
@@ -54,6 +56,7 @@ class Session:
     best_score: float = -1.0
     best_epoch: int = -1
     stopped: str | None = None
+    gen: GenerativeState | None = None  # generative fine-tuning (training.finetune), None in other runs
 
     @property
     def device(self) -> torch.device:
@@ -83,16 +86,27 @@ def build_session(config: TrainConfig, dataset: ImageDataset, *, dist: Dist, pre
     device = dist.device
     torch.manual_seed(derived_seed(config.seed, 0))  # identical initial weights on every rank
     net, arch_args = build_classifier(config, dataset)
+    if config.init_from is not None:
+        load_init(net, config, dataset)
     if config.sync_bn and dist.active:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net = net.to(device=device, memory_format=memory_format(device, precision))
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     models = _step_models(net, config, dataset, dist, say)
-    x_train, y_train = torch.as_tensor(dataset.x_train).to(device), torch.as_tensor(dataset.y_train).to(device)
+    x_train, y_train, gen = _training_images(config, dataset, device)
     pick = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(derived_seed(config.seed, 7)))[: config.co_check_images]
     monitor = Monitor(config, to_float(x_train[pick.to(device)], device), y_train[pick.to(device)], dist, der=config.der, der_beta=config.der_beta)
     meta_base = model_meta(arch=config.arch, arch_args=arch_args, dataset=dataset, data_root=config.data_root)
-    return Session(config, dataset, dist, precision, run_dir, net, models, optimizer, monitor, x_train, y_train, meta_base, say, progress)
+    return Session(config, dataset, dist, precision, run_dir, net, models, optimizer, monitor, x_train, y_train, meta_base, say, progress, gen=gen)
+
+
+def _training_images(config: TrainConfig, dataset: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, GenerativeState | None]:
+    """(x_train, y_train) on the device, and a generative run's state: its held-out images never train."""
+    x, y = dataset.x_train, dataset.y_train
+    if not config.generative:
+        return torch.as_tensor(x).to(device), torch.as_tensor(y).to(device), None
+    train, held = holdout_split(len(y), config)
+    return torch.as_tensor(x[train]).to(device), torch.as_tensor(y[train]).to(device), build_state(config, dataset, x[held], device)
 
 
 def _step_models(net: nn.Module, config: TrainConfig, dataset: ImageDataset, dist: Dist, say) -> StepModels:
@@ -135,25 +149,57 @@ def run_epoch(session: Session, epoch: int) -> dict:
     config, device = session.config, session.device
     started = time.perf_counter()
     order, aug = _seed_epoch(session, epoch)
+    gen = session.gen if is_generative_epoch(config, epoch) else None
+    steps_at_start = _begin_generative(session, gen)
+    contrast_rng = torch.Generator().manual_seed(derived_seed(config.seed, session.dist.rank, epoch, 3))
     crop, flip = ("crop" in config.augment) * session.dataset.crop_padding, "flip" in config.augment
+    if gen is not None:  # no augmentation on the generative path
+        crop, flip = 0, False
     sums, steps, checks = zero_stats(device), session.steps_per_epoch, []
     session.monitor.start_epoch(session.net, session.optimizer, epoch * steps)
     bar = tqdm(_batches(session, order), total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                disable=None if (session.progress and session.dist.is_main) else True)
     lr = config.lr
     for i, idx in enumerate(bar):
-        lr = learning_rate(epoch + (i + 1) / steps, schedule=config.schedule, lr=config.lr, epochs=config.epochs)
+        lr = epoch_learning_rate(config, epoch, (i + 1) / steps)
         for group in session.optimizer.param_groups:
             group["lr"] = lr
         x = augment(to_float(session.x_train[idx], device), crop_padding=crop, flip=flip, generator=aug)
         x = x.contiguous(memory_format=memory_format(device, session.precision))
+        contrast = contrast_batch(gen, session.models.attack, len(idx), contrast_rng) if gen is not None else None
         stats = train_step(session.models, session.optimizer, x, session.y_train[idx], config=config, epoch=epoch,
-                           precision=session.precision, der=session.monitor.der, der_beta=session.monitor.der_beta)
+                           precision=session.precision, der=session.monitor.der, der_beta=session.monitor.der_beta, contrast=contrast)
         accumulate(sums, stats)
         session.monitor.add(stats)
+        if gen is not None:
+            after_step(gen, session.net, stats, config, session.dist)
+            bar.set_postfix(T=gen.steps, refresh=False)
         if session.monitor.due(epoch * steps + i + 1) and _check(session, epoch, epoch * steps + i + 1, checks):
             break
-    return _epoch_record(session, epoch, sums, checks, lr=lr, started=started, train_time=time.perf_counter() - started)
+    if gen is not None and gen.window_batches * 2 >= _window_batches(config):  # a tail of at least half a window counts
+        close_window(gen, config, session.dist)
+    record = _epoch_record(session, epoch, sums, checks, lr=lr, started=started, train_time=time.perf_counter() - started)
+    return {**record, **epoch_fields(gen, sums, steps_at_start)} if gen is not None else record
+
+
+def _begin_generative(session: Session, gen: GenerativeState | None) -> int:
+    """Start a generative epoch (EMA/reference at the first, fresh AUC windows); returns T at its start (0 outside)."""
+    if gen is None:
+        return 0
+    begin_epoch(gen, session.net)
+    return gen.steps
+
+
+def _window_batches(config: TrainConfig) -> int:
+    return max(1, math.ceil(config.gen_auc_window / config.batch_size))
+
+
+def epoch_learning_rate(config: TrainConfig, epoch: int, fraction: float) -> float:
+    """The lr `fraction` into `epoch`: the schedule over the base epochs, then the constant gen_lr in generative epochs."""
+    if is_generative_epoch(config, epoch):
+        return config.gen_lr
+    base_epochs = config.gen_start if config.generative else config.epochs
+    return learning_rate(epoch + fraction, schedule=config.schedule, lr=config.lr, epochs=base_epochs)
 
 
 def _check(session: Session, epoch: int, step: int, checks: list) -> bool:
@@ -173,8 +219,9 @@ def _epoch_record(session: Session, epoch: int, sums: dict, checks: list, *, lr:
     sums = {k: (dist.all_reduce_max(v) if k in MAX_KEYS else dist.all_reduce_sum(v)) for k, v in sums.items()}
     if not math.isfinite(float(sums["loss"])):
         raise RobustgenError(f"training diverged at epoch {epoch + 1} (loss is not finite): lower --lr or --der-beta")
+    evaluated = session.gen.ema if is_generative_epoch(config, epoch) else session.net  # what best.pt would hold
     evaluation = evaluate_robustness(
-        session.net, session.dataset, eps=config.eps, norm=config.norm, steps=config.eval_pgd_steps, restarts=1,
+        evaluated, session.dataset, eps=config.eps, norm=config.norm, steps=config.eval_pgd_steps, restarts=1,
         subset=config.eval_subset, seed=config.seed, precision=session.precision,
     )
     record = {
@@ -195,6 +242,8 @@ def _epoch_record(session: Session, epoch: int, sums: dict, checks: list, *, lr:
     }
     if session.stopped:
         record["stopped"] = session.stopped
+    if is_generative_epoch(config, epoch):
+        record["heldout_frechet"] = selection_statistic(session.gen, config)
     record["co_alarm"] = co_alarm(record, session.history) or _first_alarm(checks)
     record["monitor"] = checks
     return record
@@ -210,6 +259,8 @@ def save_epoch(session: Session, epoch: int, record: dict) -> None:
     checks = record.pop("monitor")
     session.history.append(record)
     score = selection_score(record, session.config)
+    if record.get("heldout_frechet") is not None and epoch == session.config.gen_start:
+        session.best_score = -math.inf  # the first generative epoch: best.pt becomes a fine-tuned model
     if score > session.best_score:
         session.best_score, session.best_epoch = score, epoch
     if not session.dist.is_main:
@@ -222,7 +273,8 @@ def save_epoch(session: Session, epoch: int, record: dict) -> None:
         session.say(f"CATASTROPHIC OVERFITTING ALARM at epoch {epoch + 1}: {record['co_alarm']}")
     meta = {**session.meta_base, "config": session.config.to_dict(), "epoch": epoch, "metrics": record, "precision": session.precision}
     if session.best_epoch == epoch:
-        save_checkpoint(session.run_dir / "best.pt", model=session.net, meta=meta)
+        best = session.gen.ema if record.get("heldout_frechet") is not None else session.net  # a generative run's best.pt: EMA weights
+        save_checkpoint(session.run_dir / "best.pt", model=best, meta={**meta, "weights": "ema" if best is not session.net else "model"})
     save_checkpoint(session.run_dir / "last.pt", model=session.net, meta=meta, extra={
         "optimizer": session.optimizer.state_dict(),
         "epoch": epoch,
@@ -230,12 +282,16 @@ def save_epoch(session: Session, epoch: int, record: dict) -> None:
         "best_epoch": session.best_epoch,
         "monitor": session.monitor.state(),
         "stopped": session.stopped,
+        "generative": state_dict(session.gen) if session.gen is not None else None,
     })
 
 
 
 def selection_score(record: dict, config: TrainConfig) -> float:
-    """What best.pt maximises: test PGD accuracy (clean accuracy breaks ties; it is the criterion for `standard`)."""
+    """What best.pt maximises: test PGD accuracy (clean accuracy breaks ties; it is the criterion for `standard`);
+    in generative epochs minus the held-out Frechet distance (training.finetune: held-out training images, never the test split)."""
+    if record.get("heldout_frechet") is not None:
+        return -record["heldout_frechet"]
     if config.method == "standard":
         return record["test_clean_acc"]
     return record["test_pgd_acc"] + 1e-6 * record["test_clean_acc"]
@@ -251,5 +307,9 @@ def epoch_line(record: dict, config: TrainConfig) -> str:
         parts.append(f"test PGD-{config.eval_pgd_steps} {record['test_pgd_acc']:.3f}")
     if adversarial:
         parts.append(f"dE(x) {record['de_x_mean']:+.2f}  dE(x,y) {record['de_xy_mean']:+.2f}  AAE {record['aae_count']} (high {record['aae_high_count']})")
+    if record.get("generative"):
+        auc_text = "-" if record["gen_auc"] is None else f"{record['gen_auc']:.3f}"
+        parts.append(f"AUC {auc_text}  T {record['gen_steps_start']}->{record['gen_steps']}  E(real) {record['energy_real_mean']:+.2f}  "
+                     f"E(contrast) {record['energy_ood_mean']:+.2f}  held-out FD {record['heldout_frechet']:.3g}")
     parts.append(f"{record['time_s']:.1f}s")
     return "  ".join(parts)

@@ -31,6 +31,7 @@ from robustgen.io import LOCK_NAME, atomic_write_json, atomic_write_text, clean_
 from training.config import TrainConfig, resolve_config
 from training.diagnostics import plot_curves
 from training.epoch import Session, build_session, check_world, run_epoch, save_epoch
+from training.finetune import load_state as load_generative_state
 
 RUN_FILES = ("config.json", "metrics.jsonl", "monitor.jsonl", "best.pt", "last.pt", "curves.png", "quiver.png")
 
@@ -38,7 +39,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "monitor.jsonl", "best.pt", "last.p
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
-    best: Path  # checkpoint with the best test PGD accuracy
+    best: Path  # checkpoint with the best test PGD accuracy (generative runs: the EMA weights with the best held-out statistic)
     last: Path  # checkpoint after the final epoch
     config: TrainConfig  # the resolved config that ran
     metrics: dict  # metrics.jsonl record of the final epoch
@@ -93,11 +94,13 @@ def _train(config, dataset, run_dir, recorded, dist, *, overwrite, progress, log
         say(note)
     if recorded is None:
         config = replace(config, augment=config.augment or default_augment(dataset))
+    # the session first: a bad --init-from or --ood is refused before the run dir is touched
+    session = build_session(config, dataset, dist=dist, precision=precision, run_dir=run_dir, say=say, progress=progress)
+    if recorded is None:
         if dist.is_main:
             _prepare_run_dir(run_dir, overwrite=overwrite)
             _write_config(run_dir, config, dataset, dist, precision)
         dist.barrier()
-    session = build_session(config, dataset, dist=dist, precision=precision, run_dir=run_dir, say=say, progress=progress)
     start_epoch = _restore(session) if recorded is not None else 0
     if recorded is not None:
         done = start_epoch >= config.epochs
@@ -181,6 +184,8 @@ def _restore(session: Session) -> int:
     session.optimizer.load_state_dict(extra["optimizer"])
     session.monitor.load_state(extra["monitor"])
     session.best_score, session.best_epoch = float(extra["best_acc"]), int(extra["best_epoch"])
+    if session.gen is not None and extra.get("generative") is not None:
+        load_generative_state(session.gen, extra["generative"], session.net)
     start = int(extra["epoch"]) + 1
     for name in ("metrics.jsonl", "monitor.jsonl"):  # drop what the interrupted epoch had started to write
         path = run_dir / name
@@ -197,7 +202,7 @@ def _finish(session: Session) -> TrainResult:
     if not history:
         raise RobustgenError(f"{run_dir} has no finished epoch to report")
     if session.dist.is_main:
-        plot_curves(history, run_dir / "curves.png", title=f"{config.dataset} {config.method}{' + DER' if config.der else ''}")
+        plot_curves(history, run_dir / "curves.png", title=f"{config.dataset} {config.method}{' + DER' if config.der else ''}{' + generative' if config.generative else ''}")
     session.dist.barrier()
     best = next((r for r in history if r["epoch"] == session.best_epoch), history[-1])
     return TrainResult(

@@ -101,6 +101,7 @@ def _training_section(run_dir: Path, root: Path) -> str:
             f"last PGD-{last['eval_pgd_steps']} acc": last["test_pgd_acc"],
             f"best PGD-{best['eval_pgd_steps']} acc (epoch {best['epoch'] + 1})": best["test_pgd_acc"],
             "catastrophic-overfitting alarms": ", ".join(map(str, alarms)) if alarms else "none",
+            **_generative_rows(metrics),
         }))
         parts.append("</div>")
         settings = {k: v for k, v in _flatten(run.recorded["config"]).items() if v not in (None, "")}
@@ -113,6 +114,21 @@ def _training_section(run_dir: Path, root: Path) -> str:
         parts.append("</div>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _generative_rows(metrics: list[dict]) -> dict:
+    """A generative run's last real-vs-contrastive AUC, T, energies and the held-out pick of best.pt (nothing for other runs)."""
+    tuned = [m for m in metrics if m.get("generative")]
+    if not tuned:
+        return {}
+    last, best = tuned[-1], min(tuned, key=lambda m: m["heldout_frechet"])
+    return {
+        "generative epochs": f"{tuned[0]['epoch'] + 1}-{last['epoch'] + 1}",
+        "last real-vs-contrastive AUC of s": last["gen_auc"] if last["gen_auc"] is not None else "-",
+        "T (ascent steps), start -> last": f"{tuned[0]['gen_steps_start']} -> {last['gen_steps']}",
+        "last mean E(x): real / contrast": f"{last['energy_real_mean']:+.3f} / {last['energy_ood_mean']:+.3f}",
+        f"best.pt: held-out Frechet distance (epoch {best['epoch'] + 1}, EMA weights)": best["heldout_frechet"],
+    }
 
 
 def _samples_section(sample_dirs: list[Path], root: Path) -> str:

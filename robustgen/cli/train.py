@@ -32,6 +32,21 @@ _CONFIG = TrainConfig()
 @click.option("--der-gamma", type=FINITE, default=_CONFIG.der_gamma, show_default=True, help="Tolerated ||[dE(x), dE(x,y)]|| (energy units) before DER bites.")
 @click.option("--der-start", type=int, default=_CONFIG.der_start, show_default=True, help="First epoch (0-based) with DER for multi-step methods.")
 @click.option("--der-squared", is_flag=True, help="Penalise the squared delta-energy norm.")
+@click.option("--init-from", default=None, metavar="CHECKPOINT", help="Start from this checkpoint's weights (RUN/best.pt); the run inherits its method, threat model and width unless given.")
+@click.option("--generative", is_flag=True, help="Generative fine-tuning (DAT): BCE on s(x) = -E(x), real images vs --ood images pushed T steps up s. Needs --init-from and --ood.")
+@click.option("--ood", default=None, metavar="SPEC", help="Out-of-distribution images for --generative: any dataset spec or a flat folder:DIR of images (resized, channels converted). With --preset generation: train, then fine-tune.")
+@click.option("--ood-resize/--no-ood-resize", default=_CONFIG.ood_resize, show_default=True, help="Resize --ood images to the model's input size.")
+@click.option("--gen-start", type=int, default=_CONFIG.gen_start, show_default=True, help="First generative epoch (0-based); earlier epochs are plain adversarial training.")
+@click.option("--gen-lr", type=FINITE, default=_CONFIG.gen_lr, show_default=True, help="Constant learning rate of the generative epochs.")
+@click.option("--gen-weight", type=FINITE, default=_CONFIG.gen_weight, show_default=True, help="Weight of the BCE terms.")
+@click.option("--gen-steps", type=int, default=_CONFIG.gen_steps, show_default=True, help="T at the start: L2 ascent steps on s(x) from the OOD images.")
+@click.option("--gen-steps-max", type=int, default=_CONFIG.gen_steps_max, show_default=True, help="Largest T.")
+@click.option("--gen-steps-increment", type=int, default=_CONFIG.gen_steps_increment, show_default=True, help="T rises by this after a window whose AUC passed --gen-auc-threshold.")
+@click.option("--gen-step-size", type=FINITE, default=None, help="L2 ascent step in pixels [default: 0.2 x sqrt(D/3072)].")
+@click.option("--gen-auc-threshold", type=FINITE, default=_CONFIG.gen_auc_threshold, show_default=True, help="Real-vs-contrastive AUC of s above which T rises.")
+@click.option("--gen-auc-window", type=int, default=_CONFIG.gen_auc_window, show_default=True, help="Training images per AUC window.")
+@click.option("--ema-decay", type=FINITE, default=_CONFIG.ema_decay, show_default=True, help="EMA decay per SGD step in generative epochs (best.pt holds the EMA weights).")
+@click.option("--holdout", type=int, default=_CONFIG.holdout, show_default=True, help="Training images a generative run never trains on; best.pt is picked on them.")
 @click.option("--arch", type=click.Choice(model_names()), default=_CONFIG.arch, show_default=True)
 @click.option("--width", type=int, default=None, help="Base width of PreActResNet-18 [default: 64; digits 16].")
 @click.option("--epochs", type=int, default=None, help="[default: 30]")
@@ -63,7 +78,9 @@ _CONFIG = TrainConfig()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @user_errors
-def train(ctx, dataset, preset, method, norm, eps, step_size, steps, restarts, der, der_beta, der_gamma, der_start, der_squared, arch, width,
+def train(ctx, dataset, preset, method, norm, eps, step_size, steps, restarts, der, der_beta, der_gamma, der_start, der_squared, init_from,
+          generative, ood, ood_resize, gen_start, gen_lr, gen_weight, gen_steps, gen_steps_max, gen_steps_increment, gen_step_size,
+          gen_auc_threshold, gen_auc_window, ema_decay, holdout, arch, width,
           epochs, batch_size, lr, schedule, augment, momentum, weight_decay, eval_pgd_steps, eval_subset, co_check_every, co_check_images,
           on_co, sync_bn, out, data_root, channels, device, precision, compile_mode, seed, resume, overwrite, as_json):
     """Adversarially train a classifier on DATASET (digits, cifar10, cifar100, svhn, tiny-imagenet, npz:PATH, folder:PATH).
@@ -74,6 +91,8 @@ def train(ctx, dataset, preset, method, norm, eps, step_size, steps, restarts, d
       robustgen train cifar10 --method fgsm-rs --eps 8/255 --der
       robustgen train cifar10 --method pgd --steps 10 --der --der-start 50 --schedule piecewise
       robustgen train cifar10 --method fgsm --eps 16/255 --on-co der   # heal catastrophic overfitting
+      robustgen train cifar10 --init-from runs/c/best.pt --generative --ood folder:tiny-imagenet-200/val/images
+      robustgen train npz:cifar10-subset.npz --preset generation --ood folder:tiny/val/images   # train, then fine-tune to draw
       robustgen train --resume runs/cifar10-fgsm-rs-der         # continue after an interruption
       torchrun --nproc_per_node 8 -m robustgen train cifar10 --method pgd --der
     """
@@ -91,21 +110,27 @@ def train(ctx, dataset, preset, method, norm, eps, step_size, steps, restarts, d
             arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
             schedule=schedule, augment=augment, eval_pgd_steps=eval_pgd_steps, eval_subset=eval_subset, co_check_every=co_check_every,
             co_check_images=co_check_images, on_co=on_co, sync_bn=sync_bn, device=device, precision=precision, compile=compile_mode,
-            seed=seed, out=out,
+            seed=seed, out=out, init_from=init_from, generative=generative, ood=ood, ood_resize=ood_resize, gen_start=gen_start,
+            gen_lr=gen_lr, gen_weight=gen_weight, gen_steps=gen_steps, gen_steps_max=gen_steps_max, gen_steps_increment=gen_steps_increment,
+            gen_step_size=gen_step_size, gen_auc_threshold=gen_auc_threshold, gen_auc_window=gen_auc_window, ema_decay=ema_decay, holdout=holdout,
         )
         result = run_training(_config(ctx, fields, preset), overwrite=overwrite, progress=not as_json)
     _print_training(result, as_json=as_json)
 
 
 def _config(ctx: click.Context, fields: dict, preset: str | None) -> TrainConfig:
-    """The TrainConfig of the options; with --preset, the preset's values under the options given explicitly."""
-    if preset is None:
+    """The TrainConfig of the options; with --preset, the preset's values under the options given explicitly;
+    with --init-from, the starting run's training setup under them."""
+    if preset is None and fields["init_from"] is None:
         return TrainConfig(**fields)
+    from training.finetune import finetune_config
     from training.presets import preset_config
 
     compile_field = {"compile": "compile_mode"}
     given = {k: v for k, v in fields.items() if k == "dataset" or ctx.get_parameter_source(compile_field.get(k, k)) not in (click.core.ParameterSource.DEFAULT, None)}
-    return preset_config(preset, given)
+    if preset is not None:
+        return preset_config(preset, given)
+    return finetune_config(fields["init_from"], given)
 
 
 def _refuse_options_with_resume(ctx: click.Context) -> None:
@@ -132,11 +157,15 @@ def _print_training(result, *, as_json: bool) -> None:
         "stopped": result.stopped,
         "config": result.config.to_dict(),
     }
+    if result.config.generative:
+        summary.update(best_heldout_frechet=result.best_metrics.get("heldout_frechet"), last_gen_auc=result.metrics.get("gen_auc"),
+                       last_gen_steps=result.metrics.get("gen_steps"))
     if as_json:
         echo_json(summary)
         return
     c = result.config
-    click.echo(f"{c.dataset} {c.method}{' + DER' if c.der else ''}, {c.norm} eps {c.eps:.4g}, {c.epochs} epochs -> {result.run_dir}")
+    tuned = f" + generative fine-tuning on {c.ood} from epoch {c.gen_start + 1}" if c.generative else ""
+    click.echo(f"{c.dataset} {c.method}{' + DER' if c.der else ''}{tuned}, {c.norm} eps {c.eps:.4g}, {c.epochs} epochs -> {result.run_dir}")
     rows = [
         {"checkpoint": "best.pt", "epoch": summary["best_epoch"], "test clean acc": result.best_metrics["test_clean_acc"],
          f"test PGD-{c.eval_pgd_steps} acc": result.best_metrics["test_pgd_acc"]},
@@ -144,6 +173,10 @@ def _print_training(result, *, as_json: bool) -> None:
          f"test PGD-{c.eval_pgd_steps} acc": result.metrics["test_pgd_acc"]},
     ]
     columns = ["checkpoint", "epoch", "test clean acc"] + ([f"test PGD-{c.eval_pgd_steps} acc"] if c.eval_pgd_steps > 0 else [])
+    if c.generative:  # best.pt: the EMA weights picked by the held-out statistic (training.finetune), never the test split
+        for row, record in zip(rows, (result.best_metrics, result.metrics)):
+            row.update({"held-out FD": record.get("heldout_frechet", "-"), "AUC": record.get("gen_auc", "-"), "T": record.get("gen_steps", "-")})
+        columns += ["held-out FD", "AUC", "T"]
     click.echo(format_table(rows, columns))
     for alarm in summary["co_alarms"]:
         click.echo(f"CO alarm at epoch {alarm['epoch']}: {alarm['reason']}")
