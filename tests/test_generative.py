@@ -14,7 +14,7 @@ from PIL import Image
 
 from robustgen.checkpoint import load_checkpoint, read_checkpoint
 from robustgen.cli import main
-from robustgen.data.unlabelled import load_images
+from robustgen.data.pool import read_image_pool
 from robustgen.energy import marginal_energy
 from robustgen.errors import RobustgenError
 from robustgen.io import read_jsonl
@@ -151,12 +151,12 @@ def test_a_generative_step_freezes_batchnorm_adds_the_bce_and_keeps_der_usable()
 
 
 def test_a_flat_folder_of_images_is_an_ood_source(flat_folder):
-    gray = load_images(f"folder:{flat_folder}", image_shape=(1, 8, 8))
-    rgb = load_images(f"folder:{flat_folder}", image_shape=(3, 32, 32))
+    gray = read_image_pool(f"folder:{flat_folder}", shape=(1, 8, 8)).images
+    rgb = read_image_pool(f"folder:{flat_folder}", shape=(3, 32, 32)).images
     assert gray.shape == (160, 8, 8, 1) and rgb.shape == (160, 32, 32, 3) and gray.dtype == np.uint8
     with pytest.raises(RobustgenError, match="drop --no-ood-resize"):
-        load_images(f"folder:{flat_folder}", image_shape=(1, 8, 8), resize=False)
-    assert load_images("digits", image_shape=(3, 16, 16), limit=100).shape == (100, 16, 16, 3)
+        read_image_pool(f"folder:{flat_folder}", shape=(1, 8, 8), resize=False, resize_hint="drop --no-ood-resize")
+    assert read_image_pool("digits", shape=(3, 16, 16), limit=100).images.shape == (100, 16, 16, 3)
 
 
 # --------------------------------------------------------------------------- configs

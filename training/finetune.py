@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from robustgen.checkpoint import load_weights, read_checkpoint
 from robustgen.data import to_float
-from robustgen.data.unlabelled import load_images
+from robustgen.data.pool import read_image_pool
 from robustgen.device import derived_seed
 from robustgen.errors import RobustgenError
 from training.config import TrainConfig
@@ -95,7 +95,8 @@ def holdout_split(n_train: int, config: TrainConfig) -> tuple[np.ndarray, np.nda
 
 def build_state(config: TrainConfig, dataset, heldout_images: np.ndarray, device: torch.device) -> GenerativeState:
     """The OOD pool (resized to the model's input, channels converted) and the held-out sets, on the device."""
-    images = load_images(config.ood, image_shape=tuple(dataset.image_shape), root=config.data_root, resize=config.ood_resize)
+    images = read_image_pool(config.ood, shape=tuple(dataset.image_shape), root=config.data_root, resize=config.ood_resize,
+                             resize_hint="allow resizing (drop --no-ood-resize) or give images of the model's size").images
     if len(images) < 2 * config.holdout:
         raise RobustgenError(f"--ood {config.ood} holds {len(images)} images, fewer than twice --holdout {config.holdout}: give more images or a smaller --holdout")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(derived_seed(config.seed, 12))).numpy()
