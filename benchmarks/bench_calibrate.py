@@ -21,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from robustgen.data.pool import _read_pool  # noqa: E402
 from robustgen.models.sources import ModelSpec  # noqa: E402
 from samplers import RunOptions, SamplerConfig, StopConfig, sample_from_checkpoint  # noqa: E402
 from samplers.calibrated import calibrate, calibrated_configs  # noqa: E402
@@ -54,10 +55,12 @@ def main() -> None:
         cal_s, record = timed(lambda: calibrate(RESNET4B, judge=RESNET20, config=config, seeds=args.seeds, run=run, source=SOURCE,
                                                 cache_dir=cache, progress=False, log=lambda _: None))
         init, sampler, stop = calibrated_configs(record)
+        _read_pool.cache_clear()  # a sampling run is a fresh process: it decodes the seed images again, as calibrate did
         chosen_s, _ = timed(lambda: sample_from_checkpoint(RESNET4B, init=init, sampler=sampler, stop=stop, run=run, source=SOURCE,
                                                            out=Path(tmp) / "chosen", cache_dir=cache, progress=False))
         longest = SamplerConfig(steps=config.max_steps)
-        longest_s, _ = timed(lambda: sample_from_checkpoint(RESNET4B, sampler=longest, stop=StopConfig(rule="fixed"), run=run, source=SOURCE,
+        _read_pool.cache_clear()
+        longest_s, _ = timed(lambda: sample_from_checkpoint(RESNET4B, init=init, sampler=longest, stop=StopConfig(rule="fixed"), run=run, source=SOURCE,
                                                             calibration=False, out=Path(tmp) / "longest", cache_dir=cache, progress=False))
     print(json.dumps({"n": args.n, "precision": args.precision, "seeds": args.seeds, "trajectories": len(record["trajectory_seconds"]),
                       "calibrate_s": round(cal_s, 1), "trajectory_s": [round(s, 1) for s in record["trajectory_seconds"]],

@@ -17,6 +17,7 @@ from robustgen.finite import FiniteFields
 from robustgen.io import safe_name
 from robustgen.models import model_names
 from robustgen.threat import check_norm
+from training.attacks.base import MULTI_STEP
 from training.methods import ATTACK_METHODS, METHODS, get_method
 
 SCHEDULES = ("cyclic", "piecewise")
@@ -65,7 +66,7 @@ class TrainConfig(FiniteFields):
     norm: str = "Linf"  # Linf | L2
     eps: float | None = None  # attack radius, pixel units in [0, 1] (8/255 = 0.0314)
     step_size: float | None = None  # attack step, pixel units (None = the method's rule)
-    steps: int | None = None  # attack iterations for pgd/trades (None = 10)
+    steps: int | None = None  # attack iterations for pgd/trades (None = the method's: training.attacks.base.MULTI_STEP)
     restarts: int = 1  # attack restarts at train time (pgd)
     der: bool = False  # add the Delta Energy Regularizer
     der_beta: float = DER_BETA  # weight of mean(L_dE) in the loss
@@ -96,7 +97,7 @@ class TrainConfig(FiniteFields):
     weight_decay: float = 5e-4
     schedule: str = "cyclic"  # cyclic (one-cycle triangle, Wong et al.) | piecewise (/10 at 50% and 75%)
     augment: str | None = None  # crop+flip | flip | crop | none (None = the dataset's default)
-    eval_pgd_steps: int = 10  # PGD steps of the cheap per-epoch test evaluation
+    eval_pgd_steps: int = MULTI_STEP  # PGD steps of the cheap per-epoch test evaluation
     eval_subset: int | None = 512  # test images for the per-epoch evaluation (None = all)
     co_check_every: int = 20  # SGD steps between in-epoch catastrophic-overfitting checks (0 = epoch-end alarms only)
     co_check_images: int = 64  # fixed training images the in-epoch check attacks (PGD-2 and FGSM, eval mode)

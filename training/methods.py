@@ -26,6 +26,7 @@ from training.attacks import AttackResult, fgsm_rs_with_start, fgsm_with_start, 
 from training.attacks.fgsm import fgsm_step_size
 from training.attacks.fgsm_rs import fgsm_rs_step_size
 from training.attacks.nfgsm import n_fgsm_step_size
+from training.attacks.base import MULTI_STEP
 from training.attacks.pgd import default_pgd_step_size
 
 TRADES_BETA = 6.0  # weight of the KL term in the TRADES outer loss (Zhang et al. 2019)
@@ -97,8 +98,8 @@ METHODS: dict[str, Method] = {
         Method("fgsm", False, 1, fgsm_step_size, _fgsm, adversarial_ce, starts_at_x=True),
         Method("fgsm-rs", False, 1, fgsm_rs_step_size, _fgsm_rs, adversarial_ce),
         Method("n-fgsm", False, 1, n_fgsm_step_size, _n_fgsm, adversarial_ce),
-        Method("pgd", True, 10, default_pgd_step_size, _pgd, adversarial_ce),
-        Method("trades", True, 10, default_pgd_step_size, _trades, trades_loss, clean_grad=True),
+        Method("pgd", True, MULTI_STEP, default_pgd_step_size, _pgd, adversarial_ce),
+        Method("trades", True, MULTI_STEP, default_pgd_step_size, _trades, trades_loss, clean_grad=True),
     )
 }
 ATTACK_METHODS = tuple(name for name, m in METHODS.items() if m.attack is not None)

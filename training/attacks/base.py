@@ -10,6 +10,9 @@ from torch import Tensor, nn
 from robustgen.energy import value_and_input_grad
 
 
+MULTI_STEP = 10  # iterations of a multi-step attack unless told otherwise (PGD-10 / TRADES-10, Madry et al.; Zhang et al.)
+
+
 class AttackResult(NamedTuple):
     x_adv: Tensor  # (N, C, H, W) in [0, 1], detached
     loss_start: Tensor  # (N,) cross-entropy at the attack's starting point, detached

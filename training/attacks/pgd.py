@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from training.attacks.base import AttackResult, ce_and_grad
+from training.attacks.base import AttackResult, MULTI_STEP, ce_and_grad
 from robustgen.threat import project, steepest_ascent_step, uniform_in_ball
 
 
@@ -29,7 +29,7 @@ def pgd_with_start(
     *,
     eps: float,
     step_size: float | None = None,
-    steps: int = 10,
+    steps: int = MULTI_STEP,
     restarts: int = 1,
     norm: str = "Linf",
     random_start: bool = True,
@@ -85,7 +85,7 @@ def pgd(
     *,
     eps: float,
     step_size: float | None = None,
-    steps: int = 10,
+    steps: int = MULTI_STEP,
     restarts: int = 1,
     norm: str = "Linf",
 ) -> Tensor:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.attacks.base import AttackResult
+from training.attacks.base import AttackResult, MULTI_STEP
 from training.attacks.pgd import default_pgd_step_size
 from robustgen.threat import project, steepest_ascent_step
 
@@ -18,7 +18,7 @@ START_NOISE = 0.001  # std of the Gaussian start, pixel units
 
 
 def trades_kl_with_start(
-    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float | None = None, steps: int = 10, norm: str = "Linf"
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float | None = None, steps: int = MULTI_STEP, norm: str = "Linf"
 ) -> AttackResult:
     alpha = default_pgd_step_size(eps, steps) if step_size is None else step_size
     with torch.no_grad():
@@ -38,6 +38,6 @@ def trades_kl_with_start(
 
 
 def trades_kl(
-    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float | None = None, steps: int = 10, norm: str = "Linf"
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float | None = None, steps: int = MULTI_STEP, norm: str = "Linf"
 ) -> Tensor:
     return trades_kl_with_start(model, x, y, eps=eps, step_size=step_size, steps=steps, norm=norm).x_adv
