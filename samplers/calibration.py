@@ -57,16 +57,16 @@ class CalibrationConfig(FiniteFields):
     held_out: float = 0.2  # fraction of each class's training images held out as the reference
     max_held_out: int = 1000  # images held out at most, over all classes
     max_steps: int = 40  # longest chain considered (gradient evaluations per image)
-    step_sizes: tuple[float, ...] = (0.5, 0.2)  # L2 step lengths tried from today's local-pca start, one trajectory each
+    step_sizes: tuple[float, ...] = (0.5,)  # L2 step lengths tried from today's local-pca start, one trajectory each (0.2: never chosen, notes below)
     seed_step_size: float = 0.5  # L2 step length from --init images:SPEC seeds (0.2 and 1.0 measured: no better, notes below)
-    seed_blurs: tuple[float, ...] = (1.0, 0.0)  # start blurs tried on the seeds (InitConfig.blur: pixels per 32 of height), one trajectory each
+    seed_blurs: tuple[float, ...] = (1.0,)  # start blurs tried on the seeds (InitConfig.blur: pixels per 32 of height), one trajectory each
     fixed_steps: tuple[int, ...] = (5, 10, 15, 20, 25, 30, 40)  # fixed chain lengths read off each trajectory
     quantiles: tuple[float, ...] = (0.05, 0.01, 0.002)  # adaptive stops read off each trajectory (at most max_steps)
     min_accuracy_gain: float = 0.02  # the chain must beat init-only's judge accuracy by this much
     max_near_copies: float = 0.02  # fraction of samples closer to a training image than 99% of held-out images are (2x real data's 1%)
     max_start_gain: float = 0.05  # the chain's own start may be judged at most this much more accurate than init-only's
-    screen: int = 250  # chains every candidate is first judged on (a seeded, class-balanced subset; the judge is the dear part)
-    finalists: int = 4  # best screened chains judged again on all n, with the starts and today's default; the choice is among them
+    screen: int = 200  # chains every candidate is first judged on (a seeded, class-balanced subset; the judge is the dear part)
+    finalists: int = 3  # best screened chains judged again on all n, with the starts and today's default; the choice is among them
 
     def validate(self) -> None:
         if not 0 < self.held_out < 1:
@@ -221,3 +221,16 @@ def judged_metrics(judge: Judge, images: np.ndarray, labels: np.ndarray, referen
     prc = precision_recall(features, reference, MetricSettings())
     return {keys.KEY_JUDGE_ACCURACY: float((predictions == labels).mean()), keys.KEY_FID: frechet_distance(features, reference),
             keys.KEY_PRECISION: float(prc["precision"]), keys.KEY_RECALL: float(prc["recall"])}
+
+
+# How the candidate grid was chosen (issue 26, 2026-12-07; judge: the third-party standard ResNet-20, never the sampled model;
+# ResNet-4B with its published normalisation; numbers on the held-out 20% of the CIFAR subset's training split, n=300 or 1000,
+# acc / FID / recall; init-only (local-pca) 0.62 / 15.5 / 0.23 at n=300, 0.56 / 15.6 / 0.14 at n=1000):
+# - local-pca, L2 step 0.2 never beat 0.5 at equal path length (40 x 0.2: 0.950 / 5.53 / 0.292; 15 x 0.5: 0.950 / 5.69 / 0.317);
+#   it was never chosen on any model of the table (README section 1), so it was dropped to save a trajectory.
+# - real-image seeds (Tiny-ImageNet val, 10k JPEGs at 32 px): step 0.5 beat 0.2 (40 steps: 0.887 / 5.57 / 0.41 against
+#   0.747 / 5.41 / 0.51) and 1.0 (20 steps: 0.863 / 5.61 / 0.46; longer chains lost realism); the class-margin energy (ce) was
+#   worse (0.83 / 7.48 / 0.38 at 30 steps). A low-pass of the seeds (blur 1 px per 32) let the model overwrite their content:
+#   40 steps 0.915 / 4.02 / 0.32 (n=1000) against 0.892 / 4.91 / 0.34 unblurred; blur 2 was worse (0.901 / 4.40 / 0.28).
+# - local-pca with k=15 (starts closer to single images) reached 0.943 / 4.61 / 0.31 at 20 steps, but its start alone is judged
+#   0.645, +0.084 above init-only: the start rule (max_start_gain) refuses it, as it should. scale 3 was worse everywhere.

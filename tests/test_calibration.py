@@ -179,7 +179,7 @@ def test_calibrate_then_sample_uses_it_and_no_calibration_ignores_it(robust_digi
     record = json.loads(result.output[result.output.index("{"):])
     beside = robust_digits_checkpoint.parent / "calibration.json"
     assert beside.is_file() and json.loads(beside.read_text())["model_sha256"] == record["model_sha256"]
-    assert {c["name"] for c in record["screened"]} >= {"default", "local-pca, L2 step 0.0722, 0 steps", "local-pca, L2 step 0.0289, fixed 10"}
+    assert {c["name"] for c in record["screened"]} >= {"default", "local-pca, L2 step 0.0722, 0 steps", "local-pca, L2 step 0.0722, fixed 10"}
     assert {c["chains_judged"] for c in record["screened"]} == {60} and len(record["candidates"]) < len(record["screened"])  # n < screen: all 60
     assert {c["chains_judged"] for c in record["candidates"]} == {60}  # the finalists, judged on every chain
     chosen = record["chosen"]
