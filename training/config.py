@@ -16,7 +16,7 @@ from robustgen.errors import RobustgenError
 from robustgen.finite import FiniteFields
 from robustgen.io import safe_name
 from robustgen.models import model_names
-from robustgen.threat import check_norm
+from robustgen.threat import check_norm, parse_eps
 from training.attacks.base import MULTI_STEP
 from training.methods import ATTACK_METHODS, METHODS, get_method
 
@@ -169,13 +169,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if resolved.out is not None and not str(resolved.out).strip():
         raise RobustgenError("--out is empty: give the run dir's path, or leave --out out for runs/<dataset>-<method>")
     resolved = dataclasses.replace(resolved, out=resolved.out or default_out_dir(resolved))
+    parse_eps(resolved.eps, norm=resolved.norm, name="--eps")  # the threat model's own bounds (Linf: pixel space [0, 1])
     checks = [
         (resolved.epochs >= 1, f"--epochs must be at least 1 (got {resolved.epochs}): pass --epochs 1 or more"),
         (resolved.batch_size >= 1, f"--batch-size must be at least 1 (got {resolved.batch_size}): pass --batch-size 1 or more"),
         (resolved.lr > 0, f"--lr must be positive (got {resolved.lr}): pass e.g. --lr 0.1"),
         (resolved.width >= 1, f"--width must be at least 1 (got {resolved.width}): pass --width 1 or more"),
-        (0 <= resolved.eps <= 1 or resolved.norm == "L2", f"--eps {resolved.eps} is outside pixel space [0, 1]: write 8/255, not 8"),
-        (resolved.eps >= 0, f"--eps must be non-negative (got {resolved.eps}): pass e.g. --eps 8/255"),
         (resolved.step_size >= 0, f"--step-size must be non-negative (got {resolved.step_size}): pass a step >= 0, or leave --step-size out for the method's default"),
         (not method.multi_step or resolved.steps >= 1, f"--steps must be at least 1 for {resolved.method} (got {resolved.steps}): pass --steps 1 or more"),
         (resolved.restarts >= 1, f"--restarts must be at least 1 (got {resolved.restarts}): pass --restarts 1 or more"),

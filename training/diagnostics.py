@@ -200,7 +200,7 @@ def energy_shift(model, x: Tensor, y: Tensor, *, config) -> dict[str, Tensor]:
     """
     import torch.nn.functional as F
 
-    from robustgen.energy import joint_energy, marginal_energy
+    from robustgen.energy import delta_energies, joint_energy, marginal_energy
     from training.der import abnormal_mask
     from training.methods import get_method
 
@@ -213,9 +213,10 @@ def energy_shift(model, x: Tensor, y: Tensor, *, config) -> dict[str, Tensor]:
     with torch.no_grad():
         nat, adv = model(x).float(), model(attack.x_adv).float()
     model.train(was_training)
+    de_x, de_xy = delta_energies(nat, adv, y)
     return {
         "e_x": marginal_energy(nat), "e_xy": joint_energy(nat, y), "e_x_adv": marginal_energy(adv), "e_xy_adv": joint_energy(adv, y),
-        "aae": abnormal_mask(attack.loss_start, F.cross_entropy(adv, y, reduction="none")),
+        "de_x": de_x, "de_xy": de_xy, "aae": abnormal_mask(attack.loss_start, F.cross_entropy(adv, y, reduction="none")),
     }
 
 
@@ -256,6 +257,6 @@ def diagnose_run(run_dir: str | Path, *, checkpoint: str = "best", n: int = 64, 
         "epochs": len(records),
         "co_alarms": [(r["epoch"], r["co_alarm"]) for r in records if r.get("co_alarm")],
         "aae_in_batch": int(shift["aae"].sum()),
-        "mean_de_x": float((shift["e_x"] - shift["e_x_adv"]).mean()),
-        "mean_de_xy": float((shift["e_xy"] - shift["e_xy_adv"]).mean()),
+        "mean_de_x": float(shift["de_x"].mean()),
+        "mean_de_xy": float(shift["de_xy"].mean()),
     }

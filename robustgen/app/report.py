@@ -24,6 +24,7 @@ from robustgen.errors import RobustgenError
 from robustgen.io import atomic_write_text, ensure_writable_dir, now_iso, versions
 from samplers.scoring import result as keys
 from training.diagnostics import curves_png
+from training.epoch import selection_score
 from training.rundir import read_training_run
 
 REPORT_NAME = "report.html"
@@ -93,13 +94,14 @@ def _training_section(run_dir: Path, root: Path) -> str:
     if metrics:
         last = metrics[-1]
         alarms = [m["epoch"] + 1 for m in metrics if m.get("co_alarm")]
-        best = max(metrics, key=lambda m: m["test_pgd_acc"])
+        config = run.config
+        best = max(metrics, key=lambda m: selection_score(m, config))  # best.pt's epoch, by training's own rule
         parts.append("<div class='cols'>")
         parts.append(_kv_table({
             "epochs": len(metrics),
             "last clean acc": last["test_clean_acc"],
             f"last PGD-{last['eval_pgd_steps']} acc": last["test_pgd_acc"],
-            f"best PGD-{best['eval_pgd_steps']} acc (epoch {best['epoch'] + 1})": best["test_pgd_acc"],
+            f"best.pt: PGD-{best['eval_pgd_steps']} acc (epoch {best['epoch'] + 1})": best["test_pgd_acc"],
             "catastrophic-overfitting alarms": ", ".join(map(str, alarms)) if alarms else "none",
             **_generative_rows(metrics),
         }))
