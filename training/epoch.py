@@ -30,6 +30,7 @@ from training.diagnostics import co_alarm, epoch_summary
 from training.evaluate import evaluate_robustness
 from training.finetune import (GenerativeState, after_step, begin_epoch, build_state, close_window, contrast_batch, epoch_fields,
                                holdout_split, is_generative_epoch, load_init, selection_statistic, state_dict)
+from training.methods import get_method
 from training.monitor import Monitor, TrainingStopped
 from training.schedule import learning_rate
 from training.step import MAX_KEYS, StepModels, accumulate, der_active, train_step, zero_stats
@@ -292,15 +293,13 @@ def selection_score(record: dict, config: TrainConfig) -> float:
     in generative epochs minus the held-out Frechet distance (training.finetune: held-out training images, never the test split)."""
     if record.get("heldout_frechet") is not None:
         return -record["heldout_frechet"]
-    if config.method == "standard":
-        return record["test_clean_acc"]
-    return record["test_pgd_acc"] + 1e-6 * record["test_clean_acc"]
+    return get_method(config.method).selection_key(record)
 
 
 def epoch_line(record: dict, config: TrainConfig) -> str:
     """One console line per epoch; attack and energy columns only where they mean something."""
     parts = [f"epoch {record['epoch'] + 1}/{config.epochs}", f"loss {record['train_loss']:.3f}"]
-    adversarial = config.method != "standard"
+    adversarial = get_method(config.method).adversarial
     parts.append(f"train adv {record['train_adv_acc']:.3f}" if adversarial else f"train acc {record['train_nat_acc']:.3f}")
     parts.append(f"test clean {record['test_clean_acc']:.3f}")
     if config.eval_pgd_steps > 0:

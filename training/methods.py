@@ -65,6 +65,18 @@ class Method:
     clean_grad: bool = False  # the outer loss needs f(x) with a gradient (TRADES)
     starts_at_x: bool = False  # the attack's first forward is f(x) itself: the step reuses it
 
+    @property
+    def adversarial(self) -> bool:
+        """Whether the method trains on adversarial examples (everything but `standard`): what it reports and selects by."""
+        return self.attack is not None
+
+    def selection_key(self, record: dict) -> float:
+        """What best.pt maximises for this method: test PGD accuracy with clean accuracy breaking ties; clean accuracy
+        for a method without adversarial examples."""
+        if not self.adversarial:
+            return record["test_clean_acc"]
+        return record["test_pgd_acc"] + 1e-6 * record["test_clean_acc"]
+
     def step_size(self, eps: float, steps: int, given: float | None) -> float:
         if given is not None:
             return float(given)

@@ -41,7 +41,7 @@ from training.attacks import fgsm, pgd
 from training.collapse import collapsed
 from training.config import TrainConfig
 from training.methods import get_method
-from training.step import accumulate, zero_stats
+from training.step import MAX_KEYS, accumulate, zero_stats
 
 # A PGD collapse is training.collapse.collapsed(smoothed PGD-2 accuracy, its best) ...
 MASKING_GAP = 0.10  # ... while FGSM accuracy is at least this much higher (single-step gradients masked)
@@ -118,7 +118,7 @@ class Monitor:
         return result
 
     def _measure(self, model: nn.Module, *, epoch: int, step: int) -> Check:
-        window = {k: self.dist.all_reduce_sum(v) for k, v in self.window.items() if k != "de_norm_max"}
+        window = {k: self.dist.all_reduce_sum(v) for k, v in self.window.items() if k not in MAX_KEYS}
         n = max(float(window["n"]), 1.0)
         was_training = model.training
         model.eval()
