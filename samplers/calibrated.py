@@ -308,7 +308,7 @@ def describe(record: dict) -> str:
     """One line: which chain the calibration chose."""
     c = record["chosen"]
     stop = f"fixed {c['sampler']['steps']} steps" if c["stop"]["rule"] == "fixed" else f"adaptive q {c['stop']['quantile']:g}, at most {c['sampler']['steps']} steps"
-    init = InitConfig(**c["init"]).label()
+    init = InitConfig(**c["init"]).label() + (f", blur {c['init']['blur']:g}" if c["init"].get("blur") else "")
     step = c["sampler"]["step_size"]
     k = f" k {c['init']['k']}" if c["init"]["kind"] == "local-pca" else ""
     size = "default" if step is None else f"{step:.3g}"

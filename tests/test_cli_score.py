@@ -93,3 +93,12 @@ def test_help_lists_the_options():
     for option in ("--ref", "--ref-split", "--metrics", "--features", "--inception-weights", "--judge", "--no-per-class",
                    "--batch-size", "--device", "--data-root", "--kid-subset-size", "--out", "--json"):
         assert option in result.output
+
+
+def test_a_reference_that_differs_from_the_samples_data_is_refused_as_sampling_refuses_it(setup):
+    """One rule for a recorded dataset hash (robustgen.models.model_data.check_same_data): scoring refuses, like sampling."""
+    meta = json.loads((setup["run"] / "meta.json").read_text())
+    (setup["run"] / "meta.json").write_text(json.dumps({**meta, "dataset_sha256": "0" * 64}))
+    result = CliRunner().invoke(main, ["score", str(setup["run"]), "--features", str(setup["ckpt"]), "--metrics", "fid", "--cache-dir", str(setup["cache"])])
+    assert_one_line_error(result, "sha256 mismatch", "--data-root")
+    assert not (setup["run"] / "score.json").exists()

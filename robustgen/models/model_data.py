@@ -44,13 +44,17 @@ def model_dataset(meta: dict, *, data: str | None = None, data_root: str | os.Pa
     return _align(dataset, meta)
 
 
+def check_same_data(spec: str, *, recorded: str | None, found: str | None, used: str) -> None:
+    """The one rule for a recorded dataset hash: data that differ from what a model or a sample run `used` are refused."""
+    if recorded and found and recorded != found:
+        raise RobustgenError(f"dataset {spec} on this machine differs from the one {used} (sha256 mismatch): point --data-root at the original files")
+
+
 def _check_recorded(dataset, meta: dict, *, spec: str, model: str, own: bool) -> None:
     """The model's own data must be the data it was trained on; any data must have its input shape."""
     # a lazy folder's fingerprint covers the size it is read at, which here is the model's input size, not training's
     recorded = meta.get("dataset_sha256") if own and not isinstance(dataset, LazyImageFolder) else None
-    if recorded and recorded != dataset.fingerprint():
-        raise RobustgenError(f"dataset {spec} on this machine differs from the one {model} was trained on (sha256 mismatch): "
-                             "point --data-root at the original files")
+    check_same_data(spec, recorded=recorded, found=dataset.fingerprint() if recorded else None, used=f"{model} was trained on")
     expected_shape = meta.get("input_shape")
     if expected_shape and list(dataset.image_shape) != list(expected_shape):
         raise RobustgenError(f"dataset {spec!r} has images shaped {list(dataset.image_shape)} but {model} expects {list(expected_shape)}: "

@@ -131,6 +131,7 @@ class _Inputs:
 
 def _resolve_inputs(sample_set: ImageSet, *, ref, ref_split, data_root, wanted, found: _Findings) -> _Inputs:
     """The reference dataset (given, or named by the sample run) and its splits."""
+    from robustgen.models.model_data import check_same_data
     from samplers.scoring.inputs import load_reference_splits, reference_from_meta, relabel_by_class_names
 
     if ref_split not in ("train", "test"):
@@ -158,8 +159,8 @@ def _resolve_inputs(sample_set: ImageSet, *, ref, ref_split, data_root, wanted, 
     if from_meta:
         found.notes.append(f"reference {ref} taken from the sample run's metadata")
     seen = sample_set.meta.get("dataset_sha256")
-    if isinstance(seen, str) and sample_set.meta.get("dataset") == reference.spec and seen != reference.fingerprint:
-        found.warnings.append(f"the reference {reference.spec} here differs (sha256) from the data the sampler used: check --data-root")
+    if isinstance(seen, str) and sample_set.meta.get("dataset") == reference.spec:
+        check_same_data(reference.spec, recorded=seen, found=reference.fingerprint, used="the samples were drawn with")
     return _Inputs(relabel_by_class_names(sample_set, reference.classes), reference, splits)
 
 
