@@ -25,7 +25,7 @@ import math
 import statistics
 from pathlib import Path
 
-from grid import grid_arguments, list_or_train, markdown_table, read_cell
+from training_grid import grid_arguments, list_or_train, markdown_table, read_cell
 
 from training.collapse import COLLAPSE_FLOOR, collapse_epoch
 

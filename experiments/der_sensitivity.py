@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from co_map import EPOCHS, WIDTH, run_summary
-from grid import grid_arguments, list_or_train, markdown_table, read_cell
+from training_grid import grid_arguments, list_or_train, markdown_table, read_cell
 
 BETAS = (1.0, 2.0, 4.0, 8.0)
 GAMMAS = (0.05, 0.1, 0.2, 0.5)

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
 
-from grid import markdown_table  # noqa: E402
+from training_grid import markdown_table  # noqa: E402
 
 from training.rundir import is_finished, read_training_run  # noqa: E402
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grid import grid_arguments, markdown_table, read_cell, run_cells
+from training_grid import grid_arguments, markdown_table, read_cell, run_cells
 
 from training.rundir import is_finished
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from co_map import CHECK_EVERY, EPOCHS, WIDTH, cell_name, run_summary
-from grid import REPO, grid_arguments, markdown_table, read_cell, run_cells
+from training_grid import REPO, grid_arguments, markdown_table, read_cell, run_cells
 
 SEED = 0
 

@@ -377,7 +377,7 @@ def test_full_disk_during_train_is_one_line_and_leaves_no_temp_files(tmp_path, m
 
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch):
-    import robustgen.cli.demo as demo_cli
+    import robustgen.cli.report as report_cli
 
     (tmp_path / "metrics.jsonl").write_text("{}\n")
 
@@ -385,7 +385,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch):
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM did not interrupt")
 
-    monkeypatch.setattr(demo_cli, "build_reports", terminated)
+    monkeypatch.setattr(report_cli, "build_reports", terminated)
     before = signal.getsignal(signal.SIGTERM)
     result = invoke(["report", tmp_path])
     assert result.exit_code == 130 and result.stderr.strip() == "Interrupted: finished files are kept; rerun with --resume to continue."

@@ -24,7 +24,7 @@ from robustgen.models.base import Classifier
 from samplers.scoring import (
     KEY_CLASS_FID_MEAN, KEY_F_SCORE, KEY_FID, KEY_FID_TEST, KEY_IS_MEAN, KEY_IS_STD, KEY_JUDGE_ACCURACY, KEY_KID_MEAN, KEY_PRECISION, KEY_RECALL, score,
 )
-from samplers.scoring import cache as score_cache
+from samplers.scoring import feature_cache as score_cache
 from samplers.scoring.extractors import NOT_COMPARABLE
 
 PIXEL_ARCH = "test-pixels-as-logits"

@@ -22,13 +22,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("robustgen.cli.train", "train", "Adversarially train a classifier (optionally with DER)."),
     "eval": ("robustgen.cli.evaluate", "evaluate", "Clean and robust accuracy (PGD or AutoAttack) of any model source."),
     "inspect": ("robustgen.cli.inspect", "inspect", "What robustgen understood of a model spec (and its clean accuracy on --data)."),
-    "diagnose": ("robustgen.cli.train", "diagnose", "Plot energy diagnostics of a training run."),
+    "diagnose": ("robustgen.cli.diagnose", "diagnose", "Plot energy diagnostics of a training run."),
     "sample": ("robustgen.cli.sample", "sample", "Generate class-conditional images from a robust classifier."),
     "score": ("robustgen.cli.score", "score", "IS, FID, KID, precision/recall and memorisation of generated images."),
     "sweep": ("robustgen.cli.sweep", "sweep", "Vary one sampling knob, score each value, draw the quality-diversity frontier."),
     "calibrate": ("robustgen.cli.calibrate", "calibrate", "Choose a model's sampling chain on held-out data, judged by an independent classifier."),
     "demo": ("robustgen.cli.demo", "demo", "Train, sample, score and report on the embedded digits data."),
-    "report": ("robustgen.cli.demo", "report", "Build a self-contained HTML report for run dirs."),
+    "report": ("robustgen.cli.report", "report", "Build a self-contained HTML report for run dirs."),
 }
 
 

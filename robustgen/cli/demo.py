@@ -1,13 +1,11 @@
-"""`robustgen demo` and `robustgen report`: thin shells over robustgen.app.demo and robustgen.app.report."""
+"""`robustgen demo`: thin shell over robustgen.app.demo."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
-from robustgen.app.report import build_reports
 from robustgen.cli.common import echo_json, format_table, user_errors
 from samplers.config import RunOptions
 
@@ -51,14 +49,3 @@ def demo(out, n, samples_per_class, robust_epochs, reference_epochs, seed, devic
     click.echo(format_table([{"": k, "value": v} for k, v in summary["headline"]], ["", "value"]))
     click.echo(f"({summary['extractor']})")
     click.echo(f"Demo finished in {time.perf_counter() - start:.0f} s. Report: {summary['report']}")
-
-
-@click.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@user_errors
-def report(run_dirs):
-    """(Re)build report.html for each RUN_DIR (training run, sample run, or demo dir).
-
-    Every RUN_DIR is read and checked before any page is written: one bad dir leaves all pages as they were."""
-    for page in build_reports(run_dirs):
-        click.echo(f"Report: {page}")

@@ -53,7 +53,7 @@ from samplers.scoring.result import (
     parse_metrics,
 )
 from samplers.scoring.scorer import default_output, score
-from samplers.scoring.report import format_result
+from samplers.scoring.console import format_result
 
 __all__ = [
     "DEFAULT_METRICS",

@@ -12,7 +12,7 @@ these features equal torch-fidelity's own. Extraction stays in this one
 function so that it can later be sharded across ranks (issue 11).
 
 Reference features (dataset splits) are cached by robustgen itself
-(`samplers.scoring.cache`); sample features are never cached.
+(`samplers.scoring.feature_cache`); sample features are never cached.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from robustgen import distributed
 from robustgen.errors import RobustgenError
-from samplers.scoring import cache as score_cache
+from samplers.scoring import feature_cache as score_cache
 from samplers.scoring.extractors import Extractor
 from samplers.scoring.inputs import Reference
 

@@ -30,7 +30,7 @@ Per space:
 Nearest neighbours are searched in chunks (`nearest_neighbours`), so memory
 stays within a budget at any size (50k samples x 50k training images x 3072
 dims at CIFAR size); the training-set side (test -> train distances, cells) is
-computed once per dataset and space and cached (`samplers.scoring.cache`).
+computed once per dataset and space and cached (`samplers.scoring.feature_cache`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samplers.scoring import cache as score_cache
+from samplers.scoring import feature_cache as score_cache
 
 NN_MEMORY_BYTES = 256 * 2**20  # working set of one nearest-neighbour block (float64 distances and rows)
 NEAR_COPY_PERCENTILE = 1.0  # a near-copy is closer than this percentile of real test images

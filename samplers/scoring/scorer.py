@@ -190,7 +190,7 @@ def _can_memorise(inputs: _Inputs, requested: bool, found: _Findings) -> bool:
 
 
 def _cache_root(cache: bool, cache_dir) -> Path | None:
-    from samplers.scoring.cache import resolve_cache_dir
+    from samplers.scoring.feature_cache import resolve_cache_dir
 
     return resolve_cache_dir(cache_dir) if cache else None
 
@@ -359,7 +359,7 @@ def _judge(inputs: _Inputs, judge, loaded, *, batch_size: int, values: dict, fou
 
 def _memorise(inputs: _Inputs, feats: _Features, *, extractor: Extractor, cache_dir, device, found: _Findings):
     """Nearest-training-image distances in pixels and FID features, against the real test images'."""
-    from samplers.scoring.cache import training_side_key
+    from samplers.scoring.feature_cache import training_side_key
     from samplers.scoring.memorisation import KMEANS_SEED, measure_memorisation, number_of_cells
 
     train, test = inputs.splits["train"], inputs.splits["test"]
