@@ -34,7 +34,7 @@ def main() -> None:
     if not CIFAR_SUBSET.is_file():
         raise SystemExit(f"{CIFAR_SUBSET} not found")
 
-    from robustgen.checkpoint import model_meta, save_checkpoint
+    from robustgen.models.checkpoint import model_meta, save_checkpoint
     from robustgen.data import load_dataset
     from robustgen.models import build_model
     from samplers.scoring import score

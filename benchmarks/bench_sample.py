@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robustgen.checkpoint import load_checkpoint  # noqa: E402
+from robustgen.models.checkpoint import load_checkpoint  # noqa: E402
 from robustgen.data import load_dataset  # noqa: E402
 from robustgen.device import fast_bf16  # noqa: E402
 from robustgen.models import build_model  # noqa: E402

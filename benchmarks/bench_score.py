@@ -36,7 +36,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from robustgen.checkpoint import model_meta, save_checkpoint
+    from robustgen.models.checkpoint import model_meta, save_checkpoint
     from robustgen.data import ImageDataset
     from robustgen.models import build_model
     from samplers.scoring import KEY_FID, KEY_IS_MEAN, score

@@ -31,7 +31,7 @@ def main() -> None:
     p.add_argument("--results", default=str(REPO / "experiments" / "results" / "autoattack-vs-pgd"))
     args = p.parse_args()
 
-    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models.checkpoint import load_checkpoint
     from robustgen.data import load_dataset
     from training import evaluate_robustness
     from training.autoattack_eval import evaluate_autoattack

@@ -21,7 +21,7 @@ SEEDS = (0, 1, 2)
 
 
 def main() -> None:
-    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models.checkpoint import load_checkpoint
     from robustgen.data import load_dataset
     from training import TrainConfig, evaluate_robustness, train
 

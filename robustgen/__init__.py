@@ -4,7 +4,7 @@ The kernel shared by `training` and `samplers`: models, energies, datasets,
 checkpoints, device/precision and file helpers. Importing it touches no device.
 """
 
-from robustgen.checkpoint import load_checkpoint, save_checkpoint
+from robustgen.models.checkpoint import load_checkpoint, save_checkpoint
 from robustgen.data import ImageDataset, load_dataset
 from robustgen.energy import cross_entropy_from_energies, delta_energies, joint_energy, marginal_energy
 from robustgen.errors import RobustgenError

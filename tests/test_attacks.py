@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustgen.checkpoint import load_checkpoint
+from robustgen.models.checkpoint import load_checkpoint
 from robustgen.data import to_float
 from training.attacks import fgsm, fgsm_rs, fgsm_rs_with_start, fgsm_with_start, n_fgsm, pgd, pgd_with_start, trades_kl
 from robustgen.threat import perturbation_norm, project, project_delta, steepest_ascent_step, uniform_in_ball

@@ -442,7 +442,7 @@ def test_every_float_field_of_every_config_refuses_non_finite_numbers(value):
 
 
 def test_evaluation_api_refuses_non_finite_radii(robust_digits_checkpoint, digits):
-    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models.checkpoint import load_checkpoint
     from robustgen.errors import RobustgenError
     from training import evaluate_robustness
 

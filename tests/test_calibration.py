@@ -81,7 +81,7 @@ def test_bad_init_is_one_line(robust_digits_checkpoint, tmp_path, init):
 
 
 def _trajectory(model_path, *, steps, n=40, init=InitConfig()):
-    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models.checkpoint import load_checkpoint
     from robustgen.models import model_fingerprint
 
     model, _ = load_checkpoint(model_path)

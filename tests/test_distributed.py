@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustgen.checkpoint import load_checkpoint, read_checkpoint
+from robustgen.models.checkpoint import load_checkpoint, read_checkpoint
 from robustgen.io import read_jsonl
 
 pytestmark = pytest.mark.slow

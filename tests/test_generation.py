@@ -11,7 +11,7 @@ import torch
 
 from clicheck import assert_one_line_error, invoke
 
-from robustgen.checkpoint import load_checkpoint
+from robustgen.models.checkpoint import load_checkpoint
 from robustgen.errors import RobustgenError
 from samplers.config import RunOptions
 from samplers import SamplerConfig, StopConfig

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from clicheck import assert_one_line_error, invoke
 from PIL import Image
 
-from robustgen.checkpoint import load_checkpoint, read_checkpoint
+from robustgen.models.checkpoint import load_checkpoint, read_checkpoint
 from robustgen.cli import main
 from robustgen.data.pool import read_image_pool
 from robustgen.energy import marginal_energy

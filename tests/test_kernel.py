@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustgen.checkpoint import load_checkpoint, model_meta, read_checkpoint, save_checkpoint
+from robustgen.models.checkpoint import load_checkpoint, model_meta, read_checkpoint, save_checkpoint
 from robustgen.data import load_dataset
 from robustgen.energy import cross_entropy_from_energies, delta_energies, joint_energy, marginal_energy
 from robustgen.errors import RobustgenError
@@ -121,7 +121,7 @@ def test_foreign_and_corrupt_checkpoints_give_one_clear_error(tmp_path):
 def test_checkpoint_of_other_shape_names_the_mismatch(tmp_path):
     _tiny_checkpoint(tmp_path / "m.pt")
     payload = read_checkpoint(tmp_path / "m.pt")
-    from robustgen.checkpoint import load_weights
+    from robustgen.models.checkpoint import load_weights
 
     other = build_model("preact-resnet18", num_classes=7, in_channels=1, width=4)
     with pytest.raises(RobustgenError, match="head.weight .* in the model"):

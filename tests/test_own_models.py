@@ -385,7 +385,7 @@ def test_inspect_reports_what_the_loader_understood_and_clean_accuracy(nets):
 
 
 def test_inspect_a_robustgen_checkpoint(robust_digits_checkpoint, digits):
-    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models.checkpoint import load_checkpoint
     from robustgen.models.inspection import clean_accuracy
 
     result = invoke(["inspect", robust_digits_checkpoint, "--data", "digits", "--images", "1000", "--json"])

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import samplers
 import samplers.sampling as sample_module  # the loop module (samplers.sample is its function)
-from robustgen.checkpoint import load_checkpoint
+from robustgen.models.checkpoint import load_checkpoint
 from robustgen.errors import RobustgenError
 from samplers.config import RunOptions
 from robustgen.io import sha256_file

@@ -16,7 +16,7 @@ import pytest
 import torch
 from clicheck import assert_one_line_error, invoke
 
-from robustgen.checkpoint import load_checkpoint, read_checkpoint
+from robustgen.models.checkpoint import load_checkpoint, read_checkpoint
 from robustgen.data import load_dataset
 from robustgen.errors import RobustgenError
 

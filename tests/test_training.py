@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustgen.checkpoint import load_checkpoint, load_weights, read_checkpoint
+from robustgen.models.checkpoint import load_checkpoint, load_weights, read_checkpoint
 from robustgen.errors import RobustgenError
 from robustgen.io import read_jsonl
 from robustgen.models import build_model

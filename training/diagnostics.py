@@ -222,7 +222,7 @@ def energy_shift(model, x: Tensor, y: Tensor, *, config) -> dict[str, Tensor]:
 
 def diagnose_run(run_dir: str | Path, *, checkpoint: str = "best", n: int = 64, device: str = "auto", seed: int = 0) -> dict:
     """Draw curves.png (from metrics.jsonl) and quiver.png (a test batch of the checkpoint) in `run_dir`."""
-    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models.checkpoint import load_checkpoint
     from robustgen.data import load_dataset, to_float
     from robustgen.device import resolve_device
     from robustgen.errors import RobustgenError

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from robustgen.checkpoint import model_meta, save_checkpoint
+from robustgen.models.checkpoint import model_meta, save_checkpoint
 from robustgen.data import ImageDataset, augment, to_float
 from robustgen.device import LONG_RUN_IMAGE_STEPS, derived_seed, maybe_compile, memory_format, resolve_compile
 from robustgen.distributed import Dist

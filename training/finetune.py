@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustgen.checkpoint import load_weights, read_checkpoint
+from robustgen.models.checkpoint import load_weights, read_checkpoint
 from robustgen.data import to_float
 from robustgen.data.pool import read_image_pool
 from robustgen.device import derived_seed

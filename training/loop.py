@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from robustgen import distributed
-from robustgen.checkpoint import load_weights, read_checkpoint
+from robustgen.models.checkpoint import load_weights, read_checkpoint
 from robustgen.data import conversion_note, load_dataset
 from robustgen.device import resolve_precision
 from robustgen.errors import RobustgenError

@@ -142,7 +142,7 @@ def _train_stages(config: DemoConfig, out: Path, stage) -> tuple[Path, Path]:
 
 def _calibrated(robust_dir: Path) -> bool:
     """Whether the robust model's calibration.json is there and is this model's."""
-    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models.checkpoint import load_checkpoint
     from robustgen.models import model_fingerprint
     from samplers.calibrated import find_calibration
 
@@ -165,7 +165,7 @@ def _calibrate(config: DemoConfig, robust_dir: Path, reference_ckpt: Path, *, lo
 def _compare(config: DemoConfig, out: Path, robust_dir: Path, reference_ckpt: Path, *, log) -> list:
     """The calibrated chain, the default sampler and their controls, sampled (or reused) and scored by samplers.compare."""
     from samplers.calibrated import calibrated_configs, find_calibration
-    from robustgen.checkpoint import load_checkpoint
+    from robustgen.models.checkpoint import load_checkpoint
     from robustgen.models import model_fingerprint
 
     model, _ = load_checkpoint(robust_dir / "best.pt")

@@ -196,7 +196,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_fitting(net: nn.Module, state: dict[str, Tensor], *, source: str, arch: str, fix: str) -> None:
-    """load_state_dict(strict) with one line naming what does not fit (the style of robustgen.checkpoint.load_weights)."""
+    """load_state_dict(strict) with one line naming what does not fit (the style of robustgen.models.checkpoint.load_weights)."""
     problem = fit_problem(net, state)
     if problem:
         raise RobustgenError(f"{source} does not fit {arch} ({problem}): {fix}")

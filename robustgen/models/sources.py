@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from robustgen.checkpoint import load_checkpoint
+from robustgen.models.checkpoint import load_checkpoint
 from robustgen.errors import RobustgenError
 from robustgen.finite import finite
 from robustgen.io import default_cache_dir, sha256_file

@@ -269,7 +269,7 @@ def _checkpoint_meta(samples: ImageSet) -> dict:
         path = samples.run_dir / path
     if not path.is_file():
         return {}
-    from robustgen.checkpoint import read_checkpoint
+    from robustgen.models.checkpoint import read_checkpoint
 
     try:
         return read_checkpoint(path)["meta"]
