@@ -24,6 +24,7 @@ from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_d
 from samplers import calibration as cal
 from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
 from samplers.from_checkpoint import ModelSource
+from samplers.initializers.images import refuse_training_images
 from samplers.scoring import result as keys
 
 CALIBRATION_FILE = "calibration.json"
@@ -200,7 +201,7 @@ def calibrate(checkpoint, *, judge, config: cal.CalibrationConfig = cal.Calibrat
     for init, _ in plans:  # seeds the model was trained on are refused against the whole training split, not only the fit part
         init.validate()
         if init.kind == "images":
-            _refuse_training_seeds(data, init)
+            refuse_training_images(data, init.source, data.x_train, whose="the model")
     trajectories = [cal.record_trajectory(model, fit, init, sampler, n=run.n, seed=run.seed, cache_dir=cache_dir, model_hash=model_hash,
                                           batch_size=run.batch_size, progress=progress) for init, sampler in plans]
     thresholds = _thresholds(model, fit, trajectories[0].labels, config, cache_dir=cache_dir, model_hash=model_hash)
@@ -222,21 +223,12 @@ def calibrate(checkpoint, *, judge, config: cal.CalibrationConfig = cal.Calibrat
     return record
 
 
-def _refuse_training_seeds(data, init: InitConfig) -> None:
-    from robustgen.data.pool import training_overlap
-    from samplers.initializers.images import seed_pool
-
-    copies = training_overlap(seed_pool(data, init.source), data.x_train)
-    if copies:
-        raise RobustgenError(f"images:{init.source}: {copies} of its images are the model's training images: seeds would be copies; "
-                             "use another dataset or only its test split (images:SPEC@test)")
-
-
 def _thresholds(model, fit, labels: np.ndarray, config: cal.CalibrationConfig, *, cache_dir, model_hash: str) -> dict[float, np.ndarray]:
     """Per chain (n, 2) stop thresholds for every quantile tried (and the default's), from the fit part's real energies."""
     from samplers.stopping import reference_energies, stop_thresholds
 
-    references = {c: reference_energies(model, fit, c, cache_dir=cache_dir, model_hash=model_hash, dataset_fingerprint=fit.fingerprint())
+    fingerprint = fit.fingerprint()  # a hash of the whole fit part: once, not per class
+    references = {c: reference_energies(model, fit, c, cache_dir=cache_dir, model_hash=model_hash, dataset_fingerprint=fingerprint)
                   for c in sorted(set(labels.tolist()))}
     out = {}
     for q in sorted({*config.quantiles, StopConfig().quantile}):

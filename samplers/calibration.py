@@ -117,24 +117,22 @@ def record_trajectory(model, data: ImageDataset, init: InitConfig, sampler: Samp
     """Run n chains (all classes, balanced) for `sampler.steps` fixed steps, keeping every frame and its energies."""
     from tqdm.auto import tqdm
 
-    from samplers.sampling import ChainSource, _prepare, balanced_labels
+    from samplers.sampling import ChainSource, balanced_labels, prepare_chains
 
     t0, steps = time.perf_counter(), sampler.steps
     labels = balanced_labels(list(range(data.num_classes)), n)
     frames = np.zeros((steps + 1, n, *data.x_train.shape[1:]), dtype=np.uint8)
     energies = np.zeros((2, steps + 1, n), dtype=np.float32)
     device = next(model.parameters()).device
-    inits, thresholds = _prepare(model, data, sorted(set(labels.tolist())), init, StopConfig(rule="fixed"), distributed.for_device(device),
+    inits, thresholds = prepare_chains(model, data, sorted(set(labels.tolist())), init, StopConfig(rule="fixed"), distributed.for_device(device),
                                  cache_dir=cache_dir, fingerprint=data.fingerprint(), model_hash=model_hash)
 
-    def keep(chains, e_joint, e_marginal) -> None:
-        t, ids = chains.steps.cpu().numpy(), chains.ids.cpu().numpy()
-        frames[t, ids] = to_uint8(chains.x)
-        energies[:, t, ids] = torch.stack([e_joint, e_marginal]).float().cpu().numpy()
-
-    with tqdm(total=n * (steps + 1), desc=f"calibrating {init.label()} step {sampler.resolved_step_size(int(np.prod(data.image_shape))):.3g}", unit="img-step", disable=not progress) as bar:
-        def observe(chains, e_joint, e_marginal):
-            keep(chains, e_joint, e_marginal)
+    desc = f"calibrating {init.label()} step {sampler.resolved_step_size(int(np.prod(data.image_shape))):.3g}"
+    with tqdm(total=n * (steps + 1), desc=desc, unit="img-step", disable=not progress) as bar:
+        def observe(chains, e_joint, e_marginal) -> None:  # every chain at every step, and at its end: frame and energies
+            t, ids = chains.steps.cpu().numpy(), chains.ids.cpu().numpy()
+            frames[t, ids] = to_uint8(chains.x)
+            energies[:, t, ids] = torch.stack([e_joint, e_marginal]).float().cpu().numpy()
             bar.update(len(chains))
 
         source = ChainSource(list(range(n)), labels, inits, thresholds, seed=seed, device=device)

@@ -200,7 +200,7 @@ def sample(
         if resuming and (out / "meta.json").is_file() and (out / "samples.npz").is_file():
             return load_result(out)  # resuming a run that already finished
         # fit (or load) what the chains need before touching the output: a failure here writes nothing
-        inits, thresholds = _prepare(model, dataset, class_list, init, stop, dist, cache_dir=cache_dir, fingerprint=fingerprint, model_hash=model_hash)
+        inits, thresholds = prepare_chains(model, dataset, class_list, init, stop, dist, cache_dir=cache_dir, fingerprint=fingerprint, model_hash=model_hash)
         spectrum = gradient_prior(dataset, sampler)
         if out is not None and dist.is_main and not resuming:
             rundir.create_out(out, settings, overwrite=overwrite)
@@ -262,7 +262,7 @@ def _settings(run: RunOptions, init, sampler, stop, *, classes, dataset, fingerp
     }
 
 
-def _prepare(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerprint, model_hash) -> tuple[ClassInitializers, dict]:
+def prepare_chains(model, dataset, class_list, init, stop, dist, *, cache_dir, fingerprint, model_hash) -> tuple[ClassInitializers, dict]:
     """Fitted initialisers and stop thresholds per class: computed once (rank 0) and shared with every rank.
 
     Rank 0 fits (or loads from the cache) every class up front, one class at a time, so a

@@ -38,16 +38,19 @@ def class_part(pool_size: int, num_classes: int, cls: int) -> np.ndarray:
     return order[cls::num_classes]
 
 
+def refuse_training_images(dataset, source: str, train_images: np.ndarray, *, whose: str) -> None:
+    """One line if any seed of `source` is byte-identical to one of `train_images` (`whose` training images they are)."""
+    copies = training_overlap(seed_pool(dataset, source), train_images)
+    if copies:
+        raise RobustgenError(f"images:{source}: {copies} of its images are training images of {whose}: seeds from the model's training "
+                             "split would be copies; use another dataset or only its test split (images:SPEC@test)")
+
+
 def fit(dataset, cls: int, config, model) -> dict:
     pool = seed_pool(dataset, config.source)
     if len(pool.images) < dataset.num_classes:
         raise RobustgenError(f"images:{config.source} holds {len(pool.images)} images for {dataset.num_classes} classes: give at least one per class")
-    copies = training_overlap(pool, class_images(dataset, cls, minimum=0))
-    if copies:
-        raise RobustgenError(
-            f"images:{config.source}: {copies} of its images are training images of class {dataset.classes[cls]}: seeds from the model's "
-            f"training split would be copies; use another dataset or only its test split (images:SPEC@test)"
-        )
+    refuse_training_images(dataset, config.source, class_images(dataset, cls, minimum=0), whose=f"class {dataset.classes[cls]}")
     return {"images": pool.images[class_part(len(pool.images), dataset.num_classes, cls)]}
 
 
