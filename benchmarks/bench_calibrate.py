@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from robustgen.data.pool import _read_pool  # noqa: E402
-from robustgen.models.sources import ModelSpec  # noqa: E402
+from robustgen.kernel.data.pool import _read_pool  # noqa: E402
+from robustgen.kernel.models.sources import ModelSpec  # noqa: E402
 from samplers import RunOptions, SamplerConfig, StopConfig, sample_from_checkpoint  # noqa: E402
 from samplers.calibrated import calibrate, calibrated_configs  # noqa: E402
 from samplers.calibration import CalibrationConfig  # noqa: E402

@@ -88,7 +88,7 @@ def child(args) -> None:
     """One init in this (fresh) process: fit, then the timed run; prints one JSON line."""
     import torch
 
-    from robustgen.models.sources import load_classifier
+    from robustgen.kernel.models.sources import load_classifier
     from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig
     from samplers.from_checkpoint import _align, _load_named_dataset
     from samplers.initializers import resolve_init

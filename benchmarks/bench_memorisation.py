@@ -34,9 +34,9 @@ def main() -> None:
     if not CIFAR_SUBSET.is_file():
         raise SystemExit(f"{CIFAR_SUBSET} not found")
 
-    from robustgen.models.checkpoint import model_meta, save_checkpoint
-    from robustgen.data import load_dataset
-    from robustgen.models import build_model
+    from robustgen.kernel.models.checkpoint import model_meta, save_checkpoint
+    from robustgen.kernel.data import load_dataset
+    from robustgen.kernel.models import build_model
     from samplers.scoring import score
 
     work = Path(tempfile.mkdtemp(prefix="bench-memorisation-"))

@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robustgen.models.checkpoint import load_checkpoint  # noqa: E402
-from robustgen.data import load_dataset  # noqa: E402
-from robustgen.device import fast_bf16  # noqa: E402
-from robustgen.models import build_model  # noqa: E402
+from robustgen.kernel.models.checkpoint import load_checkpoint  # noqa: E402
+from robustgen.kernel.data import load_dataset  # noqa: E402
+from robustgen.kernel.device import fast_bf16  # noqa: E402
+from robustgen.kernel.models import build_model  # noqa: E402
 from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig, load_checkpoint_dataset, sample  # noqa: E402
 
 

@@ -36,9 +36,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from robustgen.models.checkpoint import model_meta, save_checkpoint
-    from robustgen.data import ImageDataset
-    from robustgen.models import build_model
+    from robustgen.kernel.models.checkpoint import model_meta, save_checkpoint
+    from robustgen.kernel.data import ImageDataset
+    from robustgen.kernel.models import build_model
     from samplers.scoring import KEY_FID, KEY_IS_MEAN, score
 
     work = Path(tempfile.mkdtemp(prefix="bench-score-"))

@@ -32,11 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robustgen.data import ImageDataset, load_dataset  # noqa: E402
-from robustgen.models.classes import align_dataset  # noqa: E402
-from robustgen.models.sources import load_classifier  # noqa: E402
+from robustgen.kernel.data import ImageDataset, load_dataset  # noqa: E402
+from robustgen.kernel.models.classes import align_dataset  # noqa: E402
+from robustgen.kernel.models.sources import load_classifier  # noqa: E402
 from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig, sample  # noqa: E402
-from training.autoattack_eval import evaluate_autoattack  # noqa: E402
+from training.autoattack_accuracy import evaluate_autoattack  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset.npz"
 
@@ -48,7 +48,7 @@ def build(fmt: str, work: Path, checkpoint: str | None) -> str:
             raise SystemExit("robustgen needs --checkpoint PATH (a best.pt from robustgen train)")
         return checkpoint
     if fmt == "robustbench":
-        from robustgen.models.robustbench_zoo import import_robustbench
+        from robustgen.kernel.models.robustbench_zoo import import_robustbench
 
         rb = import_robustbench()
         net = rb.model_dicts[rb.BenchmarkDataset("cifar10")][rb.ThreatModel("Linf")]["Wong2020Fast"]["model"]()

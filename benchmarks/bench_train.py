@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robustgen.device import autocast, fast_bf16, resolve_device  # noqa: E402
-from robustgen.models import build_model  # noqa: E402
+from robustgen.kernel.device import autocast, fast_bf16, resolve_device  # noqa: E402
+from robustgen.kernel.models import build_model  # noqa: E402
 from training.config import TrainConfig, resolve_config  # noqa: E402
 from training.step import train_step  # noqa: E402
 
@@ -151,7 +151,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     device = resolve_device(args.device)
-    from robustgen.device import compile_available
+    from robustgen.kernel.device import compile_available
 
     rows_wanted = settings(device, compile_ok=not args.no_compile and compile_available(device) is None)
     if not args.compare:

@@ -3,7 +3,7 @@
     python docs/draw_house.py                         # this checkout -> docs/images/house.png
     python docs/draw_house.py --repo DIR --out X.png  # another checkout (e.g. an older commit's `git worktree`)
 
-Floors (CONVENTIONS.md): the kernel (robustgen without app/ and cli/) at the bottom, training and samplers
+Floors (CONVENTIONS.md): the kernel (robustgen.kernel, and the package root that re-exports it) at the bottom, training and samplers
 above it, robustgen.app and robustgen.cli on top. An arrow is drawn from a room to every room it imports
 (the number: import statements, lazy ones inside functions included); red arrows run up a floor or sideways
 between training and samplers, which the house rules forbid. Measured from the code's own imports (ast).
@@ -26,7 +26,9 @@ def room_of(parts: tuple[str, ...]) -> str:
     if top == "robustgen":
         if sub in ("app", "cli", "__main__"):
             return "robustgen.cli" if sub != "app" else "robustgen.app"
-        return f"robustgen.{sub}" if sub in ("models", "data", "report") else "robustgen (core)"
+        if sub == "kernel" and len(parts) > 2 and parts[2] in ("models", "data"):
+            return f"robustgen.kernel.{parts[2]}"
+        return "robustgen.kernel" if sub == "kernel" else "robustgen (root)" if sub in ("", "__init__", "moved") else f"robustgen.{sub} (no floor)"
     if top == "training":
         return "training.attacks" if sub == "attacks" else "training"
     return f"samplers.{sub}" if sub in ("scoring", "initializers") else "samplers"

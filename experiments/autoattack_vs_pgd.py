@@ -31,11 +31,11 @@ def main() -> None:
     p.add_argument("--results", default=str(REPO / "experiments" / "results" / "autoattack-vs-pgd"))
     args = p.parse_args()
 
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.data import load_dataset
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.data import load_dataset
     from training import evaluate_robustness
-    from training.autoattack_eval import evaluate_autoattack
-    from training.evaluate import evaluation_indices
+    from training.autoattack_accuracy import evaluate_autoattack
+    from training.pgd_accuracy import evaluation_indices
 
     model, meta = load_checkpoint(args.checkpoint)
     dataset, eps = load_dataset(meta["dataset"]), meta["config"]["eps"]

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from robustgen.data import load_dataset
+    from robustgen.kernel.data import load_dataset
     from samplers.scoring import KEY_F_SCORE, KEY_FID, KEY_IS_MEAN, KEY_IS_STD, KEY_KID_MEAN, KEY_PRECISION, KEY_RECALL, score
 
     data = load_dataset(args.ref, root=args.data_root)

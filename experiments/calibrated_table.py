@@ -40,8 +40,8 @@ def _cached(setting, *, n: int, seeds: str | None) -> dict | None:
     """This setting's calibration from the cache, if it was made with the same config and seeds (the run is resumable)."""
     from dataclasses import asdict
 
-    from robustgen.models import model_fingerprint
-    from robustgen.models.sources import load_classifier
+    from robustgen.kernel.models import model_fingerprint
+    from robustgen.kernel.models.sources import load_classifier
 
     model, _ = load_classifier(setting.checkpoint, mean=setting.mean, std=setting.std, data=setting.data)
     found = find_calibration(model_fingerprint(model), checkpoint=setting.checkpoint)

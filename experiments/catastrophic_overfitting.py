@@ -127,8 +127,8 @@ def _cell(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from robustgen.io import atomic_write_json, atomic_write_text
-    from robustgen.threat import parse_eps
+    from robustgen.kernel.io import atomic_write_json, atomic_write_text
+    from robustgen.kernel.threat import parse_eps
 
     args = _arguments(argv)
     if not Path(args.data).is_file():

@@ -27,9 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robustgen.models.checkpoint import load_checkpoint  # noqa: E402
-from robustgen.tables import format_table  # noqa: E402
-from robustgen.data import to_float  # noqa: E402
+from robustgen.kernel.models.checkpoint import load_checkpoint  # noqa: E402
+from robustgen.kernel.tables import format_table  # noqa: E402
+from robustgen.kernel.data import to_float  # noqa: E402
 from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig, grid_array, load_checkpoint_dataset, sample  # noqa: E402
 from samplers.grid import save_png  # noqa: E402
 from samplers.scoring.metrics import frechet_distance  # noqa: E402

@@ -70,7 +70,7 @@ def ensure_trained(name: str, options: str, *, data: str, runs: Path, train: boo
 
 def measure(name: str, options: str, spec: str, *, cache: Path, args, mean: str | None = None, std: str | None = None) -> dict:
     """Robust accuracy under THREATS (PGD-20, a seeded test subset) and generative strength, cached in `cache`."""
-    from robustgen.models.sources import ModelSpec, load_classifier
+    from robustgen.kernel.models.sources import ModelSpec, load_classifier
     from samplers.from_checkpoint import load_checkpoint_dataset
     from samplers.config import RunOptions
     from samplers.from_checkpoint import ModelSource

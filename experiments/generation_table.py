@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustgen.models.sources import ModelSpec
+from robustgen.kernel.models.sources import ModelSpec
 from samplers.compare import compare, markdown
 from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
 from samplers.from_checkpoint import ModelSource

@@ -16,9 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-from robustgen.models.sources import ModelSpec
-from samplers.compare import SampleOptions, compare
-from samplers.config import InitConfig, SamplerConfig, StopConfig
+from robustgen.kernel.models.sources import ModelSpec
+from samplers.compare import compare
+from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
+from samplers.from_checkpoint import ModelSource
 
 ROWS = ("init-only-local-pca", "default", "santurkar")
 COLUMNS = ("judge_accuracy", "fid_test", "precision_test", "recall_test")
@@ -32,7 +33,7 @@ def run(models: dict[str, str], *, data: str, judge, out: Path, n: int, seed: in
     table = []
     for name, checkpoint in models.items():
         rows = compare(checkpoint, {"default": (InitConfig(), SamplerConfig(), StopConfig())}, out=out / name, features=judge, judge=judge,
-                       n=n, seed=seed, sample_options=SampleOptions(device=device, dataset=data))
+                       run=RunOptions(n=n, seed=seed, device=device), source=ModelSource(dataset=data))
         by = {r.name: r.metrics for r in rows}
         init = by[next(r.init_only for r in rows if r.name == "default")]
         for row in rows:

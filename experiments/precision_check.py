@@ -21,8 +21,8 @@ SEEDS = (0, 1, 2)
 
 
 def main() -> None:
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.data import load_dataset
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.data import load_dataset
     from training import TrainConfig, evaluate_robustness, train
 
     work, results = REPO / "runs" / "precision-check", REPO / "experiments" / "results" / "precision-check"

@@ -40,8 +40,8 @@ def cells(data: str, seed: int, width: int, epochs: int) -> dict:
 
 def final_evaluations(work: Path, results: Path, names: list[str]) -> dict:
     """PGD-50-10 of best.pt and last.pt on the whole test split, one cached file per run (shards write apart)."""
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.data import load_dataset
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.data import load_dataset
     from training import evaluate_robustness
 
     done = {}

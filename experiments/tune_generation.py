@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustgen.data import to_float
-from robustgen.models.sources import load_classifier
+from robustgen.kernel.data import to_float
+from robustgen.kernel.models.sources import load_classifier
 from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig, load_checkpoint_dataset, sample
 from samplers.scoring.metrics import MetricSettings, frechet_distance, precision_recall
 

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from robustgen.errors import RobustgenError
-from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso, versions
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso, versions
 from samplers import calibration as cal
 from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
 from samplers.from_checkpoint import ModelSource
@@ -181,8 +181,8 @@ def calibrate(checkpoint, *, judge, config: cal.CalibrationConfig = cal.Calibrat
     also try real-image seeds. run: n samples per candidate, the seed of the held-out split and the chains, and how they
     run (RunOptions). The record is written to the cache (by the model's hash) and beside a robustgen checkpoint.
     """
-    from robustgen.device import resolve_precision, with_precision
-    from robustgen.models import model_fingerprint
+    from robustgen.kernel.device import resolve_precision, with_precision
+    from robustgen.kernel.models import model_fingerprint
     from samplers.from_checkpoint import load_for_sampling
 
     run = run if run is not None else RunOptions()

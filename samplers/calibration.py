@@ -31,10 +31,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from robustgen import distributed
-from robustgen.data import ImageDataset, LazyImageFolder, to_uint8
-from robustgen.errors import RobustgenError
-from robustgen.finite import FiniteFields
+from robustgen.kernel import distributed
+from robustgen.kernel.data import ImageDataset, LazyImageFolder, to_uint8
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.finite import FiniteFields
 from samplers.chains import run_queue
 from samplers.config import InitConfig, SamplerConfig, StopConfig
 from samplers.stopping import stop_now

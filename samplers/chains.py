@@ -21,7 +21,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from robustgen.energy import joint_energy, marginal_energy
+from robustgen.kernel.energy import joint_energy, marginal_energy
 from samplers.config import SamplerConfig, StopConfig
 from samplers.energies import EnergyFn, energy_and_grad, energy_function
 from samplers.gradients import apply_transforms, draw_transforms, low_pass, precondition

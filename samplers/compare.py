@@ -66,7 +66,7 @@ def compare(
     extractors' features (columns fid_test@name, precision_test@name, recall_test@name): realism
     seen by a second, weaker classifier catches class texture a strong judge rewards.
     """
-    from robustgen.models.sanity import flush_warnings
+    from robustgen.kernel.models.sanity import flush_warnings
     from samplers.from_checkpoint import sample_from_checkpoint
 
     check_scorers(features=features, judge=judge)  # a bad --features or --judge fails before the first image is sampled
@@ -103,7 +103,7 @@ def compare(
 def check_model(checkpoint, source: ModelSource, *, classes=None) -> None:
     """Read the sampled model, its data and the classes asked for the way sampling will, so a bad one fails before
     anything is sampled."""
-    from robustgen.models.sources import load_classifier
+    from robustgen.kernel.models.sources import load_classifier
     from samplers.from_checkpoint import load_checkpoint_dataset
 
     _, meta = load_classifier(checkpoint, device="cpu", **source.loader())
@@ -125,7 +125,7 @@ def check_scorers(*, features, judge, data: str | None = None) -> None:
 
 def write_comparison(out: Path, rows: list[Row], *, features, judge, n: int, seed: int) -> None:
     """comparison.json (rows + the column spec, which `robustgen report` renders as is) and comparison.md."""
-    from robustgen.io import atomic_write_json, atomic_write_text
+    from robustgen.kernel.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "comparison.json", {
         "columns": [list(c) for c in table_columns(rows)], "rows": [r.to_dict() for r in rows], "features": str(features), "judge": str(judge) if judge else None,
@@ -141,14 +141,14 @@ def init_only_name(init: InitConfig) -> str:
 
 
 def _safe(name: str) -> str:
-    from robustgen.io import safe_name
+    from robustgen.kernel.io import safe_name
 
     return "=".join(safe_name(part.replace(":", "-")) for part in name.split("="))  # "scale=1.5" stays readable
 
 
 def _real_rows(checkpoint, out: Path, *, run: RunOptions, source: ModelSource) -> list[Row]:
     """Real test images, and n real training images (balanced), written like sample runs."""
-    from robustgen.models.sources import load_classifier
+    from robustgen.kernel.models.sources import load_classifier
     from samplers.from_checkpoint import load_checkpoint_dataset
     from samplers.sampling import balanced_labels
     from samplers.scoring.inputs import write_image_set
@@ -186,7 +186,7 @@ def score_row(row: Row, *, features, judge, source: ModelSource, device: str) ->
 def score_in_features(row: Row, name: str, features, *, source: ModelSource, device: str) -> dict:
     """FID / precision / recall of a row against the test split in another extractor's features (cached in score-test@name.json),
     under the score keys with "@name" appended."""
-    from robustgen.io import safe_name
+    from robustgen.kernel.io import safe_name
     from samplers.scoring import score
 
     if row.name == "real-test":

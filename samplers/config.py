@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from robustgen.data import is_large
-from robustgen.errors import RobustgenError
-from robustgen.finite import FiniteFields
-from robustgen.threat import NORMS, check_norm
+from robustgen.kernel.data import is_large
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.finite import FiniteFields
+from robustgen.kernel.threat import NORMS, check_norm
 
 INITS = ("local-pca", "pca", "gaussian", "uniform", "images")
 IMAGES_PREFIX = "images:"  # --init images:SPEC: real images of the dataset SPEC as seeds
@@ -204,7 +204,7 @@ class RunOptions(FiniteFields):
     device: str = "auto"  # auto (cuda:LOCAL_RANK under torchrun, else cuda, mps or cpu) | cpu | cuda | cuda:N
 
     def validate(self) -> None:
-        from robustgen.device import COMPILE_MODES, PRECISIONS
+        from robustgen.kernel.device import COMPILE_MODES, PRECISIONS
 
         if self.n < 1:
             raise RobustgenError(f"--num-images {self.n}: ask for at least 1 image")

@@ -12,8 +12,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from robustgen.energy import joint_energy, marginal_energy, value_and_input_grad
-from robustgen.errors import RobustgenError
+from robustgen.kernel.energy import joint_energy, marginal_energy, value_and_input_grad
+from robustgen.kernel.errors import RobustgenError
 
 EnergyFn = Callable[[Tensor, Tensor], Tensor]
 

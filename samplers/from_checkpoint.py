@@ -1,6 +1,6 @@
 """`sample_from_checkpoint`: load a model (any source) and the data it was trained on, then `sample`.
 
-The model comes from `robustgen.models.sources.load_classifier`: a robustgen
+The model comes from `robustgen.kernel.models.sources.load_classifier`: a robustgen
 checkpoint or a robustbench:/robustness:/torchvision:/timm:/python:/torchscript:/export: spec. The data is
 needed to fit the initialiser and the reference energies; it is found from the
 model's meta (dataset, data_root) unless overridden, and relabelled into the
@@ -17,13 +17,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from robustgen.data import ImageDataset
-from robustgen import distributed
-from robustgen.io import safe_name
-from robustgen.errors import RobustgenError
-from robustgen.models.model_data import SAMPLING, model_dataset
-from robustgen.models.sanity import flush_warnings
-from robustgen.models.sources import load_classifier
+from robustgen.kernel.data import ImageDataset
+from robustgen.kernel import distributed
+from robustgen.kernel.io import safe_name
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.models.model_data import SAMPLING, model_dataset
+from robustgen.kernel.models.sanity import flush_warnings
+from robustgen.kernel.models.sources import load_classifier
 from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
 from samplers.sampling import SampleResult, sample
 
@@ -51,7 +51,7 @@ class ModelSource:
     trust_checkpoint: bool = False  # allow fully unpickling a third-party file
     mean: str | None = None  # input normalisation of python:/torchscript:/export: models ("M1,M2,M3")
     std: str | None = None
-    check: str = "off"  # clean-accuracy check of a foreign model (robustgen.models.sanity): off | warn | strict (the CLI warns; --strict)
+    check: str = "off"  # clean-accuracy check of a foreign model (robustgen.kernel.models.sanity): off | warn | strict (the CLI warns; --strict)
 
     def loader(self) -> dict:
         """load_classifier's keyword arguments (besides the device)."""
@@ -118,7 +118,7 @@ def chain_configs(model, checkpoint, given: tuple, *, calibration: bool, cache_d
         return given
     base = (InitConfig(), SamplerConfig(), StopConfig())
     if calibration:
-        from robustgen.models import model_fingerprint
+        from robustgen.kernel.models import model_fingerprint
         from samplers.calibrated import calibrated_configs, describe, find_calibration
 
         found = find_calibration(model_fingerprint(model), checkpoint=checkpoint, cache_dir=cache_dir or None)

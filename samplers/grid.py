@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from robustgen.io import atomic_write_bytes
-from robustgen.pictures import png_bytes, tile, zoom_for
+from robustgen.kernel.io import atomic_write_bytes
+from robustgen.kernel.pictures import png_bytes, tile, zoom_for
 
 
 def grid_array(

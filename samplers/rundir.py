@@ -17,9 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from robustgen.cache import read_npz, read_user_npz
-from robustgen.errors import RobustgenError
-from robustgen.io import LOCK_NAME, atomic_path, atomic_write_json, ensure_writable_dir, now_iso, safe_name, sha256_file, to_jsonable, versions
+from robustgen.kernel.cache import read_npz, read_user_npz
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import LOCK_NAME, atomic_path, atomic_write_json, ensure_writable_dir, now_iso, safe_name, sha256_file, to_jsonable, versions
 from samplers.grid import save_grid, save_png, save_strips
 
 OUTPUTS = ("samples.npz", "grid.png", "strips.png", "meta.json", "run.json", "png", "shards")

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustgen import distributed
-from robustgen.data import ImageDataset, to_uint8
-from robustgen.device import LONG_RUN_IMAGE_STEPS, derived_seed, maybe_compile, resolve_compile, resolve_precision, with_precision
-from robustgen.errors import RobustgenError
-from robustgen.io import clean_stale_temps, now_iso, run_dir_lock
-from robustgen.models import model_fingerprint
+from robustgen.kernel import distributed
+from robustgen.kernel.data import ImageDataset, to_uint8
+from robustgen.kernel.device import LONG_RUN_IMAGE_STEPS, derived_seed, maybe_compile, resolve_compile, resolve_precision, with_precision
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import clean_stale_temps, now_iso, run_dir_lock
+from robustgen.kernel.models import model_fingerprint
 from samplers import rundir
 from samplers.chains import ChainBatch, run_queue
 from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
@@ -174,7 +174,7 @@ def sample(
     that load a model). `run` (RunOptions; None = its defaults): n, seed, batch_size (chains on the device at once),
     refill (new chains take the slots of stopped ones: same images either way), precision (fp32, bf16: autocast +
     channels_last with the head and energies in fp32, or auto: bf16 where the hardware has fast bf16,
-    robustgen.device.fast_bf16), compile (off, on, or auto: on for runs of at least LONG_RUN_IMAGE_STEPS image-steps
+    robustgen.kernel.device.fast_bf16), compile (off, on, or auto: on for runs of at least LONG_RUN_IMAGE_STEPS image-steps
     where torch.compile works; images then match eager ones to rounding). `out`: a run dir to write (refused if it
     exists, unless overwrite or resume). `cache_dir`: where fitted initialisers and reference energies are cached
     (None = default, False = no cache). `checkpoint`: the file the model came from, recorded with its hash.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from robustgen.threat import project, steepest_ascent_step
+from robustgen.kernel.threat import project, steepest_ascent_step
 
 
 def sgld_step(

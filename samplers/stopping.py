@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustgen.data import ImageDataset, to_float
-from robustgen.models import model_fingerprint
+from robustgen.kernel.data import ImageDataset, to_float
+from robustgen.kernel.models import model_fingerprint
 from samplers.config import StopConfig
 from samplers.energies import energies
 from samplers.initializers.base import (

@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from robustgen.errors import RobustgenError
-from robustgen.finite import finite
-from robustgen.io import atomic_path, atomic_write_json, atomic_write_text
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.finite import finite
+from robustgen.kernel.io import atomic_path, atomic_write_json, atomic_write_text
 from samplers.compare import Configs, Row, compare, markdown
 from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
 from samplers.from_checkpoint import ModelSource
@@ -92,7 +92,7 @@ def _resolved_base(checkpoint, base: tuple, *, calibration: bool, source: ModelS
         return base
     if not calibration:
         return tuple(c if c is not None else d for c, d in zip(base, (InitConfig(), SamplerConfig(), StopConfig())))
-    from robustgen.models.sources import load_classifier
+    from robustgen.kernel.models.sources import load_classifier
     from samplers.from_checkpoint import chain_configs
 
     model, _ = load_classifier(checkpoint, device="cpu", **source.loader())

@@ -55,7 +55,7 @@ def standard_digits_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def digits():
-    from robustgen.data import load_dataset
+    from robustgen.kernel.data import load_dataset
 
     return load_dataset("digits")
 

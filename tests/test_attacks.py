@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustgen.models.checkpoint import load_checkpoint
-from robustgen.data import to_float
+from robustgen.kernel.models.checkpoint import load_checkpoint
+from robustgen.kernel.data import to_float
 from training.attacks import fgsm, fgsm_rs, fgsm_rs_with_start, fgsm_with_start, n_fgsm, pgd, pgd_with_start, trades_kl
-from robustgen.threat import perturbation_norm, project, project_delta, steepest_ascent_step, uniform_in_ball
+from robustgen.kernel.threat import perturbation_norm, project, project_delta, steepest_ascent_step, uniform_in_ball
 
 EPS = {"Linf": 0.1, "L2": 0.5}
 
@@ -87,7 +87,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_do_not_hurt(model_and_ba
 
 
 def test_pgd_restarts_report_what_they_fooled_and_only_add_to_it(model_and_batch):
-    """`fooled` (what training.evaluate counts as not robust) is what the returned x* does to the model, and a
+    """`fooled` (what training.pgd_accuracy counts as not robust) is what the returned x* does to the model, and a
     restart only adds to it: the first restart draws the same start under the same seed."""
     model, x, y = model_and_batch
     fooled = {}

@@ -364,7 +364,7 @@ def test_json_errors_are_also_printed_as_json_on_stdout(bad):
 
 
 def test_full_disk_during_train_is_one_line_and_leaves_no_temp_files(tmp_path, monkeypatch):
-    import robustgen.io as rio
+    import robustgen.kernel.io as rio
 
     def full(path):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -408,7 +408,7 @@ def test_python_dash_m_robustgen_runs_the_cli():
 
 
 def test_a_second_demo_on_one_out_gets_one_line(tmp_path):
-    from robustgen.io import run_dir_lock
+    from robustgen.kernel.io import run_dir_lock
 
     out = tmp_path / "demo"
     with run_dir_lock(out):  # what a running demo holds
@@ -426,7 +426,7 @@ def test_every_float_field_of_every_config_refuses_non_finite_numbers(value):
     """The Python API gets the CLI's check: each config refuses NaN/inf in any float field when it is built."""
     import dataclasses
 
-    from robustgen.errors import RobustgenError
+    from robustgen.kernel.errors import RobustgenError
     from samplers.config import InitConfig, SamplerConfig, StopConfig
     from training.config import TrainConfig
 
@@ -442,8 +442,8 @@ def test_every_float_field_of_every_config_refuses_non_finite_numbers(value):
 
 
 def test_evaluation_api_refuses_non_finite_radii(robust_digits_checkpoint, digits):
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.errors import RobustgenError
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.errors import RobustgenError
     from training import evaluate_robustness
 
     model, _ = load_checkpoint(robust_digits_checkpoint)
@@ -453,8 +453,8 @@ def test_evaluation_api_refuses_non_finite_radii(robust_digits_checkpoint, digit
 
 
 def test_check_finite_weights_names_the_first_bad_tensor():
-    from robustgen.models.foreign import check_finite_weights
-    from robustgen.errors import RobustgenError
+    from robustgen.kernel.models.foreign import check_finite_weights
+    from robustgen.kernel.errors import RobustgenError
 
     good = {"a": torch.zeros(3), "steps": torch.tensor(7), "b": torch.ones(2, 2)}
     check_finite_weights(good, source="x.pt")  # integer buffers and finite floats pass

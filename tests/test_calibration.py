@@ -10,7 +10,7 @@ import pytest
 from clicheck import assert_one_line_error, invoke
 from PIL import Image
 
-from robustgen.data import load_dataset
+from robustgen.kernel.data import load_dataset
 from samplers import calibration as cal
 from samplers.calibrated import Candidate, candidates, choose, find_calibration, judge_candidates
 from samplers.config import InitConfig, RunOptions, SamplerConfig, StopConfig
@@ -31,7 +31,7 @@ def _flat_folder(path, n=40, size=(12, 10), seed=0):
 
 
 def test_seeds_are_the_pool_images_resized_dealt_at_random_and_distinct(robust_digits_checkpoint, tmp_path):
-    from robustgen.data.pool import read_image_pool
+    from robustgen.kernel.data.pool import read_image_pool
 
     folder = _flat_folder(tmp_path / "seeds")
     out = tmp_path / "s"
@@ -81,8 +81,8 @@ def test_bad_init_is_one_line(robust_digits_checkpoint, tmp_path, init):
 
 
 def _trajectory(model_path, *, steps, n=40, init=InitConfig()):
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.models import model_fingerprint
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.models import model_fingerprint
 
     model, _ = load_checkpoint(model_path)
     data = load_dataset("digits")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from clicheck import assert_one_line_error
 
-from robustgen.models.checkpoint import load_checkpoint, save_checkpoint
+from robustgen.kernel.models.checkpoint import load_checkpoint, save_checkpoint
 from robustgen.cli import main
 
 

@@ -96,7 +96,7 @@ def test_help_lists_the_options():
 
 
 def test_a_reference_that_differs_from_the_samples_data_is_refused_as_sampling_refuses_it(setup):
-    """One rule for a recorded dataset hash (robustgen.models.model_data.check_same_data): scoring refuses, like sampling."""
+    """One rule for a recorded dataset hash (robustgen.kernel.models.model_data.check_same_data): scoring refuses, like sampling."""
     meta = json.loads((setup["run"] / "meta.json").read_text())
     (setup["run"] / "meta.json").write_text(json.dumps({**meta, "dataset_sha256": "0" * 64}))
     result = CliRunner().invoke(main, ["score", str(setup["run"]), "--features", str(setup["ckpt"]), "--metrics", "fid", "--cache-dir", str(setup["cache"])])

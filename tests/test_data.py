@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustgen.data import augment, dataset_names, load_dataset, to_float, to_uint8
-from robustgen.errors import RobustgenError
+from robustgen.kernel.data import augment, dataset_names, load_dataset, to_float, to_uint8
+from robustgen.kernel.errors import RobustgenError
 
 CIFAR_SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-subset.npz"
 
@@ -269,7 +269,7 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 def test_read_images_handles_grayscale_modes_like_the_scorer(tmp_path):
     from PIL import Image
 
-    from robustgen.data import read_images
+    from robustgen.kernel.data import read_images
 
     gray = np.arange(16, dtype=np.uint8).reshape(4, 4) * 16
     Image.fromarray(gray, "L").save(tmp_path / "l.png")
@@ -288,7 +288,7 @@ def test_read_images_handles_grayscale_modes_like_the_scorer(tmp_path):
 def test_read_images_converts_the_minority_to_the_majority_channel_count(tmp_path):
     from PIL import Image
 
-    from robustgen.data import read_images
+    from robustgen.kernel.data import read_images
 
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (4, 4), dtype=np.uint8)
@@ -310,7 +310,7 @@ def test_read_images_converts_the_minority_to_the_majority_channel_count(tmp_pat
 
 
 def test_read_images_refuses_bombs_and_non_raster_formats(tmp_path):
-    from robustgen.data import read_images
+    from robustgen.kernel.data import read_images
 
     _png_header_only(tmp_path / "big.png", 5000, 5000)  # above robustgen's limit, below Pillow's
     with pytest.raises(RobustgenError, match="5000x5000 pixels, larger than robustgen decodes.*resize it"):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from robustgen.energy import delta_energies
-from robustgen.models import build_model
+from robustgen.kernel.energy import delta_energies
+from robustgen.kernel.models import build_model
 from training.config import TrainConfig, resolve_config
 from training.der import abnormal_mask, delta_energy_norm, der_loss, der_penalty
 
@@ -101,9 +101,9 @@ def test_delta_energies_under_bf16_stay_within_bf16_rounding_of_fp32_and_keep_th
     scale (max |logit| + log K, per sample) and the number of rounded layers: never from a constant, since the fixture's
     weights (and so the size of the error) differ from CPU to CPU. What DER needs: the hinge at gamma decides the same
     way in bf16 and fp32 for every sample that is not within rounding of gamma."""
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.data import to_float
-    from robustgen.device import autocast
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.data import to_float
+    from robustgen.kernel.device import autocast
     from training.attacks import fgsm
     from training.config import DER_GAMMA
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustgen.models.checkpoint import load_checkpoint, read_checkpoint
-from robustgen.io import read_jsonl
+from robustgen.kernel.models.checkpoint import load_checkpoint, read_checkpoint
+from robustgen.kernel.io import read_jsonl
 
 pytestmark = pytest.mark.slow
 TRAIN = ["train", "digits", "--width", "4", "--batch-size", "64", "--eval-pgd-steps", "2", "--eval-subset", "100", "--device", "cpu",

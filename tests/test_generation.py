@@ -11,8 +11,8 @@ import torch
 
 from clicheck import assert_one_line_error, invoke
 
-from robustgen.models.checkpoint import load_checkpoint
-from robustgen.errors import RobustgenError
+from robustgen.kernel.models.checkpoint import load_checkpoint
+from robustgen.kernel.errors import RobustgenError
 from samplers.config import RunOptions
 from samplers import SamplerConfig, StopConfig
 from samplers.gradients import amplitude_spectrum, apply_transforms, dataset_spectrum, draw_transforms, gaussian_kernel, low_pass, precondition

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from clicheck import assert_one_line_error, invoke
 from PIL import Image
 
-from robustgen.models.checkpoint import load_checkpoint, read_checkpoint
+from robustgen.kernel.models.checkpoint import load_checkpoint, read_checkpoint
 from robustgen.cli import main
-from robustgen.data.pool import read_image_pool
-from robustgen.energy import marginal_energy
-from robustgen.errors import RobustgenError
-from robustgen.io import read_jsonl
-from robustgen.models import build_model
+from robustgen.kernel.data.pool import read_image_pool
+from robustgen.kernel.energy import marginal_energy
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import read_jsonl
+from robustgen.kernel.models import build_model
 from training import TrainConfig, train
 from training.config import resolve_config
 from training.finetune import finetune_config, holdout_split

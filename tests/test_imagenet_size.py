@@ -14,10 +14,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-import robustgen.data.folders as folders_module
+import robustgen.kernel.data.folders as folders_module
 from robustgen.cli import main
-from robustgen.data import ImageDataset, LazyImageFolder, load_dataset
-from robustgen.errors import RobustgenError
+from robustgen.kernel.data import ImageDataset, LazyImageFolder, load_dataset
+from robustgen.kernel.errors import RobustgenError
 from samplers import InitConfig, SamplerConfig, StopConfig, fit_initializer, sample
 from samplers.config import RunOptions
 from samplers.initializers import local_pca
@@ -48,7 +48,7 @@ def folder(tmp_path):
 
 @pytest.fixture
 def reads(monkeypatch):
-    """Every image file decoded by robustgen.data, in order."""
+    """Every image file decoded by robustgen.kernel.data, in order."""
     seen = []
     original = folders_module.decode_image
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from robustgen.data import ImageDataset
-from robustgen.errors import RobustgenError
-from robustgen.models import build_model
+from robustgen.kernel.data import ImageDataset
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.models import build_model
 from samplers import InitConfig, fit_initializer
 from samplers.initializers.base import class_pixels
 

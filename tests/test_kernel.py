@@ -7,19 +7,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustgen.models.checkpoint import load_checkpoint, model_meta, read_checkpoint, save_checkpoint
-from robustgen.data import load_dataset
-from robustgen.energy import cross_entropy_from_energies, delta_energies, joint_energy, marginal_energy
-from robustgen.errors import RobustgenError
-from robustgen.io import append_jsonl, atomic_path, atomic_write_json, read_jsonl
-from robustgen.threat import parse_eps
-from robustgen.models import build_model, model_names
+from robustgen.kernel.models.checkpoint import load_checkpoint, model_meta, read_checkpoint, save_checkpoint
+from robustgen.kernel.data import load_dataset
+from robustgen.kernel.energy import cross_entropy_from_energies, delta_energies, joint_energy, marginal_energy
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import append_jsonl, atomic_path, atomic_write_json, read_jsonl
+from robustgen.kernel.threat import parse_eps
+from robustgen.kernel.models import build_model, model_names
 
 
 def test_fast_bf16_follows_the_onednn_isa_cap(monkeypatch):
     """ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 makes oneDNN emulate bf16, so --precision auto then means fp32:
     capping the ISA reproduces an older CPU faithfully (issue 20)."""
-    from robustgen.device import fast_bf16, resolve_precision
+    from robustgen.kernel.device import fast_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # an AVX512-BF16 CPU, whatever runs the test
@@ -121,7 +121,7 @@ def test_foreign_and_corrupt_checkpoints_give_one_clear_error(tmp_path):
 def test_checkpoint_of_other_shape_names_the_mismatch(tmp_path):
     _tiny_checkpoint(tmp_path / "m.pt")
     payload = read_checkpoint(tmp_path / "m.pt")
-    from robustgen.models.checkpoint import load_weights
+    from robustgen.kernel.models.checkpoint import load_weights
 
     other = build_model("preact-resnet18", num_classes=7, in_channels=1, width=4)
     with pytest.raises(RobustgenError, match="head.weight .* in the model"):
@@ -174,7 +174,7 @@ def test_eps_click_type_follows_the_commands_norm():
     "name, safe", [("cat", "cat"), ("cat food", "cat_food"), ("../../etc", "etc"), ("..", "_"), (".hidden", "hidden"), ("a/b:c", "a_b_c"), ("é", "_")]
 )
 def test_safe_name_keeps_names_inside_their_folder(name, safe):
-    from robustgen.io import safe_name
+    from robustgen.kernel.io import safe_name
 
     assert safe_name(name) == safe
     assert safe_name("..", fallback="3") == "3"
@@ -185,7 +185,7 @@ def test_one_json_encoder_for_files_and_stdout(tmp_path):
 
     import numpy as np
 
-    from robustgen.io import dumps_json, to_jsonable
+    from robustgen.kernel.io import dumps_json, to_jsonable
 
     @dataclasses.dataclass
     class Point:
@@ -236,7 +236,7 @@ def test_importing_the_kernel_never_touches_the_umask(tmp_path):
         "import os\n"
         "def refuse(*a): raise AssertionError('umask called')\n"
         "os.umask = refuse\n"
-        "from robustgen.io import atomic_write_json\n"
+        "from robustgen.kernel.io import atomic_write_json\n"
         f"atomic_write_json({str(tmp_path / 'x.json')!r}, {{}})\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -246,7 +246,7 @@ def test_importing_the_kernel_never_touches_the_umask(tmp_path):
 def test_full_disk_during_an_atomic_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     import errno
 
-    import robustgen.io as rio
+    import robustgen.kernel.io as rio
 
     target = tmp_path / "last.pt"
     target.write_bytes(b"previous")
@@ -289,7 +289,7 @@ def test_full_disk_while_appending_a_jsonl_line_cuts_the_file_back(tmp_path, mon
 
 
 def test_unwritable_cache_names_robustgen_cache_not_out(tmp_path, monkeypatch):
-    from robustgen.io import ensure_writable_dir
+    from robustgen.kernel.io import ensure_writable_dir
 
     blocker = tmp_path / "cache-is-a-file"
     blocker.write_text("")
@@ -303,7 +303,7 @@ def test_unwritable_cache_names_robustgen_cache_not_out(tmp_path, monkeypatch):
 
 
 def test_clean_stale_temps_removes_only_temp_files(tmp_path):
-    from robustgen.io import clean_stale_temps
+    from robustgen.kernel.io import clean_stale_temps
 
     keep = ["last.pt", ".lock", "notes.tmp", ".hidden", "a.tmp.json"]
     stale = [".last.pt.ab12cd34.tmp", ".metrics.jsonl.x9_kq.tmp"]
@@ -318,7 +318,7 @@ def test_clean_stale_temps_removes_only_temp_files(tmp_path):
 
 
 def test_a_killed_atomic_write_leaves_a_temp_that_clean_stale_temps_finds(tmp_path):
-    from robustgen.io import clean_stale_temps
+    from robustgen.kernel.io import clean_stale_temps
 
     with pytest.raises(KeyboardInterrupt):
         with atomic_path(tmp_path / "last.pt") as tmp:
@@ -330,7 +330,7 @@ def test_a_killed_atomic_write_leaves_a_temp_that_clean_stale_temps_finds(tmp_pa
 
 
 def test_run_dir_lock_admits_one_writer(tmp_path):
-    from robustgen.io import run_dir_lock
+    from robustgen.kernel.io import run_dir_lock
 
     run = tmp_path / "run"
     with run_dir_lock(run):
@@ -352,11 +352,11 @@ def test_run_dir_lock_is_held_by_another_process_and_freed_when_it_dies(tmp_path
     import subprocess
     import sys
 
-    from robustgen.io import run_dir_lock
+    from robustgen.kernel.io import run_dir_lock
 
     run = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import time\nfrom robustgen.io import run_dir_lock\nwith run_dir_lock({str(run)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
+        [sys.executable, "-c", f"import time\nfrom robustgen.kernel.io import run_dir_lock\nwith run_dir_lock({str(run)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )
     try:

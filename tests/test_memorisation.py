@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from robustgen.errors import RobustgenError
+from robustgen.kernel.errors import RobustgenError
 from samplers.scoring import (
     KEY_DATA_COPYING_FEATURES, KEY_DATA_COPYING_PIXEL, KEY_F_SCORE, KEY_FID, KEY_FID_TEST, KEY_IS_MEAN, KEY_IS_STD, KEY_KID_MEAN,
     KEY_NEAR_COPY_FRACTION_FEATURES, KEY_NEAR_COPY_FRACTION_PIXEL, KEY_NN_RATIO_FEATURES, KEY_NN_RATIO_PIXEL, KEY_PRECISION, KEY_RECALL,

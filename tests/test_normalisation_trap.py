@@ -14,7 +14,7 @@ import pytest
 import torch
 from clicheck import assert_one_line_error, invoke
 
-from robustgen.models import sanity
+from robustgen.kernel.models import sanity
 
 from test_third_party_models import MODELS_DIR, SUBSET, norm_args, small_cifar, spec, subset  # noqa: F401  (fixtures)
 

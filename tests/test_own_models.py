@@ -22,8 +22,8 @@ import torch
 from clicheck import assert_one_line_error, invoke
 from torch import nn
 
-from robustgen.errors import RobustgenError
-from robustgen.models.sources import load_classifier
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.models.sources import load_classifier
 
 NETS = '''
 import torch
@@ -218,7 +218,7 @@ def test_published_layouts_load_to_the_same_logits(nets, layout):
 
 
 def test_prefixes_are_stripped_only_when_every_key_carries_them_and_the_network_keeps_its_own(tmp_path, nets):
-    from robustgen.models.foreign import state_dict_of
+    from robustgen.kernel.models.foreign import state_dict_of
 
     state = nets["state"]
     mixed = {("module." + k if k.startswith("conv") else k): v for k, v in state.items()}
@@ -367,9 +367,9 @@ def test_export_archive_that_torch_would_unpickle_is_refused_before_torch_reads_
 
 
 def test_inspect_reports_what_the_loader_understood_and_clean_accuracy(nets):
-    from robustgen.data import load_dataset
-    from robustgen.io import sha256_file
-    from robustgen.models.inspection import clean_accuracy
+    from robustgen.kernel.data import load_dataset
+    from robustgen.kernel.io import sha256_file
+    from robustgen.kernel.models.inspection import clean_accuracy
 
     result = invoke(["inspect", nets["spec"], "--data", nets["data"], "--json"])
     assert result.exit_code == 0, result.output
@@ -385,8 +385,8 @@ def test_inspect_reports_what_the_loader_understood_and_clean_accuracy(nets):
 
 
 def test_inspect_a_robustgen_checkpoint(robust_digits_checkpoint, digits):
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.models.inspection import clean_accuracy
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.models.inspection import clean_accuracy
 
     result = invoke(["inspect", robust_digits_checkpoint, "--data", "digits", "--images", "1000", "--json"])
     assert result.exit_code == 0, result.output

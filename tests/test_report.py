@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustgen.errors import RobustgenError
-from robustgen.io import append_jsonl, atomic_write_json, read_jsonl
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import append_jsonl, atomic_write_json, read_jsonl
 from robustgen.app.report import build_report
 
 

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 import samplers
 import samplers.sampling as sample_module  # the loop module (samplers.sample is its function)
-from robustgen.models.checkpoint import load_checkpoint
-from robustgen.errors import RobustgenError
+from robustgen.kernel.models.checkpoint import load_checkpoint
+from robustgen.kernel.errors import RobustgenError
 from samplers.config import RunOptions
-from robustgen.io import sha256_file
+from robustgen.kernel.io import sha256_file
 from samplers import InitConfig, SamplerConfig, StopConfig, energy_function, pgd_step, run_chains, sgld_step
 
 
@@ -225,7 +225,7 @@ def test_sgld_default_step_is_calibrated_to_the_drift(robust, digits):
 
 @pytest.mark.slow
 def test_compiled_chains_match_eager_ones_to_rounding(robust, digits):
-    from robustgen.device import compile_available
+    from robustgen.kernel.device import compile_available
 
     reason = compile_available(torch.device("cpu"))
     if reason is not None:

@@ -17,10 +17,10 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from robustgen.models.checkpoint import save_checkpoint
-from robustgen.errors import RobustgenError
-from robustgen.models import model_names, register_model
-from robustgen.models.base import Classifier
+from robustgen.kernel.models.checkpoint import save_checkpoint
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.models import model_names, register_model
+from robustgen.kernel.models.base import Classifier
 from samplers.scoring import (
     KEY_CLASS_FID_MEAN, KEY_F_SCORE, KEY_FID, KEY_FID_TEST, KEY_IS_MEAN, KEY_IS_STD, KEY_JUDGE_ACCURACY, KEY_KID_MEAN, KEY_PRECISION, KEY_RECALL, score,
 )
@@ -184,8 +184,8 @@ def test_results_do_not_depend_on_batch_size(synthetic):
 
 @pytest.mark.slow
 def test_classifier_extractor_fid_matches_direct_features_and_batch_size(standard_digits_checkpoint, digits, tmp_path):
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.data import to_float
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.data import to_float
 
     common = dict(ref="digits", features=standard_digits_checkpoint, metrics=("is", "fid", "kid"), cache_dir=tmp_path, per_class=False)
     small = score(digits.x_test, batch_size=13, **common)
@@ -264,8 +264,8 @@ def test_too_few_samples_for_is_or_prc_is_an_error(synthetic):
 
 @pytest.mark.slow
 def test_judge_accuracy_overall_and_per_class(standard_digits_checkpoint, digits, tmp_path):
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.data import to_float
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.data import to_float
 
     model, _ = load_checkpoint(standard_digits_checkpoint)
     with torch.no_grad():
@@ -300,8 +300,8 @@ def test_sample_run_dir_is_one_call_and_reference_comes_from_meta(tmp_path, digi
 
 
 def _digits_checkpoint(path: Path, digits, *, seed: int = 0, width: int = 4) -> Path:
-    from robustgen.models.checkpoint import model_meta
-    from robustgen.models import build_model
+    from robustgen.kernel.models.checkpoint import model_meta
+    from robustgen.kernel.models import build_model
 
     torch.manual_seed(seed)
     args = dict(num_classes=10, in_channels=1, width=width, mean=list(digits.mean), std=list(digits.std))
@@ -481,9 +481,9 @@ def test_samples_that_do_not_match_the_reference_or_extractor(tmp_path, syntheti
 @pytest.mark.slow
 def test_cifar_subset_real_scores_better_than_noise(cifar_subset_path, tmp_path):
     """32x32 RGB end to end on real CIFAR-10 images (random width-4 extractor: only the ordering is meaningful)."""
-    from robustgen.models.checkpoint import model_meta
-    from robustgen.data import load_dataset
-    from robustgen.models import build_model
+    from robustgen.kernel.models.checkpoint import model_meta
+    from robustgen.kernel.data import load_dataset
+    from robustgen.kernel.models import build_model
 
     data = load_dataset(f"npz:{cifar_subset_path}")
     torch.manual_seed(0)

@@ -16,9 +16,9 @@ import pytest
 import torch
 from clicheck import assert_one_line_error, invoke
 
-from robustgen.models.checkpoint import load_checkpoint, read_checkpoint
-from robustgen.data import load_dataset
-from robustgen.errors import RobustgenError
+from robustgen.kernel.models.checkpoint import load_checkpoint, read_checkpoint
+from robustgen.kernel.data import load_dataset
+from robustgen.kernel.errors import RobustgenError
 
 
 class RunsCode:

@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from clicheck import assert_one_line_error
 
 from robustgen.cli import main
-from robustgen.errors import RobustgenError
-from robustgen.io import sha256_file
-from robustgen.models.foreign import IMAGENET_MEAN, IMAGENET_STD
-from robustgen.models.classes import CIFAR10_CLASSES, align_dataset, imagenet_classes
-from robustgen.models.sources import load_classifier
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import sha256_file
+from robustgen.kernel.models.foreign import IMAGENET_MEAN, IMAGENET_STD
+from robustgen.kernel.models.classes import CIFAR10_CLASSES, align_dataset, imagenet_classes
+from robustgen.kernel.models.sources import load_classifier
 
 WONG = "robustbench:cifar10/Linf/Wong2020Fast"
 WONG_GDRIVE = "1Re--_lf3jCEw9bnQqGkjw3J7v2tSZKrv"  # RobustBench's download id for Wong2020Fast
@@ -48,7 +48,7 @@ def _json(result) -> dict:
 
 def _robustbench():
     """robustbench's zoo (imported the way robustgen does: its package __init__ may not import), or skip."""
-    from robustgen.models import robustbench_zoo
+    from robustgen.kernel.models import robustbench_zoo
 
     try:
         return robustbench_zoo.import_robustbench()
@@ -182,7 +182,7 @@ def test_robustbench_unknown_name_lists_close_names(tmp_path):
 
 
 def test_robustbench_missing_file_offline_names_path_and_source(tmp_path, monkeypatch):
-    from robustgen.models import robustbench_zoo
+    from robustgen.kernel.models import robustbench_zoo
 
     _robustbench()
     calls = []
@@ -203,7 +203,7 @@ def test_robustbench_missing_file_offline_names_path_and_source(tmp_path, monkey
 
 
 def test_robustbench_file_already_there_needs_no_network(tmp_path, monkeypatch):
-    from robustgen.models import robustbench_zoo
+    from robustgen.kernel.models import robustbench_zoo
 
     net = _wong_net()
     model_dir = tmp_path / "zoo"
@@ -375,7 +375,7 @@ def test_autoattack_without_pyautoattack_is_one_line(robust_digits_checkpoint, m
 
 
 def test_align_dataset_maps_folder_classes_onto_model_classes():
-    from robustgen.data import ImageDataset
+    from robustgen.kernel.data import ImageDataset
 
     x = np.zeros((3, 4, 4, 3), dtype=np.uint8)
     data = ImageDataset("folder:x", x, np.array([0, 1, 2]), x, np.array([2, 1, 0]), ("207", "Golden_Retriever", "tench"), crop_padding=1, flip=True)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from robustgen.cli import main
 from samplers.sweep import knob_configs
 from samplers.config import InitConfig, SamplerConfig, StopConfig
-from robustgen.errors import RobustgenError
+from robustgen.kernel.errors import RobustgenError
 
 
 def _run(*args):

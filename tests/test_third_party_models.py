@@ -18,8 +18,8 @@ import pytest
 import torch
 from clicheck import invoke
 
-from robustgen.io import sha256_file
-from robustgen.models.sources import ModelSpec, load_classifier
+from robustgen.kernel.io import sha256_file
+from robustgen.kernel.models.sources import ModelSpec, load_classifier
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODELS_DIR, SUBSET = SHARED / "models", SHARED / "data" / "cifar10-subset.npz"
@@ -69,7 +69,7 @@ def _load(name: str, data: str, source_spec: str | None = None):
 
 
 def _accuracy(model, x, y) -> float:
-    from robustgen.models.inspection import clean_accuracy
+    from robustgen.kernel.models.inspection import clean_accuracy
 
     return clean_accuracy(model, x, y, batch_size=512)
 
@@ -115,7 +115,7 @@ def test_torchscript_and_export_of_each_file_match_the_python_spec(name, subset,
         warnings.simplefilter("ignore")  # TorchScript's deprecation warnings
         torch.jit.save(torch.jit.trace(net, example), tmp_path / "model.ts")
     torch.export.save(torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)), tmp_path / "model.pt2")
-    from robustgen.data import to_float
+    from robustgen.kernel.data import to_float
 
     x = to_float(subset["x_test"][:100])
     reference, _ = _load(name, small_cifar)
@@ -173,7 +173,7 @@ def test_resnet20_as_score_features_and_judge_equals_its_own_numbers(small_cifar
     from samplers.scoring import score
     from test_scoring import frechet
 
-    from robustgen.data import load_dataset, to_float
+    from robustgen.kernel.data import load_dataset, to_float
 
     _, mean, std, _ = MODELS["resnet20"]
     resnet20 = ModelSpec(spec("resnet20"), mean=mean, std=std)

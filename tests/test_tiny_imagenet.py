@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from clicheck import assert_one_line_error, invoke
-from robustgen.data import LazyImageFolder, conversion_note, load_dataset
+from robustgen.kernel.data import LazyImageFolder, conversion_note, load_dataset
 from tiny_imagenet import TAR, build_layout, grayscale_files
 
 CLASSES = ["n03763968", "n02481823", "n02124075"]  # military uniform, chimpanzee (9 grayscale JPEGs between them), Egyptian cat

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from robustgen.models.checkpoint import load_checkpoint, load_weights, read_checkpoint
-from robustgen.errors import RobustgenError
-from robustgen.io import read_jsonl
-from robustgen.models import build_model
+from robustgen.kernel.models.checkpoint import load_checkpoint, load_weights, read_checkpoint
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import read_jsonl
+from robustgen.kernel.models import build_model
 from training import METHODS, TrainConfig, evaluate_robustness, train
 from training.collapse import collapse_epoch
 from training.config import resolve_config
@@ -200,7 +200,7 @@ class _BrightnessClassifier(torch.nn.Module):
 def test_restarts_keep_exactly_the_images_no_attack_can_flip():
     """Pruning restarts (each attacks only the images still robust) must neither zero nor inflate the count: on a
     model whose robust images are known in closed form, every number of restarts finds exactly them."""
-    from robustgen.data import ImageDataset
+    from robustgen.kernel.data import ImageDataset
 
     levels = np.array([60, 80, 100, 115, 120, 135, 140, 150, 170, 190, 200], dtype=np.uint8)  # uniform grey images, none on an edge
     x = np.repeat(levels, 8 * 8).reshape(-1, 8, 8, 1)
@@ -307,7 +307,7 @@ def test_co_alarm_actions_roll_back_switch_der_on_or_stop_and_are_recorded(tmp_p
 
 
 def _first_step_loss(compiled: bool, precision: str) -> float:
-    from robustgen.device import maybe_compile
+    from robustgen.kernel.device import maybe_compile
 
     torch.manual_seed(0)
     # width 8, not 4: inductor lays convolutions out channels_last, and torch 2.14's oneDNN backward of the width-4 net's
@@ -329,7 +329,7 @@ def test_compiled_first_step_loss_matches_eager():
     import subprocess
     import sys
 
-    from robustgen.device import compile_available, fast_bf16
+    from robustgen.kernel.device import compile_available, fast_bf16
 
     reason = compile_available(torch.device("cpu"))
     if reason is not None:
@@ -349,7 +349,7 @@ def test_compiled_first_step_loss_matches_eager():
 def test_compile_without_a_cxx_compiler_falls_back_with_one_line(monkeypatch):
     import shutil
 
-    from robustgen.device import resolve_compile
+    from robustgen.kernel.device import resolve_compile
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
     enabled, warning = resolve_compile("on", torch.device("cpu"), long_run=False)

@@ -11,7 +11,7 @@
 
 from training.config import TrainConfig, resolve_config
 from training.der import abnormal_mask, der_loss, der_penalty
-from training.evaluate import evaluate_robustness
+from training.pgd_accuracy import evaluate_robustness
 from training.finetune import finetune_config
 from training.loop import TrainResult, train
 from training.methods import METHODS

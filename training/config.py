@@ -10,20 +10,20 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustgen.data.images import check_channels
-from robustgen.device import COMPILE_MODES
-from robustgen.errors import RobustgenError
-from robustgen.finite import FiniteFields
-from robustgen.io import safe_name
-from robustgen.models import model_names
-from robustgen.threat import check_norm, parse_eps
+from robustgen.kernel.data.images import check_channels
+from robustgen.kernel.device import COMPILE_MODES
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.finite import FiniteFields
+from robustgen.kernel.io import safe_name
+from robustgen.kernel.models import model_names
+from robustgen.kernel.threat import check_norm, parse_eps
 from training.attacks.base import MULTI_STEP
 from training.methods import ATTACK_METHODS, METHODS, get_method
 
 SCHEDULES = ("cyclic", "piecewise")
 AUGMENTS = ("crop+flip", "flip", "crop", "none")  # random crop with zero padding and/or horizontal flip
 ON_CO = ("warn", "stop", "rollback", "der")  # what a catastrophic-overfitting alarm does (see training/monitor.py)
-COMPILE = COMPILE_MODES  # one home: robustgen.device
+COMPILE = COMPILE_MODES  # one home: robustgen.kernel.device
 
 # DER defaults, found by experiments/catastrophic_overfitting.py (CIFAR-10 subset, fgsm zero init,
 # eps 16/255, width 16, 10 epochs, seed 0; results in experiments/results/co-fgsm-eps16-w16-e10-s0/).

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from robustgen.energy import delta_energies
+from robustgen.kernel.energy import delta_energies
 
 
 def delta_energy_norm(d_marginal: Tensor, d_joint: Tensor, *, squared: bool = False) -> Tensor:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from robustgen.io import atomic_path
+from robustgen.kernel.io import atomic_path
 from training.collapse import collapsed
 
 SPIKE_FACTOR = 3.0  # mean ||dE|| above this multiple of the median of earlier epochs
@@ -200,7 +200,7 @@ def energy_shift(model, x: Tensor, y: Tensor, *, config) -> dict[str, Tensor]:
     """
     import torch.nn.functional as F
 
-    from robustgen.energy import delta_energies, joint_energy, marginal_energy
+    from robustgen.kernel.energy import delta_energies, joint_energy, marginal_energy
     from training.der import abnormal_mask
     from training.methods import get_method
 
@@ -222,10 +222,10 @@ def energy_shift(model, x: Tensor, y: Tensor, *, config) -> dict[str, Tensor]:
 
 def diagnose_run(run_dir: str | Path, *, checkpoint: str = "best", n: int = 64, device: str = "auto", seed: int = 0) -> dict:
     """Draw curves.png (from metrics.jsonl) and quiver.png (a test batch of the checkpoint) in `run_dir`."""
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.data import load_dataset, to_float
-    from robustgen.device import resolve_device
-    from robustgen.errors import RobustgenError
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.data import load_dataset, to_float
+    from robustgen.kernel.device import resolve_device
+    from robustgen.kernel.errors import RobustgenError
     from training.rundir import read_training_run
 
     run = read_training_run(run_dir)

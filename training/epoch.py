@@ -18,16 +18,16 @@ from typing import Callable
 import torch
 from torch import nn
 
-from robustgen.models.checkpoint import model_meta, save_checkpoint
-from robustgen.data import ImageDataset, augment, to_float
-from robustgen.device import LONG_RUN_IMAGE_STEPS, derived_seed, maybe_compile, memory_format, resolve_compile
-from robustgen.distributed import Dist
-from robustgen.errors import RobustgenError
-from robustgen.io import append_jsonl
-from robustgen.models import build_model
+from robustgen.kernel.models.checkpoint import model_meta, save_checkpoint
+from robustgen.kernel.data import ImageDataset, augment, to_float
+from robustgen.kernel.device import LONG_RUN_IMAGE_STEPS, derived_seed, maybe_compile, memory_format, resolve_compile
+from robustgen.kernel.distributed import Dist
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import append_jsonl
+from robustgen.kernel.models import build_model
 from training.config import TrainConfig
 from training.diagnostics import co_alarm, epoch_summary
-from training.evaluate import evaluate_robustness
+from training.pgd_accuracy import evaluate_robustness
 from training.finetune import (GenerativeState, after_step, begin_epoch, build_state, close_window, contrast_batch, epoch_fields,
                                holdout_split, is_generative_epoch, load_init, selection_statistic, state_dict)
 from training.methods import get_method

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustgen.models.checkpoint import load_weights, read_checkpoint
-from robustgen.data import to_float
-from robustgen.data.pool import read_image_pool
-from robustgen.device import derived_seed
-from robustgen.errors import RobustgenError
+from robustgen.kernel.models.checkpoint import load_weights, read_checkpoint
+from robustgen.kernel.data import to_float
+from robustgen.kernel.data.pool import read_image_pool
+from robustgen.kernel.device import derived_seed
+from robustgen.kernel.errors import RobustgenError
 from training.config import TrainConfig
 from training.generative import ascend_energy_logit, ascent_step_size, auc, frechet_distance, next_steps, update_ema
 

@@ -2,7 +2,7 @@
 
 A robust classifier f becomes an energy model through a binary task on its marginal energy,
 
-    s(x) = -E(x) = logsumexp_y f_y(x)                                  (robustgen.energy)
+    s(x) = -E(x) = logsumexp_y f_y(x)                                  (robustgen.kernel.energy)
     L_gen = BCE(s(x_real), 1) + BCE(s(x_ood_T), 0)                     (logits: s itself)
 
 x_ood_T: out-of-distribution images after T steps of L2-normalised gradient ascent on s
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustgen.energy import marginal_energy, value_and_input_grad
-from robustgen.threat import steepest_ascent_step
+from robustgen.kernel.energy import marginal_energy, value_and_input_grad
+from robustgen.kernel.threat import steepest_ascent_step
 
 ASCENT_STEP_CIFAR = 0.2  # L2 ascent step on s at CIFAR size (3072 values), pixel units; scaled by sqrt(D / 3072) like the sampler's PGD
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from robustgen import distributed
-from robustgen.models.checkpoint import load_weights, read_checkpoint
-from robustgen.data import conversion_note, load_dataset
-from robustgen.device import resolve_precision
-from robustgen.errors import RobustgenError
-from robustgen.io import LOCK_NAME, atomic_write_json, atomic_write_text, clean_stale_temps, ensure_writable_dir, now_iso, read_jsonl, run_dir_lock, versions
+from robustgen.kernel import distributed
+from robustgen.kernel.models.checkpoint import load_weights, read_checkpoint
+from robustgen.kernel.data import conversion_note, load_dataset
+from robustgen.kernel.device import resolve_precision
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import LOCK_NAME, atomic_write_json, atomic_write_text, clean_stale_temps, ensure_writable_dir, now_iso, read_jsonl, run_dir_lock, versions
 from training.config import TrainConfig, resolve_config
 from training.diagnostics import plot_curves
 from training.epoch import Session, build_session, check_world, run_epoch, save_epoch
@@ -146,7 +146,7 @@ def _prepare_run_dir(run_dir: Path, *, overwrite: bool) -> None:
 
 
 def _write_config(run_dir: Path, config: TrainConfig, dataset, dist, precision: str) -> None:
-    from robustgen.device import memory_format
+    from robustgen.kernel.device import memory_format
 
     atomic_write_json(run_dir / "config.json", {
         "config": config.to_dict(),

@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustgen.errors import RobustgenError
+from robustgen.kernel.errors import RobustgenError
 from training.attacks import AttackResult, fgsm_rs_with_start, fgsm_with_start, n_fgsm_with_start, pgd_with_start, trades_kl_with_start
 from training.attacks.fgsm import fgsm_step_size
 from training.attacks.fgsm_rs import fgsm_rs_step_size

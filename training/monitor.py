@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from robustgen.device import derived_seed
-from robustgen.distributed import Dist
+from robustgen.kernel.device import derived_seed
+from robustgen.kernel.distributed import Dist
 from training.attacks import fgsm, pgd
 from training.collapse import collapsed
 from training.config import TrainConfig

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from robustgen.errors import RobustgenError
+from robustgen.kernel.errors import RobustgenError
 from training.config import TrainConfig
 
 

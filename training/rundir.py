@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustgen.errors import RobustgenError
-from robustgen.io import read_jsonl
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import read_jsonl
 from training.config import TrainConfig
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustgen.device import autocast
+from robustgen.kernel.device import autocast
 from training.config import TrainConfig
 from training.der import abnormal_mask, delta_energies_and_penalty, delta_energy_norm, der_loss
 from training.generative import energy_logit, generative_loss

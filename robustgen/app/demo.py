@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Callable
 
 from robustgen.app.report import build_report
-from robustgen.errors import RobustgenError
-from robustgen.io import LOCK_NAME, atomic_write_json, clean_stale_temps, now_iso, run_dir_lock, versions
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import LOCK_NAME, atomic_write_json, clean_stale_temps, now_iso, run_dir_lock, versions
 from samplers import InitConfig, SamplerConfig, StopConfig
 from samplers.compare import compare
 from samplers.config import RunOptions
@@ -142,8 +142,8 @@ def _train_stages(config: DemoConfig, out: Path, stage) -> tuple[Path, Path]:
 
 def _calibrated(robust_dir: Path) -> bool:
     """Whether the robust model's calibration.json is there and is this model's."""
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.models import model_fingerprint
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.models import model_fingerprint
     from samplers.calibrated import find_calibration
 
     if not (robust_dir / "calibration.json").is_file():
@@ -165,8 +165,8 @@ def _calibrate(config: DemoConfig, robust_dir: Path, reference_ckpt: Path, *, lo
 def _compare(config: DemoConfig, out: Path, robust_dir: Path, reference_ckpt: Path, *, log) -> list:
     """The calibrated chain, the default sampler and their controls, sampled (or reused) and scored by samplers.compare."""
     from samplers.calibrated import calibrated_configs, find_calibration
-    from robustgen.models.checkpoint import load_checkpoint
-    from robustgen.models import model_fingerprint
+    from robustgen.kernel.models.checkpoint import load_checkpoint
+    from robustgen.kernel.models import model_fingerprint
 
     model, _ = load_checkpoint(robust_dir / "best.pt")
     found = find_calibration(model_fingerprint(model), checkpoint=robust_dir / "best.pt")

@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from robustgen.errors import RobustgenError
-from robustgen.io import atomic_write_text, ensure_writable_dir, now_iso, versions
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import atomic_write_text, ensure_writable_dir, now_iso, versions
 from samplers.scoring import result as keys
 from training.diagnostics import curves_png
 from training.epoch import selection_score
@@ -240,8 +240,8 @@ def _pairs_strip(path: Path, size: int = 64, gap: int = 4) -> str:
     import numpy as np
     from PIL import Image
 
-    from robustgen.cache import read_npz
-    from robustgen.pictures import png_bytes, tile
+    from robustgen.kernel.cache import read_npz
+    from robustgen.kernel.pictures import png_bytes, tile
 
     arrays, _ = read_npz(path, ["pair_sample_images", "pair_train_images"])
     if arrays is None:

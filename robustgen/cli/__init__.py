@@ -15,12 +15,12 @@ import sys
 import click
 
 from robustgen.cli.common import fail, interrupted, sigterm_as_interrupt, usage_error_message
-from robustgen.errors import RobustgenError
+from robustgen.kernel.errors import RobustgenError
 
 # command name -> (module, attribute, one-line help shown by `robustgen --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("robustgen.cli.train", "train", "Adversarially train a classifier (optionally with DER)."),
-    "eval": ("robustgen.cli.evaluate", "evaluate", "Clean and robust accuracy (PGD or AutoAttack) of any model source."),
+    "eval": ("robustgen.cli.eval", "evaluate", "Clean and robust accuracy (PGD or AutoAttack) of any model source."),
     "inspect": ("robustgen.cli.inspect", "inspect", "What robustgen understood of a model spec (and its clean accuracy on --data)."),
     "diagnose": ("robustgen.cli.diagnose", "diagnose", "Plot energy diagnostics of a training run."),
     "sample": ("robustgen.cli.sample", "sample", "Generate class-conditional images from a robust classifier."),
@@ -89,7 +89,7 @@ def _one_rank_speaks():
                 yield
             finally:
                 if "torch" in sys.modules:  # only a command that imported torch can have joined a group
-                    from robustgen.distributed import teardown
+                    from robustgen.kernel.distributed import teardown
 
                     teardown()
 

@@ -42,8 +42,8 @@ def calibrate(model, judge, judge_mean, judge_std, seeds, max_steps, held_out, a
           --data npz:cifar10.npz --judge python:nets.py:resnet20=resnet20.th --judge-mean 0.485,0.456,0.406 --judge-std 0.229,0.224,0.225 \\
           --init images:folder:tiny-imagenet-200/val/images
     """
-    from robustgen.models.classes import JUDGE_FLAGS
-    from robustgen.models.sources import ModelSpec
+    from robustgen.kernel.models.classes import JUDGE_FLAGS
+    from robustgen.kernel.models.sources import ModelSpec
     from samplers.calibrated import calibrate as run_calibration, describe
 
     config = CalibrationConfig(max_steps=max_steps, held_out=held_out, fixed_steps=tuple(s for s in _C.fixed_steps if s <= max_steps) or (max_steps,))

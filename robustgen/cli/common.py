@@ -17,11 +17,11 @@ import sys
 
 import click
 
-from robustgen.tables import format_table  # noqa: F401  (re-exported for the commands)
-from robustgen.errors import RobustgenError
-from robustgen.finite import finite
-from robustgen.io import dumps_json, to_jsonable, write_error
-from robustgen.threat import parse_eps
+from robustgen.kernel.tables import format_table  # noqa: F401  (re-exported for the commands)
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.finite import finite
+from robustgen.kernel.io import dumps_json, to_jsonable, write_error
+from robustgen.kernel.threat import parse_eps
 
 INTERRUPTED = "Interrupted: finished files are kept; rerun with --resume to continue."
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -99,8 +99,8 @@ def user_errors(func):
 
 
 def _near_chance_warnings(action: str) -> None:
-    """robustgen.models.sanity's pending warnings: "flush" prints them, "forget" drops them (no import if never loaded)."""
-    sanity = sys.modules.get("robustgen.models.sanity")
+    """robustgen.kernel.models.sanity's pending warnings: "flush" prints them, "forget" drops them (no import if never loaded)."""
+    sanity = sys.modules.get("robustgen.kernel.models.sanity")
     if sanity is not None:
         sanity.flush_warnings() if action == "flush" else sanity.forget_warnings()
 
@@ -143,7 +143,7 @@ def sigterm_as_interrupt():
 
 
 class EpsType(click.ParamType):
-    """An eps or radius in pixel units: 8/255, 0.031, 1e-3 (robustgen.threat.parse_eps).
+    """An eps or radius in pixel units: 8/255, 0.031, 1e-3 (robustgen.kernel.threat.parse_eps).
 
     norm "Linf" bounds it to [0, 1]; "L2" allows radii above 1. With norm=None the
     command's own `--norm` decides if click has already read it (declare `--norm`
@@ -173,7 +173,7 @@ EPS = EpsType()
 class FiniteFloat(click.ParamType):
     """A float option that must be a finite number: `--noise nan` or `--der-beta inf` is refused with one line.
 
-    The check is `robustgen.finite.finite`, the same one every config runs on its fields.
+    The check is `robustgen.kernel.finite.finite`, the same one every config runs on its fields.
     """
 
     name = "FLOAT"
@@ -210,7 +210,7 @@ strict_option = click.option("--strict", is_flag=True, help=STRICT_HELP)
 
 
 def check_mode(strict: bool) -> str:
-    """The clean-accuracy check a command asks of its loaders (robustgen.models.sanity): warn, or refuse with --strict."""
+    """The clean-accuracy check a command asks of its loaders (robustgen.kernel.models.sanity): warn, or refuse with --strict."""
     return "strict" if strict else "warn"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from robustgen.cli.common import echo_json, user_errors
-from robustgen.errors import RobustgenError
+from robustgen.kernel.errors import RobustgenError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -39,7 +39,7 @@ def inspect(spec, data, data_root, images, mean, std, model_dir, trust_checkpoin
       robustgen inspect python:nets.py:resnet20=resnet20.th --data npz:cifar10.npz --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
       robustgen inspect export:model.pt2
     """
-    from robustgen.models.inspection import inspect_classifier
+    from robustgen.kernel.models.inspection import inspect_classifier
 
     info = inspect_classifier(spec, data=data, data_root=data_root, images=images, mean=mean, std=std, model_dir=model_dir,
                               trust_checkpoint=trust_checkpoint, device=device, seed=seed, check=check_mode(strict))

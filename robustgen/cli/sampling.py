@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from robustgen.cli.common import FINITE, EpsType, apply_options, check_mode, strict_option
-from robustgen.device import COMPILE_MODES, PRECISIONS
+from robustgen.kernel.device import COMPILE_MODES, PRECISIONS
 from samplers.config import ENERGIES, INITS, NEIGHBOUR_SPACES, NORMS, SAMPLERS, STOP_RULES, InitConfig, RunOptions, SamplerConfig, StopConfig
 
 _I, _S, _T, _R = InitConfig(), SamplerConfig(), StopConfig(), RunOptions()

@@ -64,7 +64,7 @@ def score(samples, features, judge, features_mean, features_std, model_dir, trus
     recall_test, the test split. Memorisation compares each sample's distance to its nearest training image with that of
     real test images.
     """
-    from robustgen.io import ensure_writable_dir, refuse_symlink_loop
+    from robustgen.kernel.io import ensure_writable_dir, refuse_symlink_loop
     from samplers.scoring import default_output, format_result
     from samplers.scoring import score as run_score
     from samplers.scoring.extractors import INCEPTION
@@ -93,9 +93,9 @@ def score(samples, features, judge, features_mean, features_std, model_dir, trus
 
 def model_specs(*, features_mean, features_std, model_dir, trust_checkpoint, strict: bool):
     """SPEC -> ModelSpec carrying the options that say how to read a --features/--judge network."""
-    from robustgen.models.sources import ModelSpec
+    from robustgen.kernel.models.sources import ModelSpec
 
-    from robustgen.models.classes import FEATURES_FLAGS
+    from robustgen.kernel.models.classes import FEATURES_FLAGS
 
     def make(spec: str, option: str) -> ModelSpec:
         return ModelSpec(str(spec), mean=features_mean, std=features_std, model_dir=model_dir, trust_checkpoint=trust_checkpoint,

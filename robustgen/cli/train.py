@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from robustgen.cli.common import EPS, FINITE, apply_options, echo_json, format_table, user_errors
-from robustgen.errors import RobustgenError
-from robustgen.device import PRECISIONS
-from robustgen.models import model_names
-from robustgen.threat import NORMS
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.device import PRECISIONS
+from robustgen.kernel.models import model_names
+from robustgen.kernel.threat import NORMS
 from training.attacks.base import MULTI_STEP
 from training.config import AUGMENTS, COMPILE, DATASET_DEFAULTS, ON_CO, SCHEDULES, TrainConfig
 from training.methods import METHODS

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from robustgen.data import ImageDataset
-from robustgen.models import model_fingerprint
+from robustgen.kernel.data import ImageDataset
+from robustgen.kernel.models import model_fingerprint
 from samplers.config import InitConfig
 from samplers.initializers import gaussian, images, local_pca, pca, uniform
 from samplers.initializers.base import Initializer, cache_key, cached_arrays, default_cache_dir

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustgen.data import ImageDataset, to_float
-from robustgen.errors import RobustgenError
-from robustgen.cache import cached_npz
-from robustgen.io import default_cache_dir, settings_hash  # noqa: F401  (default_cache_dir re-exported)
+from robustgen.kernel.data import ImageDataset, to_float
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.cache import cached_npz
+from robustgen.kernel.io import default_cache_dir, settings_hash  # noqa: F401  (default_cache_dir re-exported)
 
 
 def cache_key(**parts) -> str:

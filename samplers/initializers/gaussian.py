@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustgen.data import to_float
+from robustgen.kernel.data import to_float
 from samplers.initializers.base import Initializer, batch_for, class_images, flat_pixels
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robustgen.data.pool import read_image_pool, training_overlap
-from robustgen.errors import RobustgenError
+from robustgen.kernel.data.pool import read_image_pool, training_overlap
+from robustgen.kernel.errors import RobustgenError
 from samplers.initializers.base import Initializer, class_images
 
 PARTITION_SEED = 20260  # fixes which pool images each class may draw (any fixed value: the cut is random w.r.t. content)

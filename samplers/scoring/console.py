@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from robustgen.tables import format_table
+from robustgen.kernel.tables import format_table
 
 if TYPE_CHECKING:
     from samplers.scoring import ScoreResult

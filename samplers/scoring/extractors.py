@@ -9,7 +9,7 @@ Two kinds:
   `torch.load(weights_only=True)` and checked here; torch-fidelity then gets
   the checked tensors re-serialised in memory (`inception_weights_buffer`), so
   it never unpickles a file robustgen did not write.
-- any classifier `robustgen.models.sources.load_classifier` reads (a robustgen
+- any classifier `robustgen.kernel.models.sources.load_classifier` reads (a robustgen
   checkpoint, robustbench:, robustness:, torchvision:, timm:, python:,
   torchscript:, export:; a `ModelSpec` carries --mean/--std and friends): logits
   for IS, penultimate features for FID/KID/PRC. Registered in torch-fidelity's
@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustgen.errors import RobustgenError
-from robustgen.io import settings_hash
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.io import settings_hash
 
 INCEPTION = "inception"
 INCEPTION_FIDELITY_NAME = "inception-v3-compat"
@@ -160,7 +160,7 @@ def _check_inception_weights(path: Path) -> str:
 
 def inception_state_dict(path: str | os.PathLike) -> dict:
     """The Inception weights at `path`, read without unpickling code (weights_only=True) and checked."""
-    from robustgen.models.foreign import quiet_torch_load
+    from robustgen.kernel.models.foreign import quiet_torch_load
 
     path = Path(path)
     try:
@@ -240,7 +240,7 @@ def classifier_extractor(spec, *, data: str | None = None, data_root=None, input
 
 def _load(spec, *, what: str, device, data=None, data_root=None, input_shape=None):
     """load_classifier for --features/--judge (a robustgen checkpoint path is resolved so run dirs can record it)."""
-    from robustgen.models.sources import ModelSpec, load_classifier, split_spec
+    from robustgen.kernel.models.sources import ModelSpec, load_classifier, split_spec
 
     text = str(spec)
     if split_spec(text)[0] is None:  # a robustgen checkpoint path: resolved, so run dirs record where it is

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from robustgen.errors import RobustgenError
-from robustgen import distributed
-from robustgen.cache import read_npz, write_npz
-from robustgen.io import atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel import distributed
+from robustgen.kernel.cache import read_npz, write_npz
+from robustgen.kernel.io import atomic_write_json, default_cache_dir, ensure_writable_dir, now_iso
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
@@ -66,7 +66,7 @@ def entry_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"{key}.npz"
 
 
-read_arrays = read_npz  # (arrays, corrupt) of an entry: robustgen.cache is the one home of the npz cache
+read_arrays = read_npz  # (arrays, corrupt) of an entry: robustgen.kernel.cache is the one home of the npz cache
 
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:

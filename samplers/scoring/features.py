@@ -24,8 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from robustgen import distributed
-from robustgen.errors import RobustgenError
+from robustgen.kernel import distributed
+from robustgen.kernel.errors import RobustgenError
 from samplers.scoring import feature_cache as score_cache
 from samplers.scoring.extractors import Extractor
 from samplers.scoring.inputs import Reference

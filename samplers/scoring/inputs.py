@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from robustgen.cache import read_user_npz
-from robustgen.data import read_images
-from robustgen.errors import RobustgenError
+from robustgen.kernel.cache import read_user_npz
+from robustgen.kernel.data import read_images
+from robustgen.kernel.errors import RobustgenError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SAMPLES_FILE = "samples.npz"
@@ -61,7 +61,7 @@ class Reference:
     images: np.ndarray  # (N, H, W, C) uint8
     labels: np.ndarray  # (N,) int64
     classes: tuple[str, ...]
-    fingerprint: str  # sha256 of the whole dataset (robustgen.data.ImageDataset.fingerprint)
+    fingerprint: str  # sha256 of the whole dataset (robustgen.kernel.data.ImageDataset.fingerprint)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -78,7 +78,7 @@ class Reference:
 def write_image_set(out: str | os.PathLike, images: np.ndarray, labels: np.ndarray, *, classes, meta: dict) -> Path:
     """Write real images in the sample-run format (samples.npz, grid.png, meta.json), so they are
     scored and reported exactly like generated ones (e.g. a dataset's test split as the best achievable)."""
-    from robustgen.io import atomic_path, atomic_write_json
+    from robustgen.kernel.io import atomic_path, atomic_write_json
     from samplers.grid import save_grid
 
     out = Path(out)
@@ -200,7 +200,7 @@ def relabel_by_class_names(samples: ImageSet, classes: tuple[str, ...]) -> Image
     """Folder-per-class samples: map folder names onto the reference's class indices."""
     if samples.class_names is None or samples.labels is None:
         return samples
-    from robustgen.io import safe_name
+    from robustgen.kernel.io import safe_name
 
     safe_classes = [safe_name(c, fallback=str(i)) for i, c in enumerate(classes)]  # `robustgen sample --png` writes these folder names
     mapping = []
@@ -235,7 +235,7 @@ def load_reference(spec: str, *, split: str = "train", data_root: str | os.PathL
 
 def load_reference_splits(spec: str, *, data_root: str | os.PathLike | None = None) -> dict[str, Reference]:
     """Every non-empty split of a registry dataset ({"train": ..., "test": ...}), loaded once."""
-    from robustgen.data import load_dataset
+    from robustgen.kernel.data import load_dataset
 
     dataset = load_dataset(spec, root=data_root)
     fingerprint = dataset.fingerprint()
@@ -269,7 +269,7 @@ def _checkpoint_meta(samples: ImageSet) -> dict:
         path = samples.run_dir / path
     if not path.is_file():
         return {}
-    from robustgen.models.checkpoint import read_checkpoint
+    from robustgen.kernel.models.checkpoint import read_checkpoint
 
     try:
         return read_checkpoint(path)["meta"]

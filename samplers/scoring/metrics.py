@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robustgen.errors import RobustgenError
+from robustgen.kernel.errors import RobustgenError
 
 DEFAULT_KID_SUBSET_SIZE = 1000  # torch-fidelity's default
 KID_SUBSETS = 100  # torch-fidelity's default

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from robustgen.errors import RobustgenError
+from robustgen.kernel.errors import RobustgenError
 
 MIN_CLASS_SAMPLES = 2  # FID needs a covariance, so at least two images per side
 
@@ -95,7 +95,7 @@ def judge_accuracy(
     sha256: str,
 ) -> JudgeResult:
     """Accuracy of `model` (eval mode, on its device) on uint8 NHWC `images` w.r.t. intended `labels`."""
-    from robustgen.data import to_float
+    from robustgen.kernel.data import to_float
 
     device = next(model.parameters()).device
     preds = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustgen.errors import RobustgenError
+from robustgen.kernel.errors import RobustgenError
 from samplers.scoring.extractors import Extractor
 from samplers.scoring.memorisation import MemorisationResult
 from samplers.scoring.per_class import ClassScore, JudgeResult
@@ -118,8 +118,8 @@ class ScoreResult:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result as JSON, atomically; with memorisation results, `memorisation_path(path)` beside it.
         Under torchrun rank 0 alone writes (every rank holds the same result)."""
-        from robustgen import distributed
-        from robustgen.io import atomic_path, atomic_write_json
+        from robustgen.kernel import distributed
+        from robustgen.kernel.io import atomic_path, atomic_write_json
 
         path = Path(path)
         if not distributed.is_main():

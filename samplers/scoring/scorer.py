@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustgen import distributed
-from robustgen.errors import RobustgenError
-from robustgen.models.sanity import flush_warnings
+from robustgen.kernel import distributed
+from robustgen.kernel.errors import RobustgenError
+from robustgen.kernel.models.sanity import flush_warnings
 from samplers.scoring.extractors import INCEPTION, Extractor, resolve_extractor
 from samplers.scoring.features import ReferenceFeatures
 from samplers.scoring.inputs import ImageSet, Reference, load_samples
@@ -95,7 +95,7 @@ def score(
         wanted, n=len(inputs.samples), n_ref=len(inputs.reference or ()), extractor=extractor, is_splits=is_splits,
         kid_subset_size=kid_subset_size, warnings=found.warnings))
     judge_model = _load_judge(inputs, judge, device=dev, found=found, data_root=data_root)  # every model is read before anything is written
-    flush_warnings()  # near-chance --features/--judge (robustgen.models.sanity): said now, before the features are extracted
+    flush_warnings()  # near-chance --features/--judge (robustgen.kernel.models.sanity): said now, before the features are extracted
     cache_root = _cache_root(cache, cache_dir)
     feats = _extract(inputs, extractor, wanted=wanted, memorise=memorise, cache_dir=cache_root, batch_size=batch_size, device=dev, progress=verbose)
     values = _metrics(inputs, feats, wanted=wanted, settings=settings, extractor=extractor, found=found)
@@ -131,7 +131,7 @@ class _Inputs:
 
 def _resolve_inputs(sample_set: ImageSet, *, ref, ref_split, data_root, wanted, found: _Findings) -> _Inputs:
     """The reference dataset (given, or named by the sample run) and its splits."""
-    from robustgen.models.model_data import check_same_data
+    from robustgen.kernel.models.model_data import check_same_data
     from samplers.scoring.inputs import load_reference_splits, reference_from_meta, relabel_by_class_names
 
     if ref_split not in ("train", "test"):
@@ -386,7 +386,7 @@ def _memorise(inputs: _Inputs, feats: _Features, *, extractor: Extractor, cache_
 
 
 def _assemble(inputs: _Inputs, extractor: Extractor, feats: _Features, *, values, class_rows, judged, memo, found: _Findings, run: dict) -> ScoreResult:
-    from robustgen.io import now_iso, versions
+    from robustgen.kernel.io import now_iso, versions
 
     reference, settings = inputs.reference, run["settings"]
     for split_features in feats.reference.values():
@@ -541,7 +541,7 @@ def _sampling_checkpoint_sha(samples: ImageSet) -> str | None:
     if isinstance(ckpt, dict) and isinstance(ckpt.get("sha256"), str):
         return ckpt["sha256"]
     if isinstance(ckpt, str) and Path(ckpt).is_file():
-        from robustgen.io import sha256_file
+        from robustgen.kernel.io import sha256_file
 
         return sha256_file(ckpt)
     return None

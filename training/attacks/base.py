@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustgen.energy import value_and_input_grad
+from robustgen.kernel.energy import value_and_input_grad
 
 
 MULTI_STEP = 10  # iterations of a multi-step attack unless told otherwise (PGD-10 / TRADES-10, Madry et al.; Zhang et al.)

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from training.attacks.base import AttackResult
 from training.attacks.single_step import single_step
-from robustgen.threat import uniform_in_ball
+from robustgen.kernel.threat import uniform_in_ball
 
 
 def fgsm_rs_step_size(eps: float, steps: int = 1) -> float:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from training.attacks.base import AttackResult
 from training.attacks.single_step import single_step
-from robustgen.threat import uniform_in_ball
+from robustgen.kernel.threat import uniform_in_ball
 
 NOISE_MULTIPLIER = 2.0  # noise radius in units of eps (de Jorge et al. 2022)
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from training.attacks.base import AttackResult, MULTI_STEP, ce_and_grad
-from robustgen.threat import project, steepest_ascent_step, uniform_in_ball
+from robustgen.kernel.threat import project, steepest_ascent_step, uniform_in_ball
 
 
 def default_pgd_step_size(eps: float, steps: int) -> float:
@@ -37,7 +37,7 @@ def pgd_with_start(
     """x* after `restarts` PGD runs; each restart after the first attacks only the samples no earlier one fooled.
 
     A sample keeps the first point that fools the model, else the highest-loss point of its restarts, so
-    `fooled` is "wrong under some restart": PGD-k-r robust accuracy is correct & ~fooled (training.evaluate
+    `fooled` is "wrong under some restart": PGD-k-r robust accuracy is correct & ~fooled (training.pgd_accuracy
     counts exactly this). `loss_start`: cross-entropy at the first restart's start, for every sample.
     """
     alpha = default_pgd_step_size(eps, steps) if step_size is None else step_size

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from robustgen.threat import project, steepest_ascent_step
+from robustgen.kernel.threat import project, steepest_ascent_step
 from training.attacks.base import AttackResult, ce_and_grad
 
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from training.attacks.base import AttackResult, MULTI_STEP
 from training.attacks.pgd import default_pgd_step_size
-from robustgen.threat import project, steepest_ascent_step
+from robustgen.kernel.threat import project, steepest_ascent_step
 
 START_NOISE = 0.001  # std of the Gaussian start, pixel units
 
