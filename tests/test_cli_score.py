@@ -102,3 +102,22 @@ def test_a_reference_that_differs_from_the_samples_data_is_refused_as_sampling_r
     result = CliRunner().invoke(main, ["score", str(setup["run"]), "--features", str(setup["ckpt"]), "--metrics", "fid", "--cache-dir", str(setup["cache"])])
     assert_one_line_error(result, "sha256 mismatch", "--data-root")
     assert not (setup["run"] / "score.json").exists()
+
+
+def test_a_sample_run_on_some_of_its_models_classes_is_scored_against_them_in_the_models_indices(setup):
+    """Scoring reads a sample run's reference the way its model reads data (model_data.model_dataset): a dataset with
+    classes "3" and "7" of a 10-class model is relabelled 3 and 7, as sampling relabelled it, not 0 and 1."""
+    rng, tmp = np.random.default_rng(1), setup["tmp"]
+    x = to_images(100 + 20 * rng.normal(size=(120, 10)))
+    y = np.arange(120) % 2
+    np.savez(tmp / "two.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40], classes=np.asarray(["3", "7"]))
+    run = tmp / "run-two"
+    run.mkdir()
+    n = 60
+    np.savez(run / "samples.npz", images=to_images(110 + 25 * rng.normal(size=(n, 10))), labels=np.where(np.arange(n) % 2, 7, 3),
+             energy_joint=np.zeros(n, np.float32), energy_marginal=np.zeros(n, np.float32), steps=np.ones(n, np.int64))
+    (run / "meta.json").write_text(json.dumps({"dataset": f"npz:{tmp / 'two.npz'}", "checkpoint": {"path": str(setup["ckpt"])}}))
+    result = invoke(run, "--features", setup["ckpt"], "--metrics", "fid", "--cache-dir", setup["cache"], "--json")
+    assert result.exit_code == 0, result.output
+    per_class = json.loads((run / "score.json").read_text())["per_class"]
+    assert [(row["class_index"], row["n_reference"], row["n_samples"]) for row in per_class] == [(3, 60, 30), (7, 60, 30)], per_class

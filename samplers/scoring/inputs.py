@@ -197,25 +197,13 @@ def _load_folder(folder: Path) -> ImageSet:
 
 
 def relabel_by_class_names(samples: ImageSet, classes: tuple[str, ...]) -> ImageSet:
-    """Folder-per-class samples: map folder names onto the reference's class indices."""
+    """Folder-per-class samples: map folder names onto the reference's class indices (the one naming rule:
+    robustgen.kernel.models.classes.model_class_index, which also reads the folder names `robustgen sample --png` writes)."""
     if samples.class_names is None or samples.labels is None:
         return samples
-    from robustgen.kernel.io import safe_name
+    from robustgen.kernel.models.classes import model_class_index
 
-    safe_classes = [safe_name(c, fallback=str(i)) for i, c in enumerate(classes)]  # `robustgen sample --png` writes these folder names
-    mapping = []
-    for name in samples.class_names:
-        if name in classes:
-            mapping.append(classes.index(name))
-        elif name in safe_classes:
-            mapping.append(safe_classes.index(name))
-        elif name.isdigit() and int(name) < len(classes):
-            mapping.append(int(name))
-        else:
-            raise RobustgenError(
-                f"{samples.source}: sub-folder {name!r} is not a class of the reference ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}): "
-                "name class folders by class name or index"
-            )
+    mapping = [model_class_index(name, classes, what=f"{samples.source}: sub-folder") for name in samples.class_names]
     labels = np.asarray(mapping, dtype=np.int64)[samples.labels]
     return ImageSet(samples.source, samples.images, labels, samples.run_dir, samples.meta, None)
 
@@ -233,11 +221,20 @@ def load_reference(spec: str, *, split: str = "train", data_root: str | os.PathL
     return splits[split]
 
 
-def load_reference_splits(spec: str, *, data_root: str | os.PathLike | None = None) -> dict[str, Reference]:
-    """Every non-empty split of a registry dataset ({"train": ..., "test": ...}), loaded once."""
-    from robustgen.kernel.data import load_dataset
+def load_reference_splits(spec: str, *, data_root: str | os.PathLike | None = None, model_meta: dict | None = None) -> dict[str, Reference]:
+    """Every non-empty split of a registry dataset ({"train": ..., "test": ...}), loaded once.
 
-    dataset = load_dataset(spec, root=data_root)
+    model_meta: the meta of the model the samples came from, when known: the reference is then read the way that
+    model reads its data (robustgen.kernel.models.model_data.model_dataset: its channels, input size and classes).
+    """
+    from robustgen.kernel.data import load_dataset
+    from robustgen.kernel.models.model_data import model_dataset
+
+    if model_meta:
+        dataset = model_dataset(model_meta, data=spec, data_root=data_root, purpose="scoring needs the reference images of",
+                                model="the sampled model", data_hint="--ref npz:PATH / folder:PATH")
+    else:
+        dataset = load_dataset(spec, root=data_root)
     fingerprint = dataset.fingerprint()
     out = {}
     for split in ("train", "test"):
@@ -250,7 +247,7 @@ def load_reference_splits(spec: str, *, data_root: str | os.PathLike | None = No
 def reference_from_meta(samples: ImageSet) -> tuple[str, str | None] | None:
     """The dataset a sample run was drawn from: (spec, data_root), from meta.json or its checkpoint."""
     meta = samples.meta
-    ck_meta = _checkpoint_meta(samples)
+    ck_meta = sampled_model_meta(samples)
     spec = meta.get("dataset") if isinstance(meta.get("dataset"), str) else ck_meta.get("dataset")
     if not isinstance(spec, str):
         return None
@@ -258,7 +255,8 @@ def reference_from_meta(samples: ImageSet) -> tuple[str, str | None] | None:
     return spec, root if isinstance(root, str) else None
 
 
-def _checkpoint_meta(samples: ImageSet) -> dict:
+def sampled_model_meta(samples: ImageSet) -> dict:
+    """The meta of the robustgen checkpoint a sample run names, if it is still there ({} otherwise)."""
     ckpt = samples.meta.get("checkpoint")
     if isinstance(ckpt, dict):  # {"path": ..., "sha256": ...}
         ckpt = ckpt.get("path")

@@ -132,7 +132,7 @@ class _Inputs:
 def _resolve_inputs(sample_set: ImageSet, *, ref, ref_split, data_root, wanted, found: _Findings) -> _Inputs:
     """The reference dataset (given, or named by the sample run) and its splits."""
     from robustgen.kernel.models.model_data import check_same_data
-    from samplers.scoring.inputs import load_reference_splits, reference_from_meta, relabel_by_class_names
+    from samplers.scoring.inputs import load_reference_splits, reference_from_meta, relabel_by_class_names, sampled_model_meta
 
     if ref_split not in ("train", "test"):
         raise RobustgenError(f"unknown reference split {ref_split!r}: use train or test")
@@ -147,7 +147,7 @@ def _resolve_inputs(sample_set: ImageSet, *, ref, ref_split, data_root, wanted, 
         ref, meta_root = meta_ref
         data_root = data_root if data_root is not None else meta_root
     try:
-        splits = load_reference_splits(ref, data_root=data_root)
+        splits = load_reference_splits(ref, data_root=data_root, model_meta=sampled_model_meta(sample_set) if from_meta else None)
     except RobustgenError as exc:
         if binary or not from_meta:
             raise

@@ -17,7 +17,7 @@ import numpy as np
 
 from robustgen.kernel.errors import RobustgenError
 from robustgen.kernel.finite import finite
-from robustgen.kernel.io import sha256_file
+from robustgen.kernel.io import safe_name, sha256_file
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -148,6 +148,9 @@ def model_class_index(name: str, classes: Sequence[str], *, what: str = "dataset
     folded = [_fold(c) for c in classes]
     if _fold(name) in folded:
         return folded.index(_fold(name))
+    written = [safe_name(c, fallback=str(i)) for i, c in enumerate(classes)]  # the folder names `robustgen sample --png` writes
+    if name in written:
+        return written.index(name)
     if len(classes) == 1000 and re.fullmatch(r"n\d{8}", name):
         wnids = imagenet_wnids()
         if wnids and name in wnids:
