@@ -90,7 +90,7 @@ def child(args) -> None:
 
     from robustgen.kernel.models.sources import load_classifier
     from samplers import InitConfig, RunOptions, SamplerConfig, StopConfig
-    from samplers.from_checkpoint import _align, _load_named_dataset
+    from samplers.from_checkpoint import load_checkpoint_dataset
     from samplers.initializers import resolve_init
     from samplers import sample
 
@@ -98,7 +98,7 @@ def child(args) -> None:
     spec, data_spec = f"torchvision:resnet50={args.weights}", f"folder:{args.folder}"
     rss_start = rss_mb()
     model, meta = load_classifier(spec, device="cpu", data=data_spec)
-    data = _align(_load_named_dataset(meta, dataset=data_spec, data_root=None), meta)
+    data = load_checkpoint_dataset(meta, dataset=data_spec)  # read lazily, relabelled into the model's classes
     rss_loaded = rss_mb()
     init = InitConfig(kind=args.init, k=args.k)
     classes = sorted(set(data.y_train.tolist()))  # the folder's classes, as the model's indices

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -118,6 +119,8 @@ def test_t_rises_only_when_the_auc_passes_the_threshold_and_never_above_the_maxi
     rule = dict(threshold=0.7, increment=5, maximum=12)
     assert next_steps(5, 0.69, **rule) == 5 and next_steps(5, 0.7, **rule) == 5
     assert next_steps(5, 0.71, **rule) == 10 and next_steps(10, 0.9, **rule) == 12 and next_steps(12, 0.99, **rule) == 12
+    ramp = dict(rule, threshold=0.0)  # threshold 0: after every window, even one the contrast won outright
+    assert next_steps(5, 0.0, **ramp) == 10 and next_steps(10, 0.2, **ramp) == 12 and next_steps(12, 0.0, **ramp) == 12
 
 
 def test_frechet_distance_is_zero_on_identical_sets_and_grows_with_a_shift():
@@ -170,12 +173,13 @@ def test_generative_configs_are_refused_with_one_line():
         (dict(generative=True, ood="digits", init_from="x.pt", gen_steps=0), "at least 1"),
         (dict(generative=True, ood="digits", init_from="x.pt", gen_steps=-3), "at least 1"),
         (dict(generative=True, ood="digits", init_from="x.pt", gen_steps_max=2, gen_steps=5), "--gen-steps-max"),
-        (dict(generative=True, ood="digits", init_from="x.pt", gen_auc_threshold=1.0), "(0, 1)"),
+        (dict(generative=True, ood="digits", init_from="x.pt", gen_auc_threshold=1.0), "[0, 1)"),
+        (dict(generative=True, ood="digits", init_from="x.pt", gen_auc_threshold=-0.1), "or 0 for a plain ramp"),
         (dict(generative=True, ood="digits", init_from="x.pt", ema_decay=1.0), "--ema-decay"),
         (dict(generative=True, ood="digits", init_from="x.pt", on_co="rollback"), "--on-co warn"),
     ]
     for fields, message in cases:
-        with pytest.raises(RobustgenError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+        with pytest.raises(RobustgenError, match=re.escape(message)) as info:
             resolve_config(TrainConfig(**fields))
         assert "\n" not in str(info.value)
     assert resolve_config(TrainConfig(generative=True, ood="digits", init_from="x.pt")).epochs == 5

@@ -159,3 +159,19 @@ def test_old_import_paths_are_the_moved_modules_with_a_warning(old, new):
         aliased = importlib.import_module(old)
     assert aliased is importlib.import_module(new) and aliased.__spec__.name == new
     assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("path", _modules(SCRIPTS), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_name_a_script_imports_lazily_exists(path):
+    """Imports inside functions run only when someone reruns the experiment: each named module and name must exist now."""
+    import importlib
+    import warnings
+
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] in PACKAGES:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DeprecationWarning)
+                module = importlib.import_module(node.module)
+            missing += [f"{node.module}.{a.name} (line {node.lineno})" for a in node.names if a.name != "*" and not hasattr(module, a.name)]
+    assert not missing, f"{path.relative_to(REPO)} imports names that no longer exist: {missing}"

@@ -72,8 +72,9 @@ def auc(positive: Tensor, negative: Tensor) -> float:
 
 
 def next_steps(steps: int, window_auc: float, *, threshold: float, increment: int, maximum: int) -> int:
-    """T for the next window: raised by `increment` (up to `maximum`) when the window's AUC passed `threshold`, else kept."""
-    if window_auc > threshold:
+    """T for the next window: raised by `increment` (up to `maximum`) when the window's AUC passed `threshold`, else kept.
+    Threshold 0 is a plain ramp: T rises after every window, whatever the AUC."""
+    if threshold == 0 or window_auc > threshold:
         return min(steps + increment, maximum)
     return steps
 
