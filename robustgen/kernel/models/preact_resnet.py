@@ -35,6 +35,17 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
+def preact_stages(in_planes: int, stage_planes: Sequence[int], blocks_per_stage: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """(the stages of pre-activation blocks, their output width): every stage after the first halves the resolution in
+    its first block. Shared by PreActResNet and WideResNet."""
+    layers = []
+    for stage, (planes, blocks) in enumerate(zip(stage_planes, blocks_per_stage)):
+        for i in range(blocks):
+            layers.append(PreActBlock(in_planes, planes, stride=2 if (stage > 0 and i == 0) else 1))
+            in_planes = planes
+    return nn.Sequential(*layers), in_planes
+
+
 class PreActResNet(Classifier):
     def __init__(
         self,
@@ -50,13 +61,7 @@ class PreActResNet(Classifier):
         std = std if std is not None else [1.0] * in_channels
         super().__init__(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std)
         self.stem = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
-        layers, in_planes = [], width
-        for stage, blocks in enumerate(num_blocks):
-            planes = width * 2**stage
-            for i in range(blocks):
-                layers.append(PreActBlock(in_planes, planes, stride=2 if (stage > 0 and i == 0) else 1))
-                in_planes = planes
-        self.layers = nn.Sequential(*layers)
+        self.layers, in_planes = preact_stages(width, [width * 2**stage for stage in range(len(num_blocks))], num_blocks)
         self.bn = nn.BatchNorm2d(in_planes)
         self.feature_dim = in_planes
         self.head = nn.Linear(in_planes, num_classes)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from robustgen.kernel.models import register_model
 from robustgen.kernel.models.base import Classifier
-from robustgen.kernel.models.preact_resnet import PreActBlock
+from robustgen.kernel.models.preact_resnet import preact_stages
 
 
 class WideResNet(Classifier):
@@ -31,12 +31,7 @@ class WideResNet(Classifier):
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
-        layers, in_planes = [], widths[0]
-        for stage, planes in enumerate(widths[1:]):
-            for i in range(n):
-                layers.append(PreActBlock(in_planes, planes, stride=2 if (stage > 0 and i == 0) else 1))
-                in_planes = planes
-        self.layers = nn.Sequential(*layers)
+        self.layers, in_planes = preact_stages(widths[0], widths[1:], [n] * 3)
         self.bn = nn.BatchNorm2d(in_planes)
         self.feature_dim = in_planes
         self.head = nn.Linear(in_planes, num_classes)
