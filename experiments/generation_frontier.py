@@ -31,6 +31,8 @@ RECIPES = {  # name -> robustgen train options (the dataset and --out are added)
     "l2-trades5-0.5": "--method trades --norm L2 --eps 0.5 --steps 5 --width 16 --epochs 15",
     "l2-fgsm-rs-der-1.0": "--method fgsm-rs --norm L2 --eps 1.0 --width 16 --epochs 15 --der",
     "l2-pgd3-1.0-e10": "--method pgd --norm L2 --eps 1.0 --steps 3 --width 16 --epochs 10",
+    "l2-pgd5-0.5-w32": "--method pgd --norm L2 --eps 0.5 --steps 5 --width 32 --epochs 15",
+    "l2-pgd5-0.5-e30": "--method pgd --norm L2 --eps 0.5 --steps 5 --width 16 --epochs 30",
 }
 THREATS = (("L2", 0.5), ("Linf", 8 / 255))
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -153,6 +155,7 @@ def main() -> None:
     p.add_argument("--no-train", action="store_true", help="only measure recipes whose runs finished")
     p.add_argument("--partial", action="store_true", help="also measure unfinished runs (their epochs are in the table)")
     p.add_argument("--third-party", action="store_true", help="also measure the published nets in ../shared/models")
+    p.add_argument("--models", default="", help="name=PATH/best.pt,...: models trained elsewhere (e.g. generative fine-tuning), measured alike")
     args = p.parse_args()
     rows = []
     for name in args.recipes.split(","):
@@ -164,6 +167,10 @@ def main() -> None:
             rows.append(measure(name, RECIPES[name], str(best), cache=best.parent / f"frontier-{args.n}-{args.subset}.json", args=args))
             rows[-1]["epochs_done"] = f"{_epochs_done(best.parent)}/{_epochs(RECIPES[name])}"
             print(json.dumps(rows[-1]), flush=True)
+    for item in filter(None, args.models.split(",")):
+        name, best = item.split("=", 1)
+        rows.append(measure(name, "trained elsewhere", best, cache=Path(best).parent / f"frontier-{args.n}-{args.subset}.json", args=args))
+        print(json.dumps(rows[-1]), flush=True)
     for name, (spec, mean, std) in (THIRD_PARTY.items() if args.third_party else ()):
         cache = Path(args.runs) / "third-party" / f"{name.split(' ')[0]}-{args.n}-{args.subset}.json"
         rows.append(measure(name, "published weights", spec, cache=cache, args=args, mean=mean, std=std))

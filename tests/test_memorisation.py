@@ -198,7 +198,7 @@ def test_fid_test_on_digits_and_absent_with_a_note_without_test_split(digits, di
     # The registry now refuses datasets with an empty split; a reference with only a train split can still
     # reach the scorer through the API (load_reference_splits leaves empty splits out), so test that path.
     train_only = {"train": inputs.Reference("digits", "train", digits.x_train, digits.y_train, digits.classes, "f" * 64)}
-    monkeypatch.setattr(inputs, "load_reference_splits", lambda spec, data_root=None: train_only)
+    monkeypatch.setattr(inputs, "load_reference_splits", lambda spec, data_root=None, model_meta=None: train_only)
     without = digits_score(digits.x_test[:100], digits_extractor, tmp_path)
     assert KEY_FID in without.metrics and KEY_FID_TEST not in without.metrics
     assert any("fid_test not computed" in n and "no test split" in n for n in without.notes)
