@@ -31,16 +31,8 @@ _LABEL_KEYS = ("labels", "y")
 _SAVE_SAMPLES = "save the uint8 NHWC images with numpy.savez(PATH, images=..., labels=...) or rerun `robustgen sample`"
 
 
-@dataclass(frozen=True, eq=False)
-class ImageSet:
-    """Images to score (or to compare against), held in memory."""
-
-    source: str  # what the user pointed at, for messages and score.json
-    images: np.ndarray  # (N, H, W, C) uint8
-    labels: np.ndarray | None  # (N,) int64 intended classes, or None when unknown
-    run_dir: Path | None = None  # set when the source is a sample run dir
-    meta: dict = field(default_factory=dict)  # the run dir's meta.json (empty otherwise)
-    class_names: tuple[str, ...] | None = None  # folder-per-class inputs: the folder names
+class _NHWCImages:
+    """What image sets and references share: `images` (N, H, W, C) uint8."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -53,7 +45,19 @@ class ImageSet:
 
 
 @dataclass(frozen=True, eq=False)
-class Reference:
+class ImageSet(_NHWCImages):
+    """Images to score (or to compare against), held in memory."""
+
+    source: str  # what the user pointed at, for messages and score.json
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray | None  # (N,) int64 intended classes, or None when unknown
+    run_dir: Path | None = None  # set when the source is a sample run dir
+    meta: dict = field(default_factory=dict)  # the run dir's meta.json (empty otherwise)
+    class_names: tuple[str, ...] | None = None  # folder-per-class inputs: the folder names
+
+
+@dataclass(frozen=True, eq=False)
+class Reference(_NHWCImages):
     """One split of a registry dataset."""
 
     spec: str  # registry spec, e.g. "digits" or "npz:/data/x.npz"
@@ -62,14 +66,6 @@ class Reference:
     labels: np.ndarray  # (N,) int64
     classes: tuple[str, ...]
     fingerprint: str  # sha256 of the whole dataset (robustgen.kernel.data.ImageDataset.fingerprint)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        _, h, w, c = self.images.shape
-        return (c, h, w)
-
-    def __len__(self) -> int:
-        return len(self.images)
 
 
 # --------------------------------------------------------------------------- samples
