@@ -70,6 +70,14 @@ def ensure_trained(name: str, options: str, *, data: str, runs: Path, train: boo
     return out / "best.pt"
 
 
+def epochs_done(out: Path, options: str) -> str:
+    """'finished/planned' epochs of a recipe's run (training.rundir reads the run)."""
+    from training.rundir import read_training_run
+
+    parts = shlex.split(options)
+    return f"{len(read_training_run(out).metrics)}/{parts[parts.index('--epochs') + 1]}"
+
+
 def measure(name: str, options: str, spec: str, *, cache: Path, args, mean: str | None = None, std: str | None = None) -> dict:
     """Robust accuracy under THREATS (PGD-20, a seeded test subset) and generative strength, cached in `cache`."""
     from robustgen.kernel.models.sources import ModelSpec, load_classifier
@@ -165,7 +173,7 @@ def main() -> None:
             best = partial
         if best is not None:
             rows.append(measure(name, RECIPES[name], str(best), cache=best.parent / f"frontier-{args.n}-{args.subset}.json", args=args))
-            rows[-1]["epochs_done"] = f"{_epochs_done(best.parent)}/{_epochs(RECIPES[name])}"
+            rows[-1]["epochs_done"] = epochs_done(best.parent, RECIPES[name])
             print(json.dumps(rows[-1]), flush=True)
     for item in filter(None, args.models.split(",")):
         name, best = item.split("=", 1)

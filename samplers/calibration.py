@@ -24,9 +24,7 @@ checkpoint as calibration.json); sampling finds it there (samplers.calibrated).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -20,7 +20,6 @@ import numpy as np
 from robustgen.kernel.data import ImageDataset
 from robustgen.kernel import distributed
 from robustgen.kernel.io import safe_name
-from robustgen.kernel.errors import RobustgenError
 from robustgen.kernel.models.model_data import SAMPLING, model_dataset
 from robustgen.kernel.models.sanity import flush_warnings
 from robustgen.kernel.models.sources import load_classifier

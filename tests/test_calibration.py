@@ -191,6 +191,7 @@ def test_calibrate_then_sample_uses_it_and_no_calibration_ignores_it(robust_digi
     assert "calibrated chain" not in ignored.output
     assert json.loads((tmp_path / "raw" / "meta.json").read_text())["sampler"]["steps"] == SamplerConfig().steps
     start = invoke(["sample", "--checkpoint", robust_digits_checkpoint, "-n", 10, "--out", tmp_path / "start", "--steps", 0])
+    assert start.exit_code == 0, start.output
     start_meta = json.loads((tmp_path / "start" / "meta.json").read_text())  # a config given on the command line wins; the others stay calibrated
     assert start_meta["sampler"]["steps"] == 0 and start_meta["init"] == chosen["init"] | {"neighbour_space": start_meta["init"]["neighbour_space"]}
     beside.unlink()

@@ -109,7 +109,6 @@ def train(ctx, dataset, preset, resume, overwrite, as_json, compile_mode, channe
       robustgen train --resume runs/cifar10-fgsm-rs-der         # continue after an interruption
       torchrun --nproc_per_node 8 -m robustgen train cifar10 --method pgd --der
     """
-    from training import TrainConfig
     from training import train as run_training
 
     if resume is not None:

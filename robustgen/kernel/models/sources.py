@@ -38,7 +38,6 @@ from torch import nn
 
 from robustgen.kernel.models.checkpoint import load_checkpoint
 from robustgen.kernel.errors import RobustgenError
-from robustgen.kernel.finite import finite
 from robustgen.kernel.io import default_cache_dir, sha256_file
 from robustgen.kernel.models.classes import MODEL_FLAGS, NormFlags, _meta, checked_normalisation, class_names
 from robustgen.kernel.models.foreign import (
