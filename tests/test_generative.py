@@ -279,6 +279,9 @@ def test_cli_preset_with_a_flat_ood_folder_trains_then_fine_tunes_in_one_run(fla
     assert summary["config"]["gen_start"] == 1 and summary["config"]["epochs"] == 1 + PRESETS["generation"].generative_epochs
     records = read_jsonl(out / "metrics.jsonl")
     assert [bool(r.get("generative")) for r in records] == [False] + [True] * PRESETS["generation"].generative_epochs
+    ramp = PRESETS["generation"].generative  # one window an epoch, T up by the increment after each, whatever the AUC
+    expected = [min(ramp["gen_steps"] + i * ramp["gen_steps_increment"], ramp["gen_steps_max"]) for i in range(len(records) - 1)]
+    assert [r["gen_steps_start"] for r in records[1:]] == expected and all(len(r["gen_auc_windows"]) == 1 for r in records[1:])
     model, meta = load_checkpoint(out / "best.pt")
     assert meta["weights"] == "ema" and meta["epoch"] >= 1  # best.pt is a fine-tuned model
     assert (out / "curves.png").is_file()

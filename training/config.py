@@ -85,7 +85,7 @@ class TrainConfig(FiniteFields):
     gen_steps_increment: int = GEN_STEPS_INCREMENT  # T += this after a window whose AUC passed gen_auc_threshold
     gen_step_size: float | None = None  # L2 ascent step, pixel units (None = 0.2 x sqrt(D / 3072): 0.2 on CIFAR)
     gen_auc_threshold: float = GEN_AUC_THRESHOLD  # real-vs-contrastive AUC of s above which T rises (DAT: 0.7); 0: after every window
-    gen_auc_window: int = GEN_AUC_WINDOW  # training images per AUC window (windows restart every epoch)
+    gen_auc_window: int = GEN_AUC_WINDOW  # training images per AUC window (windows restart every epoch); 0: one window per epoch
     ema_decay: float = GEN_EMA_DECAY  # per SGD step, generative epochs; best.pt holds the EMA weights
     holdout: int = GEN_HOLDOUT  # training images a generative run never trains on: best.pt is picked on them
     arch: str = "preact-resnet18"
@@ -213,7 +213,7 @@ def _check_generative(config: TrainConfig) -> TrainConfig:
         (config.gen_steps_increment >= 0, f"--gen-steps-increment must be >= 0 (got {config.gen_steps_increment}): pass 0 (fixed T) or more"),
         (config.gen_step_size is None or config.gen_step_size > 0, f"--gen-step-size must be positive (got {config.gen_step_size}): pass e.g. 0.2"),
         (0 <= config.gen_auc_threshold < 1, f"--gen-auc-threshold must lie in [0, 1) (got {config.gen_auc_threshold}): pass e.g. 0.7, or 0 for a plain ramp"),
-        (config.gen_auc_window >= 1, f"--gen-auc-window must be at least 1 image (got {config.gen_auc_window}): pass e.g. 1024"),
+        (config.gen_auc_window >= 0, f"--gen-auc-window must be 0 (one window per epoch) or a number of images (got {config.gen_auc_window}): pass e.g. 1024"),
         (config.gen_lr > 0, f"--gen-lr must be positive (got {config.gen_lr}): pass e.g. 0.005"),
         (config.gen_weight >= 0, f"--gen-weight must be >= 0 (got {config.gen_weight}): pass e.g. 1"),
         (0 <= config.ema_decay < 1, f"--ema-decay must lie in [0, 1) (got {config.ema_decay}): pass e.g. 0.99"),

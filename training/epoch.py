@@ -28,7 +28,7 @@ from robustgen.kernel.models import build_model
 from training.config import TrainConfig
 from training.diagnostics import co_alarm, epoch_summary
 from training.pgd_accuracy import evaluate_robustness
-from training.finetune import (GenerativeState, after_step, begin_epoch, build_state, close_window, contrast_batch, epoch_fields,
+from training.finetune import (GenerativeState, after_step, begin_epoch, build_state, contrast_batch, end_epoch, epoch_fields,
                                holdout_split, is_generative_epoch, load_init, selection_statistic, state_dict)
 from training.methods import get_method
 from training.monitor import Monitor, TrainingStopped
@@ -177,8 +177,8 @@ def run_epoch(session: Session, epoch: int) -> dict:
             bar.set_postfix(T=gen.steps, refresh=False)
         if session.monitor.due(epoch * steps + i + 1) and _check(session, epoch, epoch * steps + i + 1, checks):
             break
-    if gen is not None and gen.window_batches * 2 >= _window_batches(config):  # a tail of at least half a window counts
-        close_window(gen, config, session.dist)
+    if gen is not None:
+        end_epoch(gen, config, session.dist)
     record = _epoch_record(session, epoch, sums, checks, lr=lr, started=started, train_time=time.perf_counter() - started)
     return {**record, **epoch_fields(gen, sums, steps_at_start)} if gen is not None else record
 
@@ -189,10 +189,6 @@ def _begin_generative(session: Session, gen: GenerativeState | None) -> int:
         return 0
     begin_epoch(gen, session.net)
     return gen.steps
-
-
-def _window_batches(config: TrainConfig) -> int:
-    return max(1, math.ceil(config.gen_auc_window / config.batch_size))
 
 
 def epoch_learning_rate(config: TrainConfig, epoch: int, fraction: float) -> float:

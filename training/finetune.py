@@ -133,7 +133,18 @@ def after_step(state: GenerativeState, net: nn.Module, stats: dict, config: Trai
     update_ema(state.ema, net, decay=config.ema_decay)
     state.window.append((stats["s_real_values"], stats["s_ood_values"]))
     state.window_batches += 1
-    if state.window_batches >= max(1, math.ceil(config.gen_auc_window / config.batch_size)):
+    if config.gen_auc_window and state.window_batches >= window_batches(config):
+        close_window(state, config, dist)
+
+
+def window_batches(config: TrainConfig) -> int:
+    """Global batches per AUC window (gen_auc_window 0: the whole epoch is one window, closed by end_epoch)."""
+    return max(1, math.ceil(config.gen_auc_window / config.batch_size)) if config.gen_auc_window else 0
+
+
+def end_epoch(state: GenerativeState, config: TrainConfig, dist) -> None:
+    """Close the epoch's open window: all of it when windows are epochs, else a tail of at least half a window."""
+    if state.window and state.window_batches * 2 >= window_batches(config):
         close_window(state, config, dist)
 
 

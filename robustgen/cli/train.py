@@ -55,7 +55,7 @@ OPTIONS = (
     click.option("--gen-steps-increment", type=int, default=_CONFIG.gen_steps_increment, show_default=True, help="T rises by this after a window whose AUC passed --gen-auc-threshold."),
     click.option("--gen-step-size", type=FINITE, default=None, help="L2 ascent step in pixels [default: 0.2 x sqrt(D/3072)]."),
     click.option("--gen-auc-threshold", type=FINITE, default=_CONFIG.gen_auc_threshold, show_default=True, help="Real-vs-contrastive AUC of s above which T rises (DAT); 0: T rises after every window (a plain ramp)."),
-    click.option("--gen-auc-window", type=int, default=_CONFIG.gen_auc_window, show_default=True, help="Training images per AUC window."),
+    click.option("--gen-auc-window", type=int, default=_CONFIG.gen_auc_window, show_default=True, help="Training images per AUC window; 0: one window per epoch."),
     click.option("--ema-decay", type=FINITE, default=_CONFIG.ema_decay, show_default=True, help="EMA decay per SGD step in generative epochs (best.pt holds the EMA weights)."),
     click.option("--holdout", type=int, default=_CONFIG.holdout, show_default=True, help="Training images a generative run never trains on; best.pt is picked on them."),
     click.option("--arch", type=click.Choice(model_names()), default=_CONFIG.arch, show_default=True),
