@@ -108,14 +108,14 @@ def measure(name: str, options: str, spec: str, *, cache: Path, args, mean: str 
 
 def write_outputs(rows: list[dict], out: Path, *, judge: str, n: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    columns = [("recipe", "{}"), ("epochs_done", "{}"), ("clean_acc", "{:.3f}"), ("pgd20_L2", "{:.3f}"), ("pgd20_Linf", "{:.3f}"), ("santurkar_judge_accuracy", "{:.3f}"),
+    columns = [("recipe", "{}"), ("n", "{}"), ("epochs_done", "{}"), ("clean_acc", "{:.3f}"), ("pgd20_L2", "{:.3f}"), ("pgd20_Linf", "{:.3f}"), ("santurkar_judge_accuracy", "{:.3f}"),
                ("santurkar_fid_test", "{:.2f}"), ("santurkar_recall_test", "{:.3f}"), ("train_minutes", "{}")]
-    titles = ["recipe", "epochs trained", "clean", "PGD-20 L2 0.5", "PGD-20 Linf 8/255", "classifier-only judge acc", "classifier-only FID (test)",
+    titles = ["recipe", "classifier-only samples", "epochs trained", "clean", "PGD-20 L2 0.5", "PGD-20 Linf 8/255", "classifier-only judge acc", "classifier-only FID (test)",
               "classifier-only recall (test)", "train minutes"]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for row in rows:
         lines.append("| " + " | ".join(fmt.format(row[k]) if row.get(k) is not None else "-" for k, fmt in columns) + " |")
-    note = (f"\nJudge and feature extractor: {judge}; {n} classifier-only samples per recipe; FID/recall against the test split; "
+    note = (f"\nJudge and feature extractor: {judge}; classifier-only samples per recipe as listed (n; rows without n: 200, measured in an earlier round); FID/recall against the test split; "
             "robust accuracy: PGD-20, one restart, on a seeded subset of the test split.\n")
     (out / "frontier.md").write_text("\n".join(lines) + "\n" + note)
     (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -131,11 +131,11 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     for ax, key, title in ((axes[0], "pgd20_L2", "robust accuracy, PGD-20 L2 eps 0.5"), (axes[1], "pgd20_Linf", "robust accuracy, PGD-20 Linf 8/255")):
         for row in rows:
-            third_party = "third-party" in row["recipe"]
+            third_party, elsewhere = "third-party" in row["recipe"], row.get("options") == "trained elsewhere"
             done, total = (row.get("epochs_done") or "0/0").split("/") if not third_party else ("1", "1")
             partial = int(done) < int(total)
-            label = row["recipe"].split(" ")[0] + (f" ({done}/{total} epochs)" if partial else "")
-            ax.scatter(row[key], row["santurkar_judge_accuracy"], s=50, marker="s" if third_party else "o",
+            label = (row["recipe"] if elsewhere else row["recipe"].split(" ")[0]) + (f" ({done}/{total} epochs)" if partial else "")
+            ax.scatter(row[key], row["santurkar_judge_accuracy"], s=50, marker="s" if third_party else "^" if elsewhere else "o",
                        facecolors="none" if partial else None, edgecolors="C0" if partial else None, color=None if partial else ("C2" if third_party else "C0"))
             ax.annotate(label, (row[key], row["santurkar_judge_accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xlabel(title)
@@ -143,7 +143,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.axhline(0.1, color="grey", lw=0.8, ls=":")
         ax.grid(alpha=0.3)
     fig.suptitle("Robustness against generative strength, CIFAR-10 subset (circles: robustgen recipes, hollow = unfinished; "
-                 "squares: published nets; dotted: chance)", fontsize=9)
+                 "triangles: fine-tuned (DAT) or trained elsewhere; squares: published nets; dotted: chance)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -163,6 +163,7 @@ def main() -> None:
     p.add_argument("--no-train", action="store_true", help="only measure recipes whose runs finished")
     p.add_argument("--partial", action="store_true", help="also measure unfinished runs (their epochs are in the table)")
     p.add_argument("--third-party", action="store_true", help="also measure the published nets in ../shared/models")
+    p.add_argument("--include", default=None, help="an earlier frontier.json: its rows (recipes not measured now) join the table as they were")
     p.add_argument("--models", default="", help="name=PATH/best.pt,...: models trained elsewhere (e.g. generative fine-tuning), measured alike")
     args = p.parse_args()
     rows = []
@@ -183,6 +184,11 @@ def main() -> None:
         cache = Path(args.runs) / "third-party" / f"{name.split(' ')[0]}-{args.n}-{args.subset}.json"
         rows.append(measure(name, "published weights", spec, cache=cache, args=args, mean=mean, std=std))
         print(json.dumps(rows[-1]), flush=True)
+    for row in rows:
+        row.setdefault("n", args.n)
+    if args.include:
+        measured = {row["recipe"] for row in rows}
+        rows += [row for row in json.loads(Path(args.include).read_text()) if row["recipe"] not in measured]
     write_outputs(rows, Path(args.out), judge=Path(args.judge.split("=")[-1]).name, n=args.n)
 
 
