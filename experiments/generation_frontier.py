@@ -142,7 +142,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("judge accuracy on classifier-only samples")
         ax.axhline(0.1, color="grey", lw=0.8, ls=":")
         ax.grid(alpha=0.3)
-    fig.suptitle("Robustness against generative strength, CIFAR-10 subset (circles: robustgen recipes, hollow = unfinished; "
+    fig.suptitle("Robustness against generative strength, CIFAR-10 subset\n(circles: robustgen recipes, hollow = unfinished; "
                  "triangles: fine-tuned (DAT) or trained elsewhere; squares: published nets; dotted: chance)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
