@@ -23,6 +23,8 @@ MOVED = {
     "training.evaluate": "training.pgd_accuracy",
     "training.autoattack_eval": "training.autoattack_accuracy",
     "training.robust_eval": "training.robust_accuracy",
+    "samplers.scoring.report": "samplers.scoring.console",  # one `report` in the tree: robustgen.app.report
+    "samplers.scoring.cache": "samplers.scoring.feature_cache",  # one `cache` module name: robustgen.kernel.cache
 }
 
 
@@ -42,11 +44,11 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         target = new_name(spec.name)
         warnings.warn(f"{spec.name} moved to {target}: import it from there", DeprecationWarning, stacklevel=2)
         module = importlib.import_module(target)
-        self._real_spec = module.__spec__  # the import system overwrites __spec__ with the alias's: put it back in exec_module
+        spec.loader_state = module.__spec__  # the import system overwrites __spec__ with the alias's: put it back in exec_module
         return module
 
     def exec_module(self, module):
-        module.__spec__ = self._real_spec
+        module.__spec__ = module.__spec__.loader_state
 
 
 def install() -> None:

@@ -147,7 +147,8 @@ def test_experiments_and_benchmarks_import(path):
 
 
 @pytest.mark.parametrize("old, new", [("robustgen.models.sources", "robustgen.kernel.models.sources"), ("robustgen.io", "robustgen.kernel.io"),
-                                      ("robustgen.checkpoint", "robustgen.kernel.models.checkpoint"), ("training.evaluate", "training.pgd_accuracy")])
+                                      ("robustgen.checkpoint", "robustgen.kernel.models.checkpoint"), ("training.evaluate", "training.pgd_accuracy"),
+                                      ("samplers.scoring.report", "samplers.scoring.console")])
 def test_old_import_paths_are_the_moved_modules_with_a_warning(old, new):
     import importlib
     import warnings
